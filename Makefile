@@ -1,0 +1,70 @@
+# facepipe: one target per thing a person does. `make help` lists them.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PY := $(BIN)/python
+# torch/torchvision pinned together; facenet-pytorch 2.6 pins an older torch, so it goes in --no-deps.
+TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
+PYTEST_ARGS ?=
+export SAM_CLI_TELEMETRY=0
+
+.PHONY: help install test lint format typecheck events invoke-detection invoke-recognition \
+        build deploy validate clean
+
+help: ## list targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-20s %s\n", $$1, $$2}'
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+
+install: $(PY) ## create .venv with torch, facenet-pytorch, the facepipe package and dev tools
+	$(PY) -m pip install --quiet $(TORCH_PINS)
+	$(PY) -m pip install --quiet --no-deps facenet-pytorch==2.6.0
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	@$(BIN)/facepipe --help >/dev/null && echo "installed: $(BIN)/facepipe"
+
+test: ## lint, type-check and run every test (what CI runs)
+	$(MAKE) lint
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+lint: ## ruff (lint + format check), mypy, sam validate --lint, cfn-lint
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/sam validate --lint -t template.yaml
+	$(BIN)/cfn-lint template.yaml
+
+format: ## apply ruff fixes and formatting
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+events: ## regenerate events/ from the sample images (real detection output)
+	$(BIN)/facepipe events --out events
+
+invoke-detection: ## invoke the detection function with events/ (sam local invoke, or awslambdaric + RIE without Docker)
+	@if docker info >/dev/null 2>&1; then \
+	  $(BIN)/sam local invoke DetectionFunction -e events/detection-single.json; \
+	else \
+	  $(BIN)/facepipe invoke detection events/detection-single.json; \
+	fi
+
+invoke-recognition: ## invoke the recognition function with events/ (sam local invoke, or awslambdaric + RIE)
+	@if docker info >/dev/null 2>&1; then \
+	  $(BIN)/sam local invoke RecognitionFunction -e events/recognition-sqs.json; \
+	else \
+	  $(BIN)/facepipe invoke recognition events/recognition-sqs.json; \
+	fi
+
+validate: ## sam validate --lint
+	$(BIN)/sam validate --lint -t template.yaml
+
+build: ## sam build (needs Docker): both container images, weights baked in
+	$(BIN)/sam build
+
+deploy: ## sam deploy --guided (first time) using samconfig.toml
+	$(BIN)/sam deploy --guided
+
+clean: ## remove build outputs
+	rm -rf .aws-sam .pytest_cache .mypy_cache .ruff_cache out

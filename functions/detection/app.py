@@ -1,0 +1,44 @@
+"""Detection Lambda: Function URL POST → MTCNN → one task per frame on the request queue.
+
+Thin shell: parse the event, one call into ``facepipe``, record metrics, respond.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from aws_lambda_powertools.utilities.data_classes import LambdaFunctionUrlEvent
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from facepipe.config import Settings
+from facepipe.errors import FacepipeError, InvalidRequest
+from facepipe.http import error_response, internal_error, json_response
+from facepipe.observability import logger, metrics, record_detection, tracer
+from facepipe.services import detection_service
+
+# Cold start: MTCNN weights and boto3 clients are loaded once per execution environment.
+SERVICE = detection_service(Settings.from_env())
+
+
+@logger.inject_lambda_context(clear_state=True)
+@tracer.capture_lambda_handler
+@metrics.log_metrics(capture_cold_start_metric=True)
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    request = LambdaFunctionUrlEvent(event)
+    start = time.perf_counter()
+    try:
+        if request.request_context.http.method != "POST":
+            raise InvalidRequest("only POST is supported", code="method_not_allowed", status=405)
+        if not request.body:
+            raise InvalidRequest('the body is empty; POST a JSON frame or {"frames": [...]}')
+        report = SERVICE.handle_body(request.decoded_body)
+    except FacepipeError as exc:
+        logger.warning("request rejected", extra={"error": exc.code, "status": exc.status})
+        metrics.add_metric(name="RequestsRejected", unit="Count", value=1)
+        return error_response(exc)
+    except Exception:
+        logger.exception("detection failed")
+        return internal_error()
+    record_detection(report, round((time.perf_counter() - start) * 1000, 3))
+    return json_response(202, report.body())

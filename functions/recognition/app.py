@@ -1,0 +1,54 @@
+"""Recognition Lambda: SQS batch of face tasks → one forward pass → results on the response queue.
+
+Thin shell: the batch is prepared in one call into ``facepipe`` (all crops embedded together),
+then Powertools' BatchProcessor posts each record's result and reports only the failed records.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from aws_lambda_powertools.utilities.batch import (
+    BatchProcessor,
+    EventType,
+    process_partial_response,
+)
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from facepipe.config import Settings
+from facepipe.messages import Result
+from facepipe.observability import logger, metrics, record_results, tracer
+from facepipe.services import recognition_service
+
+# Cold start: InceptionResnetV1 weights, the gallery and boto3 clients, once per environment.
+SERVICE = recognition_service(Settings.from_env())
+processor = BatchProcessor(event_type=EventType.SQS)
+
+
+@logger.inject_lambda_context(clear_state=True)
+@tracer.capture_lambda_handler
+@metrics.log_metrics(capture_cold_start_metric=True)
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    start = time.perf_counter()
+    records = event.get("Records", [])
+    batch = SERVICE.prepare({r["messageId"]: r["body"] for r in records})
+    done: list[Result] = []
+
+    def finish(record: SQSRecord) -> None:
+        attr = record.message_attributes.get("request_id")
+        logger.append_keys(request_id=attr.string_value if attr else None)
+        try:
+            done.append(batch.finish(record.message_id))
+        except Exception as exc:
+            logger.warning("record failed", extra={"error": type(exc).__name__, "detail": str(exc)})
+            raise
+
+    response = process_partial_response(
+        event=event, record_handler=finish, processor=processor, context=context
+    )
+    logger.remove_keys(["request_id"])
+    failed = len(response.get("batchItemFailures", []))
+    record_results(done, failed, round((time.perf_counter() - start) * 1000, 3))
+    return response

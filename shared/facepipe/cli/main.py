@@ -1,0 +1,41 @@
+"""``facepipe``: the one console script.
+
+Subcommands:
+  run IMAGE...        detection + recognition in-process, one result per image
+  config              every setting (``--markdown`` prints the README table)
+  invoke FUNCTION     a function's real awslambdaric entrypoint under the Lambda RIE
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from facepipe.errors import FacepipeError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from facepipe.cli import config_cmd, invoke_cmd, run_cmd
+
+    parser = argparse.ArgumentParser(prog="facepipe", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    for module in (run_cmd, config_cmd, invoke_cmd):
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except FacepipeError as exc:
+        print(f"facepipe: error: {exc.message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

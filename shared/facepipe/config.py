@@ -1,0 +1,125 @@
+"""Configuration: every setting is an env var ``FACEPIPE_<NAME>`` and a CLI flag ``--<name>``.
+
+One pydantic model holds them all. The Lambda handlers read it from the environment; the CLI
+builds its flags from the same fields (``facepipe.cli.options``), so the two never drift and the
+README table (``facepipe config --markdown``) is generated from here too.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from facepipe.errors import ConfigError
+
+ENV_PREFIX = "FACEPIPE_"
+
+
+class Settings(BaseModel):
+    """All facepipe settings with their defaults. Field name ``foo_bar`` ↔ ``FACEPIPE_FOO_BAR``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # --- models -------------------------------------------------------------------------------
+    embedder: Literal["vggface2", "casia-webface"] = Field(
+        "vggface2", description="Face embedder: InceptionResnetV1 pretrained on this data set."
+    )
+    weights: str = Field(
+        "",
+        description=(
+            "Embedder weights: a state_dict file path (the images bake one in), empty for "
+            "facenet-pytorch's cache/download, or `random:<seed>` (tests only, not recognition)."
+        ),
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="Torch device; `auto` picks CUDA when present, else CPU."
+    )
+    threads: int = Field(0, ge=0, description="Torch intra-op threads; 0 keeps torch's default.")
+    # --- detection ----------------------------------------------------------------------------
+    image_size: int = Field(160, ge=32, le=1024, description="Side of each face crop in pixels.")
+    margin: int = Field(0, ge=0, le=200, description="Crop margin in pixels, as facenet-pytorch.")
+    min_face_size: int = Field(20, ge=8, description="MTCNN minimum face size in pixels.")
+    min_face_probability: float = Field(
+        0.95,
+        ge=0.0,
+        le=1.0,
+        description="Detection threshold: faces MTCNN scores lower are dropped as false faces.",
+    )
+    # --- matching -----------------------------------------------------------------------------
+    gallery: str = Field(
+        "", description="Gallery of known people: a local path or `s3://bucket/key` (.pt or .npz)."
+    )
+    match_threshold: float = Field(
+        1.1,
+        gt=0.0,
+        le=2.0,
+        description="L2 distance between unit embeddings above which a face is `unknown`.",
+    )
+    # --- limits -------------------------------------------------------------------------------
+    max_frames: int = Field(16, ge=1, le=256, description="Most frames one HTTP request may carry.")
+    max_pixels: int = Field(
+        40_000_000, ge=1, description="Most decoded pixels per frame, checked before decoding."
+    )
+    max_message_bytes: int = Field(
+        262_144,
+        ge=1024,
+        le=1_048_576,
+        description="Queue message size above which crops go to S3 (claim check).",
+    )
+    # --- AWS ----------------------------------------------------------------------------------
+    request_queue_url: str = Field("", description="SQS queue detection sends face crops to.")
+    response_queue_url: str = Field("", description="SQS queue results are posted to.")
+    bucket: str = Field("", description="S3 bucket for claim-check payloads and the gallery.")
+    payload_prefix: str = Field("payloads/", description="Key prefix of claim-check payloads.")
+    endpoint_url: str = Field(
+        "", description="AWS endpoint override (the local stack's emulator); empty for AWS."
+    )
+    region: str = Field("", description="AWS region; empty uses the normal AWS_REGION chain.")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Read ``FACEPIPE_*`` variables, then apply ``overrides`` (e.g. CLI flags).
+
+        >>> Settings.from_env({"FACEPIPE_MARGIN": "20"}).margin
+        20
+        """
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for name in cls.model_fields:
+            raw = environ.get(env_name(name))
+            if raw is not None and raw != "":
+                values[name] = raw
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        try:
+            return cls.model_validate(values)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{env_name(str(e['loc'][0])) if e['loc'] else '?'}: {e['msg']}"
+                for e in exc.errors()
+            )
+            raise ConfigError(f"invalid configuration: {problems}") from exc
+
+
+def env_name(field: str) -> str:
+    """``min_face_size`` → ``FACEPIPE_MIN_FACE_SIZE``."""
+    return ENV_PREFIX + field.upper()
+
+
+def flag_name(field: str) -> str:
+    """``min_face_size`` → ``--min-face-size``."""
+    return "--" + field.replace("_", "-")
+
+
+def settings_markdown() -> str:
+    """The README table of every setting: env var, flag, default, meaning."""
+    lines = ["| env var | CLI flag | default | meaning |", "| --- | --- | --- | --- |"]
+    for name, field in Settings.model_fields.items():
+        default = field.default
+        shown = f"`{default}`" if default not in ("", None) else "(empty)"
+        lines.append(
+            f"| `{env_name(name)}` | `{flag_name(name)}` | {shown} | {field.description} |"
+        )
+    return "\n".join(lines)

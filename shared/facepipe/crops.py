@@ -1,0 +1,52 @@
+"""Face crops on the wire: uint8 RGB arrays carried losslessly as PNG, so recognition sees
+bit-identical pixels to a direct facenet-pytorch call."""
+
+from __future__ import annotations
+
+import base64
+import io
+from collections.abc import Sequence
+
+import numpy as np
+from PIL import Image
+
+from facepipe.errors import InvalidMessage
+
+
+def encode_png(crop: np.ndarray) -> bytes:
+    """uint8 HxWx3 array → PNG bytes (lossless)."""
+    if crop.dtype != np.uint8 or crop.ndim != 3 or crop.shape[2] != 3:
+        raise ValueError(f"crop must be uint8 HxWx3, got {crop.dtype} {crop.shape}")
+    buf = io.BytesIO()
+    Image.fromarray(crop, mode="RGB").save(buf, format="PNG", compress_level=1)
+    return buf.getvalue()
+
+
+def decode_png(data: bytes) -> np.ndarray:
+    """PNG bytes → uint8 HxWx3 array."""
+    try:
+        with Image.open(io.BytesIO(data), formats=["PNG"]) as img:
+            return np.asarray(img.convert("RGB"), dtype=np.uint8).copy()
+    except Exception as exc:  # PIL raises many types for bad bytes
+        raise InvalidMessage(f"face crop is not a valid PNG ({exc})") from exc
+
+
+def crop_to_b64(crop: np.ndarray) -> str:
+    return base64.b64encode(encode_png(crop)).decode("ascii")
+
+
+def crop_from_b64(text: str) -> np.ndarray:
+    try:
+        data = base64.b64decode(text, validate=True)
+    except ValueError as exc:
+        raise InvalidMessage(f"face crop is not valid base64 ({exc})") from exc
+    return decode_png(data)
+
+
+def standardize(crops: Sequence[np.ndarray]) -> np.ndarray:
+    """uint8 crops → float32 NCHW batch, ``(x - 127.5) / 128`` as facenet-pytorch's
+    ``fixed_image_standardization`` (what ``MTCNN(post_process=True)`` returns)."""
+    batch = np.stack(crops).astype(np.float32)
+    batch -= 127.5
+    batch /= 128.0
+    return np.ascontiguousarray(batch.transpose(0, 3, 1, 2))

@@ -1,0 +1,155 @@
+"""Face embedding: facenet-pytorch InceptionResnetV1 and the loading of its weights.
+
+Weights come from, in order: the file ``FACEPIPE_WEIGHTS`` names (the container images bake the
+VGGFace2 file in at build time), else facenet-pytorch's own cache
+(``$TORCH_HOME/checkpoints``) or download. ``random:<seed>`` builds the network with seeded
+random weights for tests: numbers are consistent, names are meaningless, and every result says so.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from facepipe.crops import standardize
+from facepipe.errors import ConfigError, WeightsUnavailable
+from facepipe.torch_runtime import resolve_device
+
+# The files facenet-pytorch downloads for each pretrained set (its load_weights()).
+WEIGHT_FILES = {
+    "vggface2": "20180402-114759-vggface2.pt",
+    "casia-webface": "20180408-102900-casia-webface.pt",
+}
+WEIGHT_URLS = {
+    name: f"https://github.com/timesler/facenet-pytorch/releases/download/v2.2.9/{file}"
+    for name, file in WEIGHT_FILES.items()
+}
+RANDOM_PREFIX = "random:"
+
+
+def facenet_cache_path(embedder: str) -> Path:
+    """Where facenet-pytorch caches (and looks for) the weights of ``embedder``."""
+    from facenet_pytorch.models.inception_resnet_v1 import get_torch_home
+
+    return Path(get_torch_home()) / "checkpoints" / WEIGHT_FILES[embedder]
+
+
+def file_digest(path: Path) -> str:
+    """sha256 of a weights file; a ``<file>.sha256`` sidecar (written at image build) is used
+    when present so that a cold start does not hash 100 MB."""
+    sidecar = path.with_name(path.name + ".sha256")
+    if sidecar.exists():
+        return sidecar.read_text().split()[0]
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class FacenetEmbedder:
+    """InceptionResnetV1 → 512-d unit embeddings of 160×160 uint8 RGB crops.
+
+    Args:
+        embedder: ``"vggface2"`` or ``"casia-webface"``: which pretrained set the weights are.
+        weights: a state_dict path, ``""`` for facenet-pytorch's cache/download, or
+            ``"random:<seed>"`` (exactly ``torch.manual_seed(seed);
+            InceptionResnetV1(pretrained=None).eval()``).
+        device: torch device string, or ``"auto"``.
+
+    Example:
+        >>> import numpy as np
+        >>> emb = FacenetEmbedder(weights="random:0")
+        >>> emb.embed([np.zeros((160, 160, 3), np.uint8)]).shape
+        (1, 512)
+    """
+
+    dim = 512
+
+    def __init__(self, embedder: str = "vggface2", weights: str = "", device: str = "auto"):
+        import torch
+        from facenet_pytorch import InceptionResnetV1
+
+        if embedder not in WEIGHT_FILES:
+            raise ConfigError(
+                f"unknown embedder {embedder!r}; choose one of {', '.join(WEIGHT_FILES)}"
+            )
+        self.name = embedder
+        self.device = resolve_device(device)
+        if weights.startswith(RANDOM_PREFIX):
+            try:
+                seed = int(weights[len(RANDOM_PREFIX) :])
+            except ValueError as exc:
+                raise ConfigError(f"FACEPIPE_WEIGHTS={weights!r}: expected random:<int>") from exc
+            torch.manual_seed(seed)
+            model = InceptionResnetV1(pretrained=None).eval()
+            self.weights_id = f"random:{seed}"
+        else:
+            path = self._locate(weights)
+            model = InceptionResnetV1(pretrained=None).eval()
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            # The published files include the classifier head; embeddings do not use it.
+            state = {k: v for k, v in state.items() if not k.startswith("logits.")}
+            try:
+                model.load_state_dict(state)
+            except RuntimeError as exc:
+                raise WeightsUnavailable(
+                    f"{path} is not an InceptionResnetV1 state_dict ({exc})"
+                ) from exc
+            self.weights_id = f"{embedder}:sha256:{file_digest(path)[:16]}"
+        self.model = model.to(self.device)
+
+    @property
+    def is_random(self) -> bool:
+        return self.weights_id.startswith(RANDOM_PREFIX)
+
+    def _locate(self, weights: str) -> Path:
+        if weights:
+            path = Path(weights).expanduser()
+            if not path.is_file():
+                raise WeightsUnavailable(
+                    f"FACEPIPE_WEIGHTS={weights} does not exist. Point it at the "
+                    f"{WEIGHT_FILES[self.name]} file ({WEIGHT_URLS[self.name]})."
+                )
+            return path
+        cached = facenet_cache_path(self.name)
+        if cached.is_file():
+            return cached
+        try:
+            from facenet_pytorch.models.utils.download import download_url_to_file
+
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            download_url_to_file(WEIGHT_URLS[self.name], str(cached), progress=False)
+        except Exception as exc:  # no network, proxy, disk: all mean the same to the user
+            raise WeightsUnavailable(
+                f"the {self.name} weights are not available: no FACEPIPE_WEIGHTS file, none in "
+                f"facenet-pytorch's cache ({cached}) and the download failed ({exc}). Download "
+                f"{WEIGHT_URLS[self.name]} on a connected machine and set FACEPIPE_WEIGHTS to "
+                "its path (the container images bake it in), or use FACEPIPE_WEIGHTS=random:0 "
+                "for tests only."
+            ) from exc
+        return cached
+
+    def embed(self, crops: Sequence[np.ndarray]) -> np.ndarray:
+        """Embed uint8 HxWx3 crops in one forward pass → float32 (N, 512) unit vectors."""
+        import torch
+
+        if len(crops) == 0:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        batch = torch.from_numpy(standardize(crops)).to(self.device)
+        with torch.inference_mode():
+            out = self.model(batch)
+        return out.float().cpu().numpy()
+
+
+def default_weights_note(weights_id: str) -> str | None:
+    """A warning for people when the weights cannot recognise anyone."""
+    if weights_id.startswith(RANDOM_PREFIX):
+        return (
+            f"WARNING: embeddings use seeded random weights ({weights_id}); names are "
+            "meaningless. Set FACEPIPE_WEIGHTS to the VGGFace2 file for real recognition."
+        )
+    return None

@@ -1,0 +1,62 @@
+"""The one place Logger, Metrics and Tracer live; handlers and workers import them from here.
+
+Logs carry request_ids, counts and timings, never image bytes, crops or embeddings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.metrics import MetricUnit
+
+from facepipe.messages import Result
+from facepipe.stages.detect import DetectionReport
+
+logger = Logger(service="facepipe")
+metrics = Metrics(namespace="facepipe")
+tracer = Tracer(service="facepipe")
+
+
+def record_detection(report: DetectionReport, elapsed_ms: float) -> None:
+    """Metrics and one log line for a detection request."""
+    metrics.add_metric(name="FramesReceived", unit=MetricUnit.Count, value=len(report.frames))
+    metrics.add_metric(name="FacesDetected", unit=MetricUnit.Count, value=report.faces)
+    no_face = sum(1 for a in report.accepted if a.status == "no_face")
+    metrics.add_metric(name="FramesWithoutFaces", unit=MetricUnit.Count, value=no_face)
+    metrics.add_metric(name="DetectionLatency", unit=MetricUnit.Milliseconds, value=elapsed_ms)
+    logger.info(
+        "frames accepted",
+        extra={
+            "frames": [
+                {"request_id": a.request_id, "status": a.status, "faces": a.faces}
+                for a in report.accepted
+            ],
+            "faces": report.faces,
+            "elapsed_ms": elapsed_ms,
+        },
+    )
+
+
+def record_results(results: Sequence[Result], failed: int, elapsed_ms: float) -> None:
+    """Metrics and one log line for a recognition batch."""
+    faces = [f for r in results for f in r.faces]
+    metrics.add_metric(name="FramesRecognized", unit=MetricUnit.Count, value=len(results))
+    metrics.add_metric(name="FacesRecognized", unit=MetricUnit.Count, value=len(faces))
+    unknown = sum(1 for f in faces if f.name == "unknown")
+    metrics.add_metric(name="UnknownFaces", unit=MetricUnit.Count, value=unknown)
+    metrics.add_metric(name="RecordsFailed", unit=MetricUnit.Count, value=failed)
+    metrics.add_metric(name="RecognitionLatency", unit=MetricUnit.Milliseconds, value=elapsed_ms)
+    for result in results:
+        wait = result.timings_ms.get("queue_wait")
+        if wait is not None:
+            metrics.add_metric(name="QueueWait", unit=MetricUnit.Milliseconds, value=wait)
+    logger.info(
+        "batch recognized",
+        extra={
+            "request_ids": [r.request_id for r in results],
+            "faces": len(faces),
+            "failed": failed,
+            "elapsed_ms": elapsed_ms,
+        },
+    )

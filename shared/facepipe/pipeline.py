@@ -1,0 +1,76 @@
+"""Both stages in one process, no queues: what ``facepipe run`` uses to check models on photos.
+
+The same :class:`Detection` and :class:`Recognition` objects the Lambdas use, minus the queue hop
+(crops stay in memory, so results are identical to the PNG round trip by construction).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from facepipe.config import Settings
+from facepipe.errors import FacepipeError
+from facepipe.frames import decode_image
+from facepipe.messages import ErrorInfo, Result, new_request_id
+from facepipe.services import load_gallery, make_detector, make_embedder
+from facepipe.stages.detect import Detection, _ms
+from facepipe.stages.recognize import Recognition
+
+
+class LocalPipeline:
+    """Example:
+    >>> pipe = LocalPipeline(Settings.from_env(weights="random:0"))
+    >>> pipe.run_file("samples/astronaut.jpg").status
+    'ok'
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.detection = Detection(settings, make_detector(settings))
+        self.recognition = Recognition(
+            make_embedder(settings), load_gallery(settings), settings.match_threshold
+        )
+
+    @property
+    def weights_id(self) -> str:
+        return self.recognition.embedder.weights_id
+
+    def run_bytes(
+        self,
+        data: bytes,
+        filename: str = "",
+        request_id: str | None = None,
+        *,
+        with_embeddings: bool = False,
+    ) -> Result:
+        request_id = request_id or new_request_id()
+        start = time.perf_counter()
+        try:
+            image = decode_image(data, max_pixels=self.settings.max_pixels)
+        except FacepipeError as exc:
+            return Result(
+                request_id=request_id,
+                filename=filename,
+                status="error",
+                error=ErrorInfo(code=exc.code, message=exc.message),
+            )
+        decode_ms = _ms(start)
+        frame = self.detection.image(request_id, filename, image)
+        frame.timings_ms["decode"] = decode_ms
+        if not frame.faces:
+            return frame.no_face_result()
+        return self.recognition.recognize([frame], with_embeddings=with_embeddings)[0]
+
+    def run_file(self, path: str | Path, *, with_embeddings: bool = False) -> Result:
+        path = Path(path)
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            return Result(
+                request_id=new_request_id(),
+                filename=str(path),
+                status="error",
+                error=ErrorInfo(code="unreadable_file", message=f"cannot read {path}: {exc}"),
+            )
+        return self.run_bytes(data, str(path), with_embeddings=with_embeddings)

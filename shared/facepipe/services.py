@@ -1,0 +1,80 @@
+"""Wiring: settings → ready-to-use stage services with their AWS adapters.
+
+Handlers call these once at init (cold start) and keep the result for every invocation.
+"""
+
+from __future__ import annotations
+
+from facepipe.aws.clients import client
+from facepipe.aws.s3 import S3PayloadStore, read_uri
+from facepipe.aws.sqs import SqsDispatcher, SqsResultSink
+from facepipe.config import Settings
+from facepipe.detection import FaceDetector
+from facepipe.embedding import FacenetEmbedder
+from facepipe.errors import ConfigError, GalleryError
+from facepipe.matching import Gallery
+from facepipe.stages.detect import Detection, DetectionService
+from facepipe.stages.recognize import Recognition, RecognitionService
+from facepipe.torch_runtime import configure_threads
+
+
+def _require(settings: Settings, *names: str) -> None:
+    missing = [f"FACEPIPE_{n.upper()}" for n in names if not getattr(settings, n)]
+    if missing:
+        raise ConfigError(f"missing configuration: {', '.join(missing)}")
+
+
+def make_detector(settings: Settings) -> FaceDetector:
+    configure_threads(settings.threads)
+    return FaceDetector(
+        image_size=settings.image_size,
+        margin=settings.margin,
+        min_face_size=settings.min_face_size,
+        min_probability=settings.min_face_probability,
+        device=settings.device,
+    )
+
+
+def make_embedder(settings: Settings) -> FacenetEmbedder:
+    configure_threads(settings.threads)
+    return FacenetEmbedder(settings.embedder, settings.weights, settings.device)
+
+
+def load_gallery(settings: Settings, s3: object | None = None) -> Gallery:
+    """The gallery ``FACEPIPE_GALLERY`` names, or an empty one when unset."""
+    if not settings.gallery:
+        return Gallery()
+    if s3 is None and settings.gallery.startswith("s3://"):
+        s3 = client("s3", settings)
+    try:
+        data = read_uri(settings.gallery, s3)
+    except Exception as exc:
+        raise GalleryError(f"cannot read gallery {settings.gallery}: {exc}") from exc
+    return Gallery.from_bytes(data, source=settings.gallery)
+
+
+def detection_service(settings: Settings) -> DetectionService:
+    _require(settings, "request_queue_url", "response_queue_url", "bucket")
+    sqs = client("sqs", settings)
+    payloads = S3PayloadStore(client("s3", settings), settings.bucket, settings.payload_prefix)
+    dispatcher = SqsDispatcher(
+        sqs,
+        settings.request_queue_url,
+        SqsResultSink(sqs, settings.response_queue_url),
+        payloads,
+        settings.max_message_bytes,
+    )
+    return DetectionService(Detection(settings, make_detector(settings)), dispatcher)
+
+
+def recognition_service(settings: Settings) -> RecognitionService:
+    _require(settings, "response_queue_url", "bucket")
+    s3 = client("s3", settings)
+    recognition = Recognition(
+        make_embedder(settings), load_gallery(settings, s3), settings.match_threshold
+    )
+    return RecognitionService(
+        recognition,
+        SqsResultSink(client("sqs", settings), settings.response_queue_url),
+        S3PayloadStore(s3, settings.bucket, settings.payload_prefix),
+    )

@@ -1,0 +1,1 @@
+"""The two pipeline stages, free of AWS glue."""

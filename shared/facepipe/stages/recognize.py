@@ -1,0 +1,201 @@
+"""The recognition stage: queue tasks → one forward pass over every crop → one result each.
+
+``Recognition`` is the pure part (frames with crops → results). ``RecognitionService`` adds the
+queue semantics: each record is parsed on its own, so one poisoned record fails only itself,
+while all good records' crops are embedded together.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from facepipe.crops import crop_from_b64
+from facepipe.detection import DetectedFace
+from facepipe.embedding import FacenetEmbedder
+from facepipe.errors import FacepipeError, InvalidMessage
+from facepipe.matching import Gallery
+from facepipe.messages import FaceCrop, FacePayload, FaceResult, FaceTask, Models, Result
+from facepipe.stages.detect import FrameFaces, _ms
+
+_log = logging.getLogger(__name__)
+
+
+class Recognition:
+    """Embeds and names the faces of many frames at once.
+
+    Args:
+        embedder: anything with ``embed(crops) -> (N, D)``, ``name`` and ``weights_id``.
+        gallery: known people; empty means every face is ``unknown``.
+        threshold: L2 distance above which a face is ``unknown``.
+    """
+
+    def __init__(self, embedder: FacenetEmbedder, gallery: Gallery, threshold: float) -> None:
+        self.embedder = embedder
+        self.gallery = gallery
+        self.threshold = threshold
+
+    def recognize(
+        self, frames: Sequence[FrameFaces], *, with_embeddings: bool = False
+    ) -> list[Result]:
+        crops = [face.crop for frame in frames for face in frame.faces]
+        start = time.perf_counter()
+        embeddings = self.embedder.embed(crops)
+        embed_ms = _ms(start)
+        start = time.perf_counter()
+        matches = self.gallery.match(embeddings, self.threshold) if len(crops) else []
+        match_ms = _ms(start)
+        results, offset = [], 0
+        for frame in frames:
+            n = len(frame.faces)
+            faces = [
+                FaceResult(
+                    box=[round(v, 2) for v in face.box],
+                    probability=round(face.probability, 6),
+                    landmarks=[[round(x, 2), round(y, 2)] for x, y in face.landmarks],
+                    name=m.name,
+                    distance=None if m.distance is None else round(m.distance, 6),
+                    similarity=None if m.similarity is None else round(m.similarity, 6),
+                    embedding=[float(v) for v in emb] if with_embeddings else None,
+                )
+                for face, m, emb in zip(
+                    frame.faces,
+                    matches[offset : offset + n],
+                    embeddings[offset : offset + n],
+                    strict=True,
+                )
+            ]
+            offset += n
+            timings = dict(frame.timings_ms)
+            if frame.sent_at is not None:
+                timings["queue_wait"] = round(max(0.0, time.time() - frame.sent_at) * 1000, 3)
+            timings.update(embed=embed_ms, match=match_ms, batch_faces=float(len(crops)))
+            results.append(
+                Result(
+                    request_id=frame.request_id,
+                    filename=frame.filename,
+                    status="ok" if faces else "no_face",
+                    width=frame.width,
+                    height=frame.height,
+                    faces=faces,
+                    result=[f.name for f in faces],
+                    models=Models(embedder=self.embedder.name),
+                    weights=self.embedder.weights_id,
+                    timings_ms=timings,
+                )
+            )
+        return results
+
+
+def frame_from_task(task: FaceTask, faces: Sequence[FaceCrop]) -> FrameFaces:
+    """A queue task (with its faces, inline or fetched) → the in-memory frame."""
+    return FrameFaces(
+        request_id=task.request_id,
+        filename=task.filename,
+        width=task.width,
+        height=task.height,
+        faces=[
+            DetectedFace(
+                box=(f.box[0], f.box[1], f.box[2], f.box[3]),
+                probability=f.probability,
+                landmarks=tuple((p[0], p[1]) for p in f.landmarks),
+                crop=crop_from_b64(f.crop_png),
+            )
+            for f in faces
+        ],
+        timings_ms=dict(task.timings_ms),
+        sent_at=task.sent_at,
+    )
+
+
+class PayloadStore(Protocol):
+    """Claim-check storage (S3 in AWS)."""
+
+    def get(self, key: str) -> bytes: ...
+
+    def delete(self, key: str) -> None: ...
+
+
+class ResultSink(Protocol):
+    def send_result(self, result: Result) -> None: ...
+
+
+@dataclass
+class Outcome:
+    """What became of one record: its task (when it parsed) and result, or the error."""
+
+    task: FaceTask | None = None
+    result: Result | None = None
+    error: Exception | None = None
+
+
+class PreparedBatch:
+    """A batch after the shared forward pass; :meth:`finish` posts one record's result."""
+
+    def __init__(
+        self, outcomes: Mapping[str, Outcome], sink: ResultSink, payloads: PayloadStore | None
+    ) -> None:
+        self.outcomes = outcomes
+        self.sink = sink
+        self.payloads = payloads
+
+    def finish(self, record_id: str) -> Result:
+        """Post the record's result; raises (→ partial batch failure) when it cannot."""
+        outcome = self.outcomes[record_id]
+        if outcome.error is not None:
+            raise outcome.error
+        assert outcome.result is not None and outcome.task is not None
+        self.sink.send_result(outcome.result)
+        if outcome.task.payload_key and self.payloads is not None:
+            try:
+                self.payloads.delete(outcome.task.payload_key)
+            except Exception:  # the result is out; the bucket's lifecycle rule is the backstop
+                _log.warning("could not delete claim-check payload", exc_info=True)
+        return outcome.result
+
+
+class RecognitionService:
+    """Queue records → :class:`PreparedBatch` (one forward pass for all good records)."""
+
+    def __init__(
+        self,
+        recognition: Recognition,
+        sink: ResultSink,
+        payloads: PayloadStore | None = None,
+    ) -> None:
+        self.recognition = recognition
+        self.sink = sink
+        self.payloads = payloads
+
+    def _load(self, body: str) -> tuple[FaceTask, FrameFaces]:
+        task = FaceTask.parse_json(body)
+        faces: Sequence[FaceCrop] = task.faces
+        if task.payload_key:
+            if self.payloads is None:
+                raise InvalidMessage("task has a payload_key but no payload store is configured")
+            payload = FacePayload.model_validate_json(self.payloads.get(task.payload_key))
+            if payload.request_id != task.request_id:
+                raise InvalidMessage(f"payload {task.payload_key} belongs to another request")
+            faces = payload.faces
+        return task, frame_from_task(task, faces)
+
+    def prepare(self, bodies: Mapping[str, str]) -> PreparedBatch:
+        """``bodies``: record id → message body."""
+        outcomes: dict[str, Outcome] = {}
+        loaded: list[tuple[str, FrameFaces]] = []
+        for record_id, body in bodies.items():
+            try:
+                task, frame = self._load(body)
+            except (FacepipeError, ValueError) as exc:
+                outcomes[record_id] = Outcome(error=exc)
+                continue
+            outcomes[record_id] = Outcome(task=task)
+            loaded.append((record_id, frame))
+        if loaded:
+            results = self.recognition.recognize([frame for _, frame in loaded])
+            for (record_id, _), result in zip(loaded, results, strict=True):
+                outcomes[record_id].result = result
+        return PreparedBatch(outcomes, self.sink, self.payloads)

@@ -1,0 +1,500 @@
+"""Checks on the SAM template (template.yaml) and samconfig.toml.
+
+Runs offline: `sam validate --lint` and `cfn-lint` need neither credentials nor a region, and the
+SAM transform to plain CloudFormation is done in-process with samtranslator, so the assertions
+are on what CloudFormation would actually create (the Function URL, the event source mapping,
+the generated IAM roles).
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from samtranslator.parser.parser import Parser
+from samtranslator.translator.translator import Translator
+from samtranslator.yaml_helper import yaml_parse
+
+ROOT = Path(__file__).resolve().parents[2]
+TEMPLATE = ROOT / "template.yaml"
+SAMCONFIG = ROOT / "samconfig.toml"
+BIN = Path(sys.executable).parent
+FAKE_IMAGE_URI = "123456789012.dkr.ecr.us-east-1.amazonaws.com/facepipe:latest"
+
+IMAGE_FUNCTIONS = ("DetectionFunction", "RecognitionFunction")
+QUEUES = ("RequestQueue", "RequestDeadLetterQueue", "ResponseQueue")
+OUTPUT_KEYS = {
+    "FunctionUrl",
+    "RequestQueueUrl",
+    "ResponseQueueUrl",
+    "DeadLetterQueueUrl",
+    "BucketName",
+    "DetectionFunctionName",
+    "RecognitionFunctionName",
+}
+PAYLOADS_ARN = {"Fn::Sub": "arn:${AWS::Partition}:s3:::${DataBucket}/payloads/*"}
+GALLERY_ARN = {"Fn::Sub": "arn:${AWS::Partition}:s3:::${DataBucket}/gallery/*"}
+
+
+# --------------------------------------------------------------------------------------------
+# helpers and fixtures
+# --------------------------------------------------------------------------------------------
+def load_template() -> dict[str, Any]:
+    return yaml_parse(TEMPLATE.read_text())
+
+
+def translate(parameter_values: dict[str, str] | None = None) -> dict[str, Any]:
+    """SAM -> CloudFormation, offline (see /work/shared/RECIPES.md)."""
+    tpl = load_template()
+    # Image functions need an ImageUri before the transform; `sam build` fills it in real life.
+    for name in IMAGE_FUNCTIONS:
+        tpl["Resources"][name]["Properties"]["ImageUri"] = FAKE_IMAGE_URI
+    translator = Translator(
+        None, Parser(), boto_session=boto3.session.Session(region_name="us-east-1")
+    )
+    return translator.translate(
+        tpl, parameter_values=parameter_values or {}, get_managed_policy_map=dict
+    )
+
+
+@pytest.fixture(scope="module")
+def template() -> dict[str, Any]:
+    return load_template()
+
+
+@pytest.fixture(scope="module")
+def cfn() -> dict[str, Any]:
+    return translate()
+
+
+def resources_of_type(cfn: dict[str, Any], rtype: str) -> dict[str, dict[str, Any]]:
+    return {k: v for k, v in cfn["Resources"].items() if v["Type"] == rtype}
+
+
+def as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def role_of(cfn: dict[str, Any], function: str) -> dict[str, Any]:
+    role_ref = cfn["Resources"][function]["Properties"]["Role"]
+    assert role_ref == {"Fn::GetAtt": [f"{function}Role", "Arn"]}, role_ref
+    role = cfn["Resources"][f"{function}Role"]
+    assert role["Type"] == "AWS::IAM::Role"
+    return role
+
+
+def statements(role: dict[str, Any]) -> list[dict[str, Any]]:
+    out = []
+    for policy in role["Properties"].get("Policies", []):
+        out.extend(as_list(policy["PolicyDocument"]["Statement"]))
+    assert out, "role has no inline statements"
+    return out
+
+
+def grants(role: dict[str, Any]) -> list[tuple[str, Any]]:
+    """(action, resource) pairs of the role's Allow statements."""
+    pairs = []
+    for st in statements(role):
+        assert st["Effect"] == "Allow", st
+        assert "NotAction" not in st and "NotResource" not in st, st
+        for action in as_list(st["Action"]):
+            for resource in as_list(st["Resource"]):
+                pairs.append((action, resource))
+    return pairs
+
+
+def queue_of(resource: Any) -> str | None:
+    """Logical id of the project queue an SQS resource ARN points at, else None."""
+    if isinstance(resource, dict) and "Fn::GetAtt" in resource:
+        target, attr = resource["Fn::GetAtt"]
+        return target if target in QUEUES and attr == "Arn" else None
+    if isinstance(resource, dict) and "Fn::Sub" in resource:
+        # SAM policy templates (SQSPollerPolicy) build the ARN from the queue name.
+        sub = resource["Fn::Sub"]
+        if isinstance(sub, list) and sub[0].endswith(
+            ":sqs:${AWS::Region}:${AWS::AccountId}:${queueName}"
+        ):
+            target, attr = sub[1]["queueName"]["Fn::GetAtt"]
+            return target if target in QUEUES and attr == "QueueName" else None
+    return None
+
+
+def actions_on_queue(role: dict[str, Any], queue: str) -> set[str]:
+    return {a for a, r in grants(role) if a.startswith("sqs:") and queue_of(r) == queue}
+
+
+def actions_on_s3(role: dict[str, Any], arn: dict[str, str]) -> set[str]:
+    return {a for a, r in grants(role) if a.startswith("s3:") and r == arn}
+
+
+def run_tool(name: str, *args: str) -> subprocess.CompletedProcess[str]:
+    exe = BIN / name
+    if not exe.exists():
+        pytest.skip(f"{name} is not installed next to {sys.executable}")
+    env = dict(os.environ, SAM_CLI_TELEMETRY="0")
+    return subprocess.run(
+        [str(exe), *args],
+        check=False,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# linters
+# --------------------------------------------------------------------------------------------
+def test_sam_validate_lint_is_clean() -> None:
+    proc = run_tool("sam", "validate", "--lint", "-t", str(TEMPLATE))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_cfn_lint_is_clean() -> None:
+    proc = run_tool("cfn-lint", str(TEMPLATE))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+# --------------------------------------------------------------------------------------------
+# parameters and globals (source template)
+# --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("FunctionUrlAuthType", {"Type": "String", "Default": "AWS_IAM"}),
+        ("RecognitionBatchSize", {"Type": "Number", "Default": 10, "MinValue": 1, "MaxValue": 100}),
+        (
+            "RecognitionBatchingWindowSeconds",
+            {"Type": "Number", "Default": 1, "MinValue": 0, "MaxValue": 20},
+        ),
+        (
+            "RecognitionMaximumConcurrency",
+            {"Type": "Number", "Default": 5, "MinValue": 2, "MaxValue": 1000},
+        ),
+        ("MatchThreshold", {"Type": "String", "Default": "1.1"}),
+        ("GalleryKey", {"Type": "String", "Default": "gallery/gallery.pt"}),
+        ("MinFaceProbability", {"Type": "String", "Default": "0.95"}),
+        ("LogLevel", {"Type": "String", "Default": "INFO"}),
+        ("MaxReceiveCount", {"Type": "Number", "Default": 3, "MinValue": 1, "MaxValue": 1000}),
+    ],
+)
+def test_parameter(template: dict[str, Any], name: str, expected: dict[str, Any]) -> None:
+    param = template["Parameters"][name]
+    for key, value in expected.items():
+        assert param.get(key) == value, (name, key, param.get(key))
+    assert param.get("Description"), f"{name} has no Description"
+
+
+def test_log_level_allowed_values(template: dict[str, Any]) -> None:
+    allowed = template["Parameters"]["LogLevel"]["AllowedValues"]
+    assert allowed == ["DEBUG", "INFO", "WARNING", "ERROR"]
+
+
+def test_url_auth_parameter_defaults_to_iam_and_warns_about_none(template: dict[str, Any]) -> None:
+    param = template["Parameters"]["FunctionUrlAuthType"]
+    assert param["Default"] == "AWS_IAM"
+    assert param["AllowedValues"] == ["AWS_IAM", "NONE"]
+    assert "public" in param["Description"].lower()
+
+
+def test_globals(template: dict[str, Any]) -> None:
+    glob = template["Globals"]["Function"]
+    assert glob["Architectures"] == ["x86_64"]
+    assert glob["Tracing"] == "Active"
+
+
+def test_container_image_metadata(template: dict[str, Any]) -> None:
+    res = template["Resources"]
+    for name, folder in (
+        ("DetectionFunction", "detection"),
+        ("RecognitionFunction", "recognition"),
+    ):
+        meta = res[name]["Metadata"]
+        assert meta["DockerContext"] == "."
+        assert meta["Dockerfile"] == f"functions/{folder}/Dockerfile"
+        assert meta.get("DockerTag"), name
+    assert res["DetectionFunction"]["Properties"]["ImageConfig"]["Command"] == ["app.handler"]
+
+
+# --------------------------------------------------------------------------------------------
+# generated CloudFormation
+# --------------------------------------------------------------------------------------------
+def test_functions_are_image_lambdas(cfn: dict[str, Any]) -> None:
+    expected = {"DetectionFunction": (2048, 30), "RecognitionFunction": (3008, 60)}
+    for name, (memory, timeout) in expected.items():
+        fn = cfn["Resources"][name]
+        assert fn["Type"] == "AWS::Lambda::Function"
+        props = fn["Properties"]
+        assert props["PackageType"] == "Image"
+        assert props["Code"] == {"ImageUri": FAKE_IMAGE_URI}
+        assert "Runtime" not in props and "Handler" not in props
+        assert props["MemorySize"] == memory
+        assert props["Timeout"] == timeout
+        assert props["Architectures"] == ["x86_64"]
+        assert props["TracingConfig"] == {"Mode": "Active"}
+
+
+def test_function_environment(cfn: dict[str, Any]) -> None:
+    common = {
+        "POWERTOOLS_METRICS_NAMESPACE": "facepipe",
+        "POWERTOOLS_LOG_LEVEL": {"Ref": "LogLevel"},
+        "FACEPIPE_BUCKET": {"Ref": "DataBucket"},
+        "FACEPIPE_REQUEST_QUEUE_URL": {"Ref": "RequestQueue"},
+        "FACEPIPE_RESPONSE_QUEUE_URL": {"Ref": "ResponseQueue"},
+        "FACEPIPE_PAYLOAD_PREFIX": "payloads/",
+        "FACEPIPE_MIN_FACE_PROBABILITY": {"Ref": "MinFaceProbability"},
+    }
+    env = {
+        name: cfn["Resources"][name]["Properties"]["Environment"]["Variables"]
+        for name in IMAGE_FUNCTIONS
+    }
+    for name, variables in env.items():
+        for key, value in common.items():
+            assert variables.get(key) == value, (name, key)
+    assert env["DetectionFunction"]["POWERTOOLS_SERVICE_NAME"] == "detection"
+    assert env["RecognitionFunction"]["POWERTOOLS_SERVICE_NAME"] == "recognition"
+    assert env["RecognitionFunction"]["FACEPIPE_GALLERY"] == {
+        "Fn::Sub": "s3://${DataBucket}/${GalleryKey}"
+    }
+    assert env["RecognitionFunction"]["FACEPIPE_MATCH_THRESHOLD"] == {"Ref": "MatchThreshold"}
+
+
+def test_function_url_auth_type_comes_from_parameter(cfn: dict[str, Any]) -> None:
+    urls = resources_of_type(cfn, "AWS::Lambda::Url")
+    assert list(urls) == ["DetectionFunctionUrl"]
+    props = urls["DetectionFunctionUrl"]["Properties"]
+    assert props["AuthType"] == {"Ref": "FunctionUrlAuthType"}
+    assert props["TargetFunctionArn"] == {"Ref": "DetectionFunction"}
+    assert "Cors" not in props
+
+
+def test_public_invoke_permissions_only_when_auth_type_is_none(cfn: dict[str, Any]) -> None:
+    # SAM adds no public-invoke permission when AuthType is an intrinsic, so the template
+    # creates both permissions itself, conditioned on FunctionUrlAuthType == NONE.
+    assert cfn["Conditions"]["IsPublicFunctionUrl"] == {
+        "Fn::Equals": [{"Ref": "FunctionUrlAuthType"}, "NONE"]
+    }
+    permissions = resources_of_type(cfn, "AWS::Lambda::Permission")
+    public = {k: v for k, v in permissions.items() if v["Properties"]["Principal"] == "*"}
+    for name, perm in public.items():
+        assert perm.get("Condition") == "IsPublicFunctionUrl", name
+        assert perm["Properties"]["FunctionName"] == {"Ref": "DetectionFunction"}, name
+    by_action = {v["Properties"]["Action"]: v["Properties"] for v in public.values()}
+    assert set(by_action) == {"lambda:InvokeFunctionUrl", "lambda:InvokeFunction"}
+    assert by_action["lambda:InvokeFunctionUrl"]["FunctionUrlAuthType"] == "NONE"
+    assert by_action["lambda:InvokeFunction"]["InvokedViaFunctionUrl"] is True
+
+
+def test_transform_with_public_function_url() -> None:
+    public = translate({"FunctionUrlAuthType": "NONE"})
+    urls = resources_of_type(public, "AWS::Lambda::Url")
+    assert urls["DetectionFunctionUrl"]["Properties"]["AuthType"] == {"Ref": "FunctionUrlAuthType"}
+    assert len(resources_of_type(public, "AWS::Lambda::Permission")) == 2
+
+
+def test_event_source_mapping(cfn: dict[str, Any]) -> None:
+    mappings = resources_of_type(cfn, "AWS::Lambda::EventSourceMapping")
+    assert len(mappings) == 1
+    props = next(iter(mappings.values()))["Properties"]
+    assert props["FunctionName"] == {"Ref": "RecognitionFunction"}
+    assert props["EventSourceArn"] == {"Fn::GetAtt": ["RequestQueue", "Arn"]}
+    assert props["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert props["BatchSize"] == {"Ref": "RecognitionBatchSize"}
+    assert props["MaximumBatchingWindowInSeconds"] == {"Ref": "RecognitionBatchingWindowSeconds"}
+    assert props["ScalingConfig"] == {
+        "MaximumConcurrency": {"Ref": "RecognitionMaximumConcurrency"}
+    }
+
+
+def test_request_queue_redrives_to_dead_letter_queue(cfn: dict[str, Any]) -> None:
+    redrive = cfn["Resources"]["RequestQueue"]["Properties"]["RedrivePolicy"]
+    assert redrive["deadLetterTargetArn"] == {"Fn::GetAtt": ["RequestDeadLetterQueue", "Arn"]}
+    assert redrive["maxReceiveCount"] == {"Ref": "MaxReceiveCount"}
+    dlq = cfn["Resources"]["RequestDeadLetterQueue"]["Properties"]
+    request = cfn["Resources"]["RequestQueue"]["Properties"]
+    assert dlq["MessageRetentionPeriod"] == 1209600
+    # A message keeps its original enqueue time in the DLQ, so the DLQ must retain longer.
+    assert dlq["MessageRetentionPeriod"] > request["MessageRetentionPeriod"]
+
+
+def test_request_queue_visibility_covers_retries(cfn: dict[str, Any]) -> None:
+    timeout = cfn["Resources"]["RecognitionFunction"]["Properties"]["Timeout"]
+    max_window = cfn["Parameters"]["RecognitionBatchingWindowSeconds"]["MaxValue"]
+    visibility = cfn["Resources"]["RequestQueue"]["Properties"]["VisibilityTimeout"]
+    assert visibility >= 6 * timeout + max_window
+
+
+def test_response_queue_long_polls(cfn: dict[str, Any]) -> None:
+    props = cfn["Resources"]["ResponseQueue"]["Properties"]
+    assert props["ReceiveMessageWaitTimeSeconds"] == 20
+    assert props["VisibilityTimeout"] == 30
+    assert props["MessageRetentionPeriod"] == 345600
+
+
+def test_every_queue_is_encrypted(cfn: dict[str, Any]) -> None:
+    queues = resources_of_type(cfn, "AWS::SQS::Queue")
+    assert set(queues) == set(QUEUES)
+    for name, queue in queues.items():
+        assert queue["Properties"].get("SqsManagedSseEnabled") is True, name
+
+
+def test_bucket_is_private_encrypted_and_expires_payloads(cfn: dict[str, Any]) -> None:
+    buckets = resources_of_type(cfn, "AWS::S3::Bucket")
+    assert list(buckets) == ["DataBucket"]
+    props = buckets["DataBucket"]["Properties"]
+
+    (sse,) = props["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+    assert sse["ServerSideEncryptionByDefault"]["SSEAlgorithm"] == "AES256"
+    assert sse["BucketKeyEnabled"] is True
+
+    pab = props["PublicAccessBlockConfiguration"]
+    for key in (
+        "BlockPublicAcls",
+        "BlockPublicPolicy",
+        "IgnorePublicAcls",
+        "RestrictPublicBuckets",
+    ):
+        assert pab[key] is True, key
+    assert props["OwnershipControls"]["Rules"] == [{"ObjectOwnership": "BucketOwnerEnforced"}]
+    assert props["VersioningConfiguration"]["Status"] == "Enabled"
+
+    rules = props["LifecycleConfiguration"]["Rules"]
+    assert all(rule["Status"] == "Enabled" for rule in rules)
+    payload_rules = [r for r in rules if r.get("Prefix") == "payloads/"]
+    assert len(payload_rules) == 1
+    assert payload_rules[0]["ExpirationInDays"] == 1
+    assert payload_rules[0]["NoncurrentVersionExpiration"]["NoncurrentDays"] == 1
+    assert any(
+        r.get("AbortIncompleteMultipartUpload", {}).get("DaysAfterInitiation") == 1 for r in rules
+    )
+    bucket_wide = [r for r in rules if not r.get("Prefix")]
+    assert any(
+        r.get("NoncurrentVersionExpiration", {}).get("NoncurrentDays") == 30 for r in bucket_wide
+    )
+
+
+def test_bucket_policy_denies_insecure_transport(cfn: dict[str, Any]) -> None:
+    policy = cfn["Resources"]["DataBucketPolicy"]
+    assert policy["Type"] == "AWS::S3::BucketPolicy"
+    assert policy["Properties"]["Bucket"] == {"Ref": "DataBucket"}
+    (st,) = policy["Properties"]["PolicyDocument"]["Statement"]
+    assert st["Effect"] == "Deny"
+    assert st["Principal"] == "*"
+    assert st["Action"] in ("s3:*", ["s3:*"])
+    assert st["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+    resources = as_list(st["Resource"])
+    assert {"Fn::GetAtt": ["DataBucket", "Arn"]} in resources
+    assert {"Fn::Sub": "${DataBucket.Arn}/*"} in resources
+
+
+@pytest.mark.parametrize("function", IMAGE_FUNCTIONS)
+def test_role_sqs_and_s3_grants_are_scoped(cfn: dict[str, Any], function: str) -> None:
+    role = role_of(cfn, function)
+    for action, resource in grants(role):
+        assert "*" not in action, action
+        service = action.split(":", 1)[0]
+        if service == "sqs":
+            assert queue_of(resource) in QUEUES, (action, resource)
+        elif service == "s3":
+            assert resource in (PAYLOADS_ARN, GALLERY_ARN), (action, resource)
+        else:
+            pytest.fail(f"{function}: unexpected action {action}")
+        assert resource != "*", action
+
+
+def test_detection_role(cfn: dict[str, Any]) -> None:
+    role = role_of(cfn, "DetectionFunction")
+    assert actions_on_queue(role, "RequestQueue") == {"sqs:SendMessage"}
+    assert actions_on_queue(role, "ResponseQueue") == {"sqs:SendMessage"}
+    assert actions_on_queue(role, "RequestDeadLetterQueue") == set()
+    actions = {a for a, _ in grants(role)}
+    assert not actions & {"sqs:ReceiveMessage", "sqs:DeleteMessage", "s3:DeleteObject"}
+    assert actions_on_s3(role, PAYLOADS_ARN) == {"s3:PutObject", "s3:GetObject"}
+    assert actions_on_s3(role, GALLERY_ARN) == set()
+    managed = " ".join(role["Properties"]["ManagedPolicyArns"])
+    assert "SQS" not in managed
+
+
+def test_recognition_role(cfn: dict[str, Any]) -> None:
+    role = role_of(cfn, "RecognitionFunction")
+    poll = actions_on_queue(role, "RequestQueue")
+    assert {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"} <= poll
+    assert "sqs:SendMessage" not in poll
+    assert actions_on_queue(role, "ResponseQueue") == {"sqs:SendMessage"}
+    assert actions_on_queue(role, "RequestDeadLetterQueue") == set()
+    actions = {a for a, _ in grants(role)}
+    assert "s3:PutObject" not in actions
+    assert actions_on_s3(role, PAYLOADS_ARN) == {"s3:GetObject", "s3:DeleteObject"}
+    assert actions_on_s3(role, GALLERY_ARN) == {"s3:GetObject"}
+
+
+def test_gallery_key_stays_readable(template: dict[str, Any]) -> None:
+    # The recognition role may only read gallery/*, so the default key must live there.
+    assert template["Parameters"]["GalleryKey"]["Default"].startswith("gallery/")
+
+
+def test_outputs(cfn: dict[str, Any]) -> None:
+    outputs = cfn["Outputs"]
+    assert set(outputs) >= OUTPUT_KEYS
+    values = {k: outputs[k]["Value"] for k in OUTPUT_KEYS}
+    assert values["FunctionUrl"] == {"Fn::GetAtt": ["DetectionFunctionUrl", "FunctionUrl"]}
+    assert values["RequestQueueUrl"] == {"Ref": "RequestQueue"}
+    assert values["ResponseQueueUrl"] == {"Ref": "ResponseQueue"}
+    assert values["DeadLetterQueueUrl"] == {"Ref": "RequestDeadLetterQueue"}
+    assert values["BucketName"] == {"Ref": "DataBucket"}
+    assert values["DetectionFunctionName"] == {"Ref": "DetectionFunction"}
+    assert values["RecognitionFunctionName"] == {"Ref": "RecognitionFunction"}
+    for key, value in values.items():
+        target = value.get("Ref") or value["Fn::GetAtt"][0]
+        assert target in cfn["Resources"], (key, target)
+
+
+# --------------------------------------------------------------------------------------------
+# samconfig.toml
+# --------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def samconfig() -> dict[str, Any]:
+    return tomllib.loads(SAMCONFIG.read_text())
+
+
+def test_samconfig_default(samconfig: dict[str, Any]) -> None:
+    default = samconfig["default"]
+    assert default["global"]["parameters"]["stack_name"] == "facepipe"
+    deploy = default["deploy"]["parameters"]
+    assert deploy["resolve_image_repos"] is True
+    assert deploy["resolve_s3"] is True
+    assert deploy["capabilities"] == "CAPABILITY_IAM"
+    assert deploy["confirm_changeset"] is True
+    assert deploy.get("region", "us-east-1") == "us-east-1"
+    assert default["build"]["parameters"] == {"cached": True, "parallel": True}
+    assert default["validate"]["parameters"]["lint"] is True
+
+
+def test_samconfig_prod_overrides_are_valid(samconfig: dict[str, Any], template: dict) -> None:
+    prod = samconfig["prod"]
+    assert prod["global"]["parameters"]["stack_name"] == "facepipe-prod"
+    deploy = prod["deploy"]["parameters"]
+    assert deploy["resolve_image_repos"] is True
+    overrides = dict(item.split("=", 1) for item in shlex.split(deploy["parameter_overrides"]))
+    assert overrides["FunctionUrlAuthType"] == "AWS_IAM"
+    assert overrides["LogLevel"] == "INFO"
+    params = template["Parameters"]
+    assert (
+        int(overrides["RecognitionMaximumConcurrency"])
+        > params["RecognitionMaximumConcurrency"]["Default"]
+    )
+    for key, value in overrides.items():
+        assert key in params, f"unknown parameter {key}"
+        spec = params[key]
+        if "AllowedValues" in spec:
+            assert value in spec["AllowedValues"], (key, value)
+        if spec["Type"] == "Number":
+            assert spec["MinValue"] <= float(value) <= spec["MaxValue"], (key, value)
