@@ -1,0 +1,59 @@
+"""``facepipe weights fetch|check``: get embedder weights into an image (or a laptop) and prove
+they load."""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+from facepipe.embedding import WEIGHT_FILES
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("weights", help="fetch or check embedder weights")
+    wsub = p.add_subparsers(dest="weights_command", required=True)
+    fetch = wsub.add_parser(
+        "fetch",
+        help="put the weights file at OUT/<embedder>.pt (+ .sha256) and check it loads",
+        description="Copies the published weights file from --from-dir when it is there, else "
+        "downloads it with facenet-pytorch's downloader; then loads it into InceptionResnetV1.",
+    )
+    fetch.add_argument("--embedder", choices=sorted(WEIGHT_FILES), default="vggface2")
+    fetch.add_argument("--out", type=Path, required=True, help="directory to write into")
+    fetch.add_argument("--from-dir", type=Path, help="directory that may hold the file already")
+    fetch.set_defaults(func=run_fetch)
+    check = wsub.add_parser("check", help="load a weights file and print its identifier")
+    check.add_argument("path", type=Path)
+    check.add_argument("--embedder", choices=sorted(WEIGHT_FILES), default="vggface2")
+    check.set_defaults(func=run_check)
+
+
+def run_fetch(args: argparse.Namespace) -> int:
+    from facepipe.embedding import FacenetEmbedder, facenet_cache_path, file_digest
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    target = args.out / f"{args.embedder}.pt"
+    local = args.from_dir / WEIGHT_FILES[args.embedder] if args.from_dir else None
+    if local is not None and local.is_file():
+        shutil.copyfile(local, target)
+    else:
+        # Loading with weights="" uses facenet-pytorch's cache, downloading into it if needed.
+        FacenetEmbedder(args.embedder, weights="", device="cpu")
+        shutil.copyfile(facenet_cache_path(args.embedder), target)
+    sidecar = target.with_name(target.name + ".sha256")
+    sidecar.unlink(missing_ok=True)
+    sidecar.write_text(f"{file_digest(target)}  {target.name}\n")
+    embedder = FacenetEmbedder(args.embedder, weights=str(target), device="cpu")
+    print(f"{target}: {embedder.weights_id}", file=sys.stderr)
+    return 0
+
+
+def run_check(args: argparse.Namespace) -> int:
+    from facepipe.embedding import FacenetEmbedder
+
+    embedder = FacenetEmbedder(args.embedder, weights=str(args.path), device="cpu")
+    print(embedder.weights_id)
+    return 0

@@ -1,0 +1,46 @@
+"""Shared fixtures: paths, data folders, and models loaded once per session."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLES = ROOT / "samples"
+SHARED_FACES = ROOT.parent / "shared" / "faces"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test sees the developer's FACEPIPE_* settings or real AWS credentials."""
+    import os
+
+    for name in list(os.environ):
+        if name.startswith(("FACEPIPE_", "AWS_")):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("POWERTOOLS_TRACE_DISABLED", "true")
+
+
+@pytest.fixture(scope="session")
+def shared_faces() -> Path:
+    if not (SHARED_FACES / "identities.csv").is_file():
+        pytest.skip(f"{SHARED_FACES} is absent (test data beside the repo)")
+    return SHARED_FACES
+
+
+@pytest.fixture(scope="session")
+def detector():  # type: ignore[no-untyped-def]
+    from facepipe.detection import FaceDetector
+
+    return FaceDetector(device="cpu")
+
+
+@pytest.fixture(scope="session")
+def embedder():  # type: ignore[no-untyped-def]
+    from facepipe.embedding import FacenetEmbedder
+
+    return FacenetEmbedder(weights="random:0", device="cpu")

@@ -1,0 +1,59 @@
+"""Settings: env vars, CLI flags and the README table all come from one model."""
+
+from __future__ import annotations
+
+import pytest
+
+from facepipe.cli.main import build_parser
+from facepipe.config import Settings, env_name, flag_name, settings_markdown
+from facepipe.errors import ConfigError
+from tests.conftest import ROOT
+
+
+def test_defaults_and_env_parsing() -> None:
+    s = Settings.from_env({})
+    assert (s.embedder, s.image_size, s.margin, s.min_face_probability) == (
+        "vggface2",
+        160,
+        0,
+        0.95,
+    )
+    s = Settings.from_env({"FACEPIPE_MARGIN": "20", "FACEPIPE_MATCH_THRESHOLD": "0.9"})
+    assert (s.margin, s.match_threshold) == (20, 0.9)
+
+
+def test_overrides_beat_env_and_none_is_ignored() -> None:
+    s = Settings.from_env({"FACEPIPE_MARGIN": "20"}, margin="10", weights=None)
+    assert s.margin == 10
+    assert s.weights == ""
+
+
+def test_invalid_values_name_the_env_var() -> None:
+    with pytest.raises(ConfigError, match="FACEPIPE_MIN_FACE_PROBABILITY"):
+        Settings.from_env({"FACEPIPE_MIN_FACE_PROBABILITY": "1.5"})
+    with pytest.raises(ConfigError, match="FACEPIPE_EMBEDDER"):
+        Settings.from_env({"FACEPIPE_EMBEDDER": "resnet9000"})
+
+
+def test_every_setting_is_a_cli_flag() -> None:
+    parser = build_parser()
+    for command in ("run", "config"):
+        sub = parser._subparsers._group_actions[0].choices[command]  # type: ignore[union-attr]
+        flags = {opt for a in sub._actions for opt in a.option_strings}
+        assert {flag_name(n) for n in Settings.model_fields} <= flags
+
+
+def test_cli_flag_reaches_settings() -> None:
+    from facepipe.cli.options import settings_from_args
+
+    args = build_parser().parse_args(["config", "--margin", "12", "--weights", "random:3"])
+    s = settings_from_args(args)
+    assert (s.margin, s.weights) == (12, "random:3")
+
+
+def test_markdown_table_and_readme_list_every_setting() -> None:
+    table = settings_markdown()
+    readme = (ROOT / "README.md").read_text()
+    for name in Settings.model_fields:
+        assert f"`{env_name(name)}`" in table
+        assert f"`{env_name(name)}`" in readme, f"README does not document {env_name(name)}"
