@@ -1,0 +1,100 @@
+"""The container images: awslambdaric entrypoint, CPU-only torch, weights baked in at build.
+
+No Docker daemon here, so the Dockerfiles are checked as text and the weight-baking step they run
+(``facepipe weights fetch``) is run for real on a stand-in weights file.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from facenet_pytorch import InceptionResnetV1
+
+from facepipe.embedding import FacenetEmbedder
+from tests.conftest import ROOT
+
+FUNCTIONS = ("detection", "recognition")
+
+
+def _instructions(name: str) -> list[tuple[str, str]]:
+    text = (ROOT / "functions" / name / "Dockerfile").read_text()
+    text = re.sub(r"\\\n", " ", text)
+    out = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            op, _, rest = line.partition(" ")
+            out.append((op.upper(), rest.strip()))
+    return out
+
+
+@pytest.mark.parametrize("name", FUNCTIONS)
+def test_image_runs_awslambdaric_with_app_handler(name: str) -> None:
+    ins = _instructions(name)
+    ops = dict(ins)
+    assert ops["FROM"].startswith("python:") or "python:${PYTHON_VERSION}-slim" in ops["FROM"]
+    assert json.loads(ops["ENTRYPOINT"]) == ["python", "-m", "awslambdaric"]
+    assert json.loads(ops["CMD"]) == ["app.handler"]
+    copies = [rest for op, rest in ins if op == "COPY"]
+    assert f"functions/{name}/app.py ./" in copies
+
+
+@pytest.mark.parametrize("name", FUNCTIONS)
+def test_image_installs_cpu_torch_facenet_no_deps_and_the_library(name: str) -> None:
+    runs = " ".join(rest for op, rest in _instructions(name) if op == "RUN")
+    assert "download.pytorch.org/whl/cpu" in runs
+    assert "--no-deps facenet-pytorch" in runs
+    assert "pip install /tmp/shared awslambdaric" in runs
+
+
+def test_recognition_image_bakes_weights_and_points_the_env_at_them() -> None:
+    ins = _instructions("recognition")
+    runs = " ".join(rest for op, rest in ins if op == "RUN")
+    assert "facepipe weights fetch" in runs
+    env = " ".join(rest for op, rest in ins if op == "ENV")
+    assert "FACEPIPE_WEIGHTS=/opt/facepipe/weights/${EMBEDDER}.pt" in env
+
+
+def test_template_points_at_these_dockerfiles() -> None:
+    from samtranslator.yaml_helper import yaml_parse
+
+    tpl = yaml_parse((ROOT / "template.yaml").read_text())
+    for logical, name in (("DetectionFunction", "detection"), ("RecognitionFunction", "recognition")):
+        meta = tpl["Resources"][logical]["Metadata"]
+        assert meta["DockerContext"] == "."
+        assert meta["Dockerfile"] == f"functions/{name}/Dockerfile"
+        assert (ROOT / meta["Dockerfile"]).is_file()
+
+
+def test_the_weight_baking_step_runs(tmp_path: Path) -> None:
+    """Run the Dockerfile's fetch command on a stand-in for the published file (with its
+    classifier head) and load the result the way the Lambda does at cold start."""
+    torch.manual_seed(11)
+    model = InceptionResnetV1(pretrained=None).eval()
+    state = model.state_dict()
+    state["logits.weight"] = torch.zeros(8631, 512)
+    state["logits.bias"] = torch.zeros(8631)
+    src = tmp_path / "src"
+    src.mkdir()
+    torch.save(state, src / "20180402-114759-vggface2.pt")
+    runs = [rest for op, rest in _instructions("recognition") if op == "RUN"]
+    fetch = next(r for r in runs if "facepipe weights fetch" in r).split("&&")[0]
+    argv = shlex.split(fetch.replace("${EMBEDDER}", "vggface2"))
+    argv = [str(src) if a == "/tmp/weights" else a for a in argv]
+    argv = [str(tmp_path / "out") if a == "/opt/facepipe/weights" else a for a in argv]
+    facepipe = Path(sys.executable).with_name("facepipe")
+    subprocess.run([str(facepipe), *argv[1:]], check=True, capture_output=True, timeout=120)
+    baked = tmp_path / "out" / "vggface2.pt"
+    assert (tmp_path / "out" / "vggface2.pt.sha256").is_file()
+    emb = FacenetEmbedder(weights=str(baked), device="cpu")
+    assert emb.weights_id.startswith("vggface2:sha256:")
+    x = torch.zeros(1, 3, 160, 160)
+    with torch.no_grad():
+        assert torch.allclose(emb.model(x), model(x), atol=1e-6)
