@@ -37,7 +37,8 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     done: list[Result] = []
 
     def finish(record: SQSRecord) -> None:
-        attr = record.message_attributes.get("request_id")
+        # Powertools wraps attributes on [] (None when absent); .get() would give the raw dict.
+        attr = record.message_attributes["request_id"]
         logger.append_keys(request_id=attr.string_value if attr else None)
         try:
             done.append(batch.finish(record.message_id))

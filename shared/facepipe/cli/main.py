@@ -4,6 +4,7 @@ Subcommands:
   run IMAGE...        detection + recognition in-process, one result per image
   config              every setting (``--markdown`` prints the README table)
   invoke FUNCTION     a function's real awslambdaric entrypoint under the Lambda RIE
+  events              write the sample Lambda events (events/*.json)
   weights fetch|check get embedder weights (image builds) and prove they load
 """
 
@@ -17,11 +18,11 @@ from facepipe.errors import FacepipeError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from facepipe.cli import config_cmd, invoke_cmd, run_cmd, weights_cmd
+    from facepipe.cli import config_cmd, events_cmd, invoke_cmd, run_cmd, weights_cmd
 
     parser = argparse.ArgumentParser(prog="facepipe", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    for module in (run_cmd, config_cmd, invoke_cmd, weights_cmd):
+    for module in (run_cmd, config_cmd, invoke_cmd, weights_cmd, events_cmd):
         module.register(sub)
     return parser
 

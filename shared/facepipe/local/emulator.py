@@ -1,0 +1,395 @@
+"""Local AWS from ``template.yaml``: the stack's queues and bucket in a moto server.
+
+The resources are read from the template, not written out a second time: every
+``AWS::SQS::Queue`` and ``AWS::S3::Bucket`` is created with its properties, in dependency order
+(the dead-letter queue before the queue whose ``RedrivePolicy`` names it). A tiny evaluator of
+the intrinsics the template uses (``Ref``, ``Fn::GetAtt``, ``Fn::Sub``) resolves parameters to
+their defaults (or to ``parameters`` given here) and resources to what moto created, so
+:meth:`LocalAws.function_env` returns the environment each function would get in AWS.
+
+Example:
+    >>> with LocalAws() as aws:  # doctest: +SKIP
+    ...     env = aws.function_env("RecognitionFunction")
+    ...     env["FACEPIPE_GALLERY"]
+    's3://facepipe-local-data/gallery/gallery.pt'
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import re
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import boto3
+
+DEFAULT_STACK = "facepipe-local"
+REGION = "us-east-1"
+DUMMY_CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
+QUEUE = "AWS::SQS::Queue"
+BUCKET = "AWS::S3::Bucket"
+FUNCTION = "AWS::Serverless::Function"
+DEFAULT_HANDLER = "app.handler"  # the images' CMD (ImageConfig.Command overrides it)
+
+# CloudFormation AWS::SQS::Queue properties that are SQS queue attributes of the same name.
+_QUEUE_ATTRIBUTES = (
+    "ContentBasedDeduplication",
+    "DeduplicationScope",
+    "DelaySeconds",
+    "FifoQueue",
+    "FifoThroughputLimit",
+    "KmsDataKeyReusePeriodSeconds",
+    "KmsMasterKeyId",
+    "MaximumMessageSize",
+    "MessageRetentionPeriod",
+    "ReceiveMessageWaitTimeSeconds",
+    "RedriveAllowPolicy",
+    "RedrivePolicy",
+    "SqsManagedSseEnabled",
+    "VisibilityTimeout",
+)
+_SUB_VARIABLE = re.compile(r"\$\{([^}!]+)\}")
+
+
+class TemplateError(Exception):
+    """The template uses something this local emulator cannot evaluate."""
+
+
+def find_template(start: Path | None = None, name: str = "template.yaml") -> Path:
+    """The nearest ``template.yaml`` in ``start`` (default: the cwd) or one of its parents."""
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        candidate = folder / name
+        if candidate.is_file():
+            return candidate
+    raise TemplateError(f"no {name} in {here} or any parent folder: run from the repository")
+
+
+def load_template(path: Path) -> dict[str, Any]:
+    from samtranslator.yaml_helper import yaml_parse  # aws-sam-cli ships samtranslator
+
+    template = yaml_parse(path.read_text())
+    if not isinstance(template, dict) or "Resources" not in template:
+        raise TemplateError(f"{path} is not a CloudFormation/SAM template")
+    return template
+
+
+def _text(value: Any) -> str:
+    """A CloudFormation scalar as the string a property or env var receives."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _references(value: Any) -> set[str]:
+    """Logical ids (and parameter names) that ``value`` refers to through intrinsics."""
+    if isinstance(value, list):
+        return set().union(*(_references(v) for v in value)) if value else set()
+    if not isinstance(value, dict):
+        return set()
+    if set(value) == {"Ref"}:
+        return {str(value["Ref"])}
+    if set(value) == {"Fn::GetAtt"}:
+        return {str(value["Fn::GetAtt"][0])}
+    if set(value) == {"Fn::Sub"}:
+        text = value["Fn::Sub"] if isinstance(value["Fn::Sub"], str) else value["Fn::Sub"][0]
+        return {m.split(".")[0] for m in _SUB_VARIABLE.findall(text)}
+    return set().union(*(_references(v) for v in value.values())) if value else set()
+
+
+class Intrinsics:
+    """Evaluates ``Ref``/``Fn::GetAtt``/``Fn::Sub`` over parameters and created resources.
+
+    ``resources`` maps a logical id to its attributes; ``"Ref"`` is what ``!Ref`` returns.
+    """
+
+    def __init__(self, parameters: Mapping[str, str], stack: str) -> None:
+        self.parameters = dict(parameters)
+        self.pseudo = {
+            "AWS::Region": REGION,
+            "AWS::AccountId": "123456789012",  # moto's default account
+            "AWS::Partition": "aws",
+            "AWS::StackName": stack,
+            "AWS::URLSuffix": "amazonaws.com",
+        }
+        self.resources: dict[str, dict[str, str]] = {}
+
+    def ref(self, name: str) -> str:
+        if name in self.parameters:
+            return self.parameters[name]
+        if name in self.pseudo:
+            return self.pseudo[name]
+        return self.get_att(name, "Ref")
+
+    def get_att(self, logical_id: str, attribute: str) -> str:
+        try:
+            return self.resources[logical_id][attribute]
+        except KeyError:
+            raise TemplateError(
+                f"{logical_id}.{attribute} is not emulated locally (only SQS queues, S3 "
+                "buckets and parameters are)"
+            ) from None
+
+    def sub(self, text: str, variables: Mapping[str, Any] | None = None) -> str:
+        def one(match: re.Match[str]) -> str:
+            name = match.group(1)
+            if variables and name in variables:
+                return self.resolve(variables[name])
+            if "." in name and name.split(".")[0] not in self.pseudo:
+                logical_id, attribute = name.split(".", 1)
+                return self.get_att(logical_id, attribute)
+            return self.ref(name)
+
+        return _SUB_VARIABLE.sub(one, text)
+
+    def evaluate(self, value: Any) -> Any:
+        """``value`` with every intrinsic replaced by its value (structure kept)."""
+        if isinstance(value, list):
+            return [self.evaluate(v) for v in value]
+        if not isinstance(value, dict):
+            return value
+        if set(value) == {"Ref"}:
+            return self.ref(value["Ref"])
+        if set(value) == {"Fn::GetAtt"}:
+            target = value["Fn::GetAtt"]
+            logical_id, attribute = target.split(".", 1) if isinstance(target, str) else target
+            return self.get_att(logical_id, attribute)
+        if set(value) == {"Fn::Sub"}:
+            arg = value["Fn::Sub"]
+            return self.sub(arg) if isinstance(arg, str) else self.sub(arg[0], arg[1])
+        if len(value) == 1 and next(iter(value)).startswith("Fn::"):
+            raise TemplateError(f"intrinsic {next(iter(value))} is not emulated locally")
+        return {k: self.evaluate(v) for k, v in value.items()}
+
+    def resolve(self, value: Any) -> str:
+        return _text(self.evaluate(value))
+
+
+class LocalAws:
+    """A moto server on 127.0.0.1 holding the template's SQS queues and S3 bucket.
+
+    Args:
+        template: the SAM template; default: ``template.yaml`` found from the cwd upward.
+        parameters: parameter overrides (strings, as CloudFormation passes them); the others
+            take their ``Default``.
+        stack: stack name; queues are ``<stack>-<LogicalId>``, buckets ``<stack>-<name>``
+            (``DataBucket`` → ``facepipe-local-data``).
+        quiet: silence the moto server's per-request log lines.
+
+    After ``__enter__``: ``endpoint_url``, ``outputs`` (the template Outputs that refer only to
+    emulated resources, e.g. ``RequestQueueUrl``, ``BucketName``), ``sqs`` and ``s3`` clients.
+    Nothing is written to ``os.environ``.
+    """
+
+    def __init__(
+        self,
+        template: str | Path | None = None,
+        parameters: Mapping[str, str] | None = None,
+        *,
+        stack: str = DEFAULT_STACK,
+        quiet: bool = True,
+    ) -> None:
+        self.template_path = Path(template) if template else find_template()
+        self.template = load_template(self.template_path)
+        self.stack = stack
+        declared = self.template.get("Parameters", {})
+        unknown = set(parameters or {}) - set(declared)
+        if unknown:
+            raise TemplateError(f"unknown template parameters: {', '.join(sorted(unknown))}")
+        values = {k: _text(p["Default"]) for k, p in declared.items() if "Default" in p}
+        values.update({k: _text(v) for k, v in (parameters or {}).items()})
+        self.intrinsics = Intrinsics(values, stack)
+        self.quiet = quiet
+        self.endpoint_url = ""
+        self.outputs: dict[str, str] = {}
+        self._server: Any = None
+
+    # --- lifecycle ---------------------------------------------------------------------------
+    def __enter__(self) -> LocalAws:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        from moto.server import ThreadedMotoServer
+
+        if self.quiet:
+            logging.getLogger("werkzeug").setLevel(logging.ERROR)
+        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
+        with contextlib.redirect_stdout(io.StringIO()):  # moto prints a banner on stdout
+            self._server.start()
+        try:
+            host, port = self._server.get_host_and_port()
+            self.endpoint_url = f"http://{host}:{port}"
+            self.sqs = self.client("sqs")
+            self.s3 = self.client("s3")
+            self._create_resources()
+            self.outputs = self._outputs()
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.stop()
+            self._server = None
+
+    def client(self, service: str) -> Any:
+        """A boto3 client for the emulator (explicit dummy credentials, no env needed)."""
+        return boto3.session.Session().client(  # type: ignore[call-overload]
+            service, endpoint_url=self.endpoint_url, region_name=REGION, **DUMMY_CREDENTIALS
+        )
+
+    # --- resources ---------------------------------------------------------------------------
+    def resources(self, *types: str) -> dict[str, dict[str, Any]]:
+        return {
+            logical_id: resource
+            for logical_id, resource in self.template["Resources"].items()
+            if resource.get("Type") in types
+        }
+
+    def _creation_order(self) -> Iterator[tuple[str, dict[str, Any]]]:
+        pending = self.resources(QUEUE, BUCKET)
+        done: set[str] = set()
+        while pending:
+            ready = [
+                logical_id
+                for logical_id, resource in pending.items()
+                if not (_references(resource.get("Properties", {})) & set(pending)) - done
+            ]
+            if not ready:
+                raise TemplateError(f"circular references between {', '.join(sorted(pending))}")
+            for logical_id in ready:
+                done.add(logical_id)
+                yield logical_id, pending.pop(logical_id)
+
+    def _create_resources(self) -> None:
+        for logical_id, resource in self._creation_order():
+            properties = resource.get("Properties", {})
+            if resource["Type"] == QUEUE:
+                self._create_queue(logical_id, properties)
+            else:
+                self._create_bucket(logical_id, properties)
+
+    def _create_queue(self, logical_id: str, properties: Mapping[str, Any]) -> None:
+        name = self.intrinsics.resolve(properties.get("QueueName", f"{self.stack}-{logical_id}"))
+        attributes = {}
+        for key in _QUEUE_ATTRIBUTES:
+            if key in properties:
+                value = self.intrinsics.evaluate(properties[key])
+                attributes[key] = json.dumps(value) if isinstance(value, dict) else _text(value)
+        url = self.sqs.create_queue(QueueName=name, Attributes=attributes)["QueueUrl"]
+        arn = self.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])
+        self.intrinsics.resources[logical_id] = {
+            "Ref": url,
+            "QueueUrl": url,
+            "QueueName": name,
+            "Arn": arn["Attributes"]["QueueArn"],
+        }
+
+    def _create_bucket(self, logical_id: str, properties: Mapping[str, Any]) -> None:
+        short = logical_id.removesuffix("Bucket") or logical_id
+        default = f"{self.stack}-{short}".lower()
+        name = self.intrinsics.resolve(properties.get("BucketName", default))
+        self.s3.create_bucket(Bucket=name)  # us-east-1: no LocationConstraint
+        versioning = properties.get("VersioningConfiguration")
+        if versioning:
+            status = self.intrinsics.resolve(versioning["Status"])
+            self.s3.put_bucket_versioning(Bucket=name, VersioningConfiguration={"Status": status})
+        self.intrinsics.resources[logical_id] = {
+            "Ref": name,
+            "Arn": f"arn:aws:s3:::{name}",
+            "DomainName": f"{name}.s3.amazonaws.com",
+        }
+
+    def _outputs(self) -> dict[str, str]:
+        outputs = {}
+        for key, output in self.template.get("Outputs", {}).items():
+            try:
+                outputs[key] = self.intrinsics.resolve(output["Value"])
+            except TemplateError:
+                continue  # refers to something not emulated here (functions, their URL)
+        return outputs
+
+    # --- functions ---------------------------------------------------------------------------
+    def _function(self, logical_id: str) -> dict[str, Any]:
+        resource = self.template["Resources"].get(logical_id)
+        if not resource or resource.get("Type") != FUNCTION:
+            functions = ", ".join(self.resources(FUNCTION))
+            raise TemplateError(f"{logical_id} is not a function of the template ({functions})")
+        return dict(resource.get("Properties", {}))
+
+    def function_env(self, logical_id: str) -> dict[str, str]:
+        """The environment ``logical_id`` gets in AWS, pointed at this emulator.
+
+        The template's Globals.Function variables, then the function's own, resolved; plus what
+        Lambda itself sets (region, function name, memory size) and the local extras: the
+        endpoint override, dummy credentials and tracing off (no X-Ray daemon here).
+        """
+        properties = self._function(logical_id)
+        globals_ = self.template.get("Globals", {}).get("Function", {})
+        variables: dict[str, Any] = {}
+        for source in (globals_, properties):
+            variables.update(source.get("Environment", {}).get("Variables", {}))
+        env = {name: self.intrinsics.resolve(value) for name, value in variables.items()}
+        memory = properties.get("MemorySize", globals_.get("MemorySize", 128))
+        env.update(
+            AWS_LAMBDA_FUNCTION_NAME=f"{self.stack}-{logical_id}",
+            AWS_LAMBDA_FUNCTION_MEMORY_SIZE=self.intrinsics.resolve(memory),
+            AWS_REGION=REGION,
+            AWS_DEFAULT_REGION=REGION,
+            AWS_ACCESS_KEY_ID=DUMMY_CREDENTIALS["aws_access_key_id"],
+            AWS_SECRET_ACCESS_KEY=DUMMY_CREDENTIALS["aws_secret_access_key"],
+            FACEPIPE_ENDPOINT_URL=self.endpoint_url,
+            POWERTOOLS_TRACE_DISABLED="true",
+        )
+        return env
+
+    def function_dir(self, logical_id: str) -> Path:
+        """The folder of the function's Dockerfile (its ``app.py``), from the template Metadata."""
+        metadata = self.template["Resources"][logical_id].get("Metadata", {})
+        self._function(logical_id)
+        if "Dockerfile" not in metadata:
+            raise TemplateError(f"{logical_id} has no Metadata.Dockerfile to locate its code")
+        context = self.template_path.parent / metadata.get("DockerContext", ".")
+        return (context / metadata["Dockerfile"]).parent.resolve()
+
+    def function_handler(self, logical_id: str) -> str:
+        """``ImageConfig.Command`` of the function, else the images' CMD ``app.handler``."""
+        command = self._function(logical_id).get("ImageConfig", {}).get("Command")
+        return str(command[0]) if command else DEFAULT_HANDLER
+
+    # --- queues ------------------------------------------------------------------------------
+    def drain(self, queue_url: str, *, wait_seconds: int = 1) -> list[dict[str, Any]]:
+        """Receive (10 at a time, with their attributes) and delete every message, until empty."""
+        messages: list[dict[str, Any]] = []
+        while True:
+            batch = self.sqs.receive_message(
+                QueueUrl=queue_url,
+                MaxNumberOfMessages=10,
+                WaitTimeSeconds=wait_seconds,
+                MessageAttributeNames=["All"],
+                MessageSystemAttributeNames=["All"],
+            ).get("Messages", [])
+            if not batch:
+                return messages
+            for message in batch:
+                self.sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
+            messages.extend(batch)
+
+    def queue_urls(self) -> dict[str, str]:
+        """Logical id → URL of every emulated queue, in template order."""
+        created = self.intrinsics.resources
+        return {logical_id: created[logical_id]["QueueUrl"] for logical_id in self.resources(QUEUE)}
