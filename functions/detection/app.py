@@ -34,7 +34,10 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
             raise InvalidRequest('the body is empty; POST a JSON frame or {"frames": [...]}')
         report = SERVICE.handle_body(request.decoded_body)
     except FacepipeError as exc:
-        logger.warning("request rejected", extra={"error": exc.code, "status": exc.status})
+        logger.warning(
+            "request rejected",
+            extra={"error": exc.code, "status": exc.status, "detail": exc.message},
+        )
         metrics.add_metric(name="RequestsRejected", unit="Count", value=1)
         return error_response(exc)
     except Exception:

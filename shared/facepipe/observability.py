@@ -5,6 +5,7 @@ Logs carry request_ids, counts and timings, never image bytes, crops or embeddin
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
@@ -13,13 +14,18 @@ from aws_lambda_powertools.metrics import MetricUnit
 from facepipe.messages import Result
 from facepipe.stages.detect import DetectionReport
 
-logger = Logger(service="facepipe")
-metrics = Metrics(namespace="facepipe")
-tracer = Tracer(service="facepipe")
+# The template sets POWERTOOLS_SERVICE_NAME per function (detection, recognition) and
+# POWERTOOLS_METRICS_NAMESPACE; outside Lambda both default to "facepipe".
+SERVICE = os.environ.get("POWERTOOLS_SERVICE_NAME", "facepipe")
+logger = Logger(service=SERVICE)
+metrics = Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "facepipe"))
+tracer = Tracer(service=SERVICE)
 
 
 def record_detection(report: DetectionReport, elapsed_ms: float) -> None:
     """Metrics and one log line for a detection request."""
+    ids = [a.request_id for a in report.accepted]
+    logger.append_keys(request_id=ids[0] if len(ids) == 1 else ids)
     metrics.add_metric(name="FramesReceived", unit=MetricUnit.Count, value=len(report.frames))
     metrics.add_metric(name="FacesDetected", unit=MetricUnit.Count, value=report.faces)
     no_face = sum(1 for a in report.accepted if a.status == "no_face")

@@ -5,6 +5,10 @@ Handlers call these once at init (cold start) and keep the result for every invo
 
 from __future__ import annotations
 
+import logging
+
+from botocore.exceptions import ClientError
+
 from facepipe.aws.clients import client
 from facepipe.aws.s3 import S3PayloadStore, read_uri
 from facepipe.aws.sqs import SqsDispatcher, SqsResultSink
@@ -16,6 +20,8 @@ from facepipe.matching import Gallery
 from facepipe.stages.detect import Detection, DetectionService
 from facepipe.stages.recognize import Recognition, RecognitionService
 from facepipe.torch_runtime import configure_threads
+
+_log = logging.getLogger(__name__)
 
 
 def _require(settings: Settings, *names: str) -> None:
@@ -48,7 +54,14 @@ def load_gallery(settings: Settings, s3: object | None = None) -> Gallery:
         s3 = client("s3", settings)
     try:
         data = read_uri(settings.gallery, s3)
-    except Exception as exc:
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+            # A fresh stack has no gallery yet: run, naming everyone unknown, rather than fail
+            # every batch into the DLQ. A gallery that exists but is unreadable still fails.
+            _log.warning("no gallery at %s yet: every face is unknown", settings.gallery)
+            return Gallery()
+        raise GalleryError(f"cannot read gallery {settings.gallery}: {exc}") from exc
+    except OSError as exc:
         raise GalleryError(f"cannot read gallery {settings.gallery}: {exc}") from exc
     return Gallery.from_bytes(data, source=settings.gallery)
 

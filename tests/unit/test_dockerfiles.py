@@ -66,7 +66,10 @@ def test_template_points_at_these_dockerfiles() -> None:
     from samtranslator.yaml_helper import yaml_parse
 
     tpl = yaml_parse((ROOT / "template.yaml").read_text())
-    for logical, name in (("DetectionFunction", "detection"), ("RecognitionFunction", "recognition")):
+    for logical, name in (
+        ("DetectionFunction", "detection"),
+        ("RecognitionFunction", "recognition"),
+    ):
         meta = tpl["Resources"][logical]["Metadata"]
         assert meta["DockerContext"] == "."
         assert meta["Dockerfile"] == f"functions/{name}/Dockerfile"
