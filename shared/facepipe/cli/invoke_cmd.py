@@ -44,8 +44,8 @@ def register(sub: Any) -> None:
         type=Path,
         default=None,
         metavar="FILE",
-        help="gallery file (.pt/.npz) uploaded to the local bucket where FACEPIPE_GALLERY "
-        "points; without it recognition runs with an empty gallery (every face unknown)",
+        help="gallery file (.pt/.npz) to upload to the local bucket where FACEPIPE_GALLERY "
+        "points; without it the bucket has none and every face is unknown",
     )
     p.add_argument("--template", type=Path, default=None, help="default: ./template.yaml upward")
     p.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for init + invoke")
@@ -72,17 +72,11 @@ def _shown(body: str) -> str:
         return body
 
 
-def _prepare_gallery(aws: Any, env: dict[str, str], gallery: Path | None) -> None:
+def _upload_gallery(aws: Any, env: dict[str, str], gallery: Path | None) -> None:
+    """Put ``gallery`` where the template's FACEPIPE_GALLERY points (the fresh local bucket has
+    none: the function then names every face unknown, as a fresh stack does)."""
     uri = env.get("FACEPIPE_GALLERY", "")
-    if not uri.startswith("s3://"):
-        return
-    if gallery is None:
-        print(
-            f"note: no --gallery, so {uri} does not exist in the local bucket; running with an "
-            "empty gallery (every face is unknown)",
-            file=sys.stderr,
-        )
-        env["FACEPIPE_GALLERY"] = ""
+    if gallery is None or not uri.startswith("s3://"):
         return
     parsed = urlparse(uri)
     aws.s3.put_object(Bucket=parsed.netloc, Key=parsed.path.lstrip("/"), Body=gallery.read_bytes())
@@ -99,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
         weights = args.weights or os.environ.get("FACEPIPE_WEIGHTS")
         if weights:
             env["FACEPIPE_WEIGHTS"] = weights
-        _prepare_gallery(aws, env, args.gallery)
+        _upload_gallery(aws, env, args.gallery)
         with RieFunction(
             aws.function_dir(logical_id), env, aws.function_handler(logical_id)
         ) as function:

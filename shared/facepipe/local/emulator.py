@@ -207,6 +207,8 @@ class LocalAws:
         self.quiet = quiet
         self.endpoint_url = ""
         self.outputs: dict[str, str] = {}
+        self.sqs: Any = None
+        self.s3: Any = None
         self._server: Any = None
 
     # --- lifecycle ---------------------------------------------------------------------------
@@ -242,7 +244,11 @@ class LocalAws:
             raise
 
     def stop(self) -> None:
-        if self._server is not None:
+        if self._server is None:
+            return
+        try:
+            self._delete_resources()
+        finally:
             self._server.stop()
             self._server = None
 
@@ -290,6 +296,11 @@ class LocalAws:
             if key in properties:
                 value = self.intrinsics.evaluate(properties[key])
                 attributes[key] = json.dumps(value) if isinstance(value, dict) else _text(value)
+        try:
+            self.sqs.get_queue_url(QueueName=name)
+            self._already_exists(f"queue {name}")
+        except self.sqs.exceptions.QueueDoesNotExist:
+            pass
         url = self.sqs.create_queue(QueueName=name, Attributes=attributes)["QueueUrl"]
         arn = self.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])
         self.intrinsics.resources[logical_id] = {
@@ -303,6 +314,8 @@ class LocalAws:
         short = logical_id.removesuffix("Bucket") or logical_id
         default = f"{self.stack}-{short}".lower()
         name = self.intrinsics.resolve(properties.get("BucketName", default))
+        if name in {b["Name"] for b in self.s3.list_buckets()["Buckets"]}:
+            self._already_exists(f"bucket {name}")
         self.s3.create_bucket(Bucket=name)  # us-east-1: no LocationConstraint
         versioning = properties.get("VersioningConfiguration")
         if versioning:
@@ -313,6 +326,35 @@ class LocalAws:
             "Arn": f"arn:aws:s3:::{name}",
             "DomainName": f"{name}.s3.amazonaws.com",
         }
+
+    def _already_exists(self, what: str) -> None:
+        raise TemplateError(
+            f"{what} already exists: moto keeps one state per process, so two LocalAws with the "
+            f"same stack ({self.stack}) cannot run at once in one process; pass another stack="
+        )
+
+    def _delete_resources(self) -> None:
+        """Delete what :meth:`start` created: moto's state outlives its server in this process,
+        and the next LocalAws must start from an empty stack."""
+        for attributes in self.intrinsics.resources.values():
+            if "QueueUrl" in attributes:
+                self.sqs.delete_queue(QueueUrl=attributes["QueueUrl"])
+            elif "Arn" in attributes and attributes["Arn"].startswith("arn:aws:s3:::"):
+                bucket = attributes["Ref"]
+                pages = self.s3.get_paginator("list_object_versions").paginate(Bucket=bucket)
+                for page in pages:
+                    versions = page.get("Versions", []) + page.get("DeleteMarkers", [])
+                    if versions:
+                        self.s3.delete_objects(
+                            Bucket=bucket,
+                            Delete={
+                                "Objects": [
+                                    {"Key": v["Key"], "VersionId": v["VersionId"]} for v in versions
+                                ]
+                            },
+                        )
+                self.s3.delete_bucket(Bucket=bucket)
+        self.intrinsics.resources.clear()
 
     def _outputs(self) -> dict[str, str]:
         outputs = {}

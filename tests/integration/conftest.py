@@ -1,0 +1,28 @@
+"""Integration fixtures: the template's queues and bucket in a local moto server."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from facepipe.local.emulator import LocalAws
+
+
+@pytest.fixture(scope="module")
+def local_aws() -> Iterator[LocalAws]:
+    """template.yaml's SQS queues and S3 bucket on 127.0.0.1, one server per test module."""
+    with LocalAws() as aws:
+        yield aws
+
+
+def read_queue(aws: LocalAws, output: str) -> list[dict[str, Any]]:
+    """Every message on the queue of stack output ``output`` (e.g. ``"RequestQueueUrl"``),
+    received 10 at a time with WaitTimeSeconds=1 until empty, and deleted."""
+    return aws.drain(aws.outputs[output], wait_seconds=1)
+
+
+def read_all_queues(aws: LocalAws) -> dict[str, list[dict[str, Any]]]:
+    """Logical id → messages, for every queue of the template."""
+    return {name: aws.drain(url, wait_seconds=1) for name, url in aws.queue_urls().items()}
