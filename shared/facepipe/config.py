@@ -78,6 +78,34 @@ class Settings(BaseModel):
         "", description="AWS endpoint override (the local stack's emulator); empty for AWS."
     )
     region: str = Field("", description="AWS region; empty uses the normal AWS_REGION chain.")
+    # --- client (send / poll / get) -----------------------------------------------------------
+    function_url: str = Field("", description="Client: the detection Function URL to POST to.")
+    stack_name: str = Field(
+        "", description="Client: a deployed stack whose Outputs give the URL and the queues."
+    )
+    concurrency: int = Field(4, ge=1, le=256, description="Client: requests in flight at once.")
+    retries: int = Field(
+        5, ge=0, le=20, description="Client: retries on throttling/5xx, exponential backoff."
+    )
+    poll_timeout: float = Field(
+        120.0, gt=0, description="Client: seconds to wait for results before reporting missing."
+    )
+    video_fps: float = Field(1.0, gt=0, description="Client: frames per second sampled from video.")
+    video_every: int = Field(
+        0, ge=0, description="Client: sample every Nth video frame instead (0 uses video_fps)."
+    )
+    sign: Literal["auto", "always", "never"] = Field(
+        "auto",
+        description="Client: SigV4-sign requests (`auto`: for AWS Function URLs, *.on.aws).",
+    )
+    # --- local stack --------------------------------------------------------------------------
+    runtime: Literal["inprocess", "rie"] = Field(
+        "inprocess",
+        description="Local stack: run the handlers in-process or behind awslambdaric + the RIE.",
+    )
+    port: int = Field(
+        0, ge=0, le=65535, description="Local stack: Function URL port on 127.0.0.1 (0: any free)."
+    )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
