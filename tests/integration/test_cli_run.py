@@ -1,0 +1,71 @@
+"""``facepipe run``: one JSON result line per image, in order, as a user runs it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from facepipe.config import Settings
+from facepipe.matching import Gallery
+from facepipe.pipeline import LocalPipeline
+from tests.conftest import SAMPLES
+
+FACEPIPE = str(Path(sys.executable).with_name("facepipe"))
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [FACEPIPE, "run", *args], capture_output=True, text=True, timeout=300, check=False
+    )
+
+
+def test_json_lines_in_order_with_embeddings_and_gallery(tmp_path: Path) -> None:
+    # A gallery holding the astronaut's own embedding (same seeded weights) and a stranger.
+    pipe = LocalPipeline(Settings.from_env({}, weights="random:0"))
+    astronaut = pipe.run_file(SAMPLES / "astronaut.jpg", with_embeddings=True)
+    emb = np.array(astronaut.faces[0].embedding, np.float32)
+    stranger = np.random.default_rng(0).normal(size=512).astype(np.float32)
+    gallery = tmp_path / "gallery.pt"
+    gallery.write_bytes(Gallery(["eileen", "stranger"], np.stack([emb, stranger])).to_pt_bytes())
+    images = [SAMPLES / "rocket.jpg", SAMPLES / "astronaut.jpg", tmp_path / "missing.jpg"]
+    proc = run_cli(
+        *map(str, images),
+        "--json",
+        "--embeddings",
+        "--gallery",
+        str(gallery),
+        "--weights",
+        "random:0",
+    )
+    assert proc.returncode == 1  # one image could not be read
+    assert "random weights" in proc.stderr or "random:0" in proc.stderr
+    lines = [json.loads(x) for x in proc.stdout.splitlines()]
+    assert [x["filename"] for x in lines] == [str(p) for p in images]
+    assert [x["status"] for x in lines] == ["no_face", "ok", "error"]
+    face = lines[1]["faces"][0]
+    assert face["name"] == "eileen"
+    assert face["distance"] < 1e-3
+    assert len(face["embedding"]) == 512
+    assert np.allclose(face["embedding"], emb, atol=1e-5)
+    assert lines[1]["weights"] == "random:0"
+    assert lines[2]["error"]["code"] == "unreadable_file"
+
+
+def test_plain_output_and_env_settings(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("FACEPIPE_WEIGHTS", "random:0")
+    monkeypatch.setenv("FACEPIPE_MIN_FACE_PROBABILITY", "1.0")  # nothing is that certain
+    proc = run_cli(str(SAMPLES / "astronaut.jpg"))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().endswith("no_face: no face")
+
+
+def test_without_weights_the_error_says_how_to_get_them(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    proc = run_cli(str(SAMPLES / "astronaut.jpg"), "--weights", str(tmp_path / "none.pt"))
+    assert proc.returncode == 2
+    assert "FACEPIPE_WEIGHTS" in proc.stderr
+    assert "Traceback" not in proc.stderr
