@@ -18,11 +18,11 @@ from facepipe.errors import FacepipeError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from facepipe.cli import config_cmd, events_cmd, invoke_cmd, run_cmd, weights_cmd
+    from facepipe.cli import config_cmd, events_cmd, gallery_cmd, invoke_cmd, run_cmd, weights_cmd
 
     parser = argparse.ArgumentParser(prog="facepipe", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    for module in (run_cmd, config_cmd, invoke_cmd, weights_cmd, events_cmd):
+    for module in (run_cmd, config_cmd, gallery_cmd, invoke_cmd, weights_cmd, events_cmd):
         module.register(sub)
     return parser
 

@@ -1,0 +1,87 @@
+"""Enrolment: a folder with one sub-folder per person → a gallery.
+
+Only photos with exactly one clear face are enrolled; every other photo is reported with the
+reason it was skipped, so a person can fix their enrolment set.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from facepipe.errors import FacepipeError
+from facepipe.frames import decode_image
+from facepipe.matching import Gallery
+from facepipe.pipeline import LocalPipeline
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp"})
+
+
+@dataclass(frozen=True)
+class Skipped:
+    path: Path
+    reason: str
+
+
+@dataclass
+class EnrollReport:
+    gallery: Gallery
+    enrolled: list[tuple[str, Path]] = field(default_factory=list)
+    skipped: list[Skipped] = field(default_factory=list)
+
+
+def person_photos(root: Path) -> list[tuple[str, Path]]:
+    """``root/<person>/<photo>`` pairs, sorted; the folder name is the person's name."""
+    if not root.is_dir():
+        raise FacepipeError(f"{root} is not a folder of person folders", code="invalid_gallery")
+    return [
+        (person.name, photo)
+        for person in sorted(p for p in root.iterdir() if p.is_dir())
+        for photo in sorted(person.iterdir())
+        if photo.suffix.lower() in IMAGE_SUFFIXES
+    ]
+
+
+def enroll_folder(
+    pipeline: LocalPipeline,
+    root: Path,
+    *,
+    min_face_px: int = 40,
+    min_probability: float = 0.99,
+) -> EnrollReport:
+    """Embed one face per photo; skip photos with no face, several faces, a face smaller than
+    ``min_face_px`` on its shorter side, or a detection probability below ``min_probability``."""
+    names: list[str] = []
+    crops: list[np.ndarray] = []
+    report = EnrollReport(Gallery())
+    for name, photo in person_photos(root):
+        try:
+            image = decode_image(photo.read_bytes(), max_pixels=pipeline.settings.max_pixels)
+        except (OSError, FacepipeError) as exc:
+            report.skipped.append(Skipped(photo, f"unreadable: {exc}"))
+            continue
+        faces = pipeline.detection.image(name, photo.name, image).faces
+        if not faces:
+            report.skipped.append(Skipped(photo, "no face"))
+            continue
+        if len(faces) > 1:
+            report.skipped.append(Skipped(photo, f"{len(faces)} faces; enrol photos of one face"))
+            continue
+        face = faces[0]
+        side = min(face.box[2] - face.box[0], face.box[3] - face.box[1])
+        if side < min_face_px:
+            report.skipped.append(Skipped(photo, f"face {side:.0f} px < {min_face_px} px"))
+            continue
+        if face.probability < min_probability:
+            report.skipped.append(
+                Skipped(photo, f"detection probability {face.probability:.3f} < {min_probability}")
+            )
+            continue
+        names.append(name)
+        crops.append(face.crop)
+        report.enrolled.append((name, photo))
+    embedder = pipeline.recognition.embedder
+    report.gallery = Gallery(names, embedder.embed(crops), embedder.name)
+    return report
