@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from facenet_pytorch import InceptionResnetV1
 
 from facepipe.embedding import FacenetEmbedder
 from tests.conftest import ROOT
+from tests.fakes import save_published_style_weights
 
 FUNCTIONS = ("detection", "recognition")
 
@@ -79,14 +79,8 @@ def test_template_points_at_these_dockerfiles() -> None:
 def test_the_weight_baking_step_runs(tmp_path: Path) -> None:
     """Run the Dockerfile's fetch command on a stand-in for the published file (with its
     classifier head) and load the result the way the Lambda does at cold start."""
-    torch.manual_seed(11)
-    model = InceptionResnetV1(pretrained=None).eval()
-    state = model.state_dict()
-    state["logits.weight"] = torch.zeros(8631, 512)
-    state["logits.bias"] = torch.zeros(8631)
     src = tmp_path / "src"
-    src.mkdir()
-    torch.save(state, src / "20180402-114759-vggface2.pt")
+    model = save_published_style_weights(src / "20180402-114759-vggface2.pt", seed=11)
     runs = [rest for op, rest in _instructions("recognition") if op == "RUN"]
     fetch = next(r for r in runs if "facepipe weights fetch" in r).split("&&")[0]
     argv = shlex.split(fetch.replace("${EMBEDDER}", "vggface2"))

@@ -11,6 +11,7 @@ from facenet_pytorch import InceptionResnetV1
 
 from facepipe.embedding import FacenetEmbedder
 from facepipe.errors import ConfigError, WeightsUnavailable
+from tests.fakes import save_published_style_weights
 
 
 def _crops(n: int, seed: int = 0) -> list[np.ndarray]:
@@ -45,13 +46,8 @@ def test_empty_batch() -> None:
 
 def test_state_dict_file_with_classifier_head_loads(tmp_path: Path) -> None:
     """The published files carry the logits layer; it is dropped, the rest loads strictly."""
-    torch.manual_seed(3)
-    model = InceptionResnetV1(pretrained=None).eval()
-    state = model.state_dict()
-    state["logits.weight"] = torch.zeros(8631, 512)
-    state["logits.bias"] = torch.zeros(8631)
     path = tmp_path / "20180402-114759-vggface2.pt"
-    torch.save(state, path)
+    model = save_published_style_weights(path, seed=3)
     emb = FacenetEmbedder(weights=str(path), device="cpu")
     assert emb.weights_id.startswith("vggface2:sha256:")
     assert not emb.is_random
