@@ -6,6 +6,9 @@ Subcommands:
   invoke FUNCTION     a function's real awslambdaric entrypoint under the Lambda RIE
   events              write the sample Lambda events (events/*.json)
   weights fetch|check get embedder weights (image builds) and prove they load
+  send INPUT...       POST images/videos to the Function URL (local or deployed stack)
+  poll --ids FILE     wait for those request ids' results on the response queue
+  get INPUT...        send, then poll for exactly those results
 """
 
 from __future__ import annotations
@@ -18,11 +21,27 @@ from facepipe.errors import FacepipeError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from facepipe.cli import config_cmd, events_cmd, gallery_cmd, invoke_cmd, run_cmd, weights_cmd
+    from facepipe.cli import (
+        client_cmd,
+        config_cmd,
+        events_cmd,
+        gallery_cmd,
+        invoke_cmd,
+        run_cmd,
+        weights_cmd,
+    )
 
     parser = argparse.ArgumentParser(prog="facepipe", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    for module in (run_cmd, config_cmd, gallery_cmd, invoke_cmd, weights_cmd, events_cmd):
+    for module in (
+        run_cmd,
+        config_cmd,
+        gallery_cmd,
+        invoke_cmd,
+        weights_cmd,
+        events_cmd,
+        client_cmd,
+    ):
         module.register(sub)
     return parser
 

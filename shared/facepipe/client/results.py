@@ -1,0 +1,202 @@
+"""Taking this client's results off the shared response queue, and only those.
+
+Every client of a stack reads the same response queue, so a poller must not swallow results
+that belong to someone else. :class:`ResultPoller` long-polls the queue, keeps and **deletes** the
+results of the request_ids it waits for, and gives every other message straight back
+(``ChangeMessageVisibility`` to 0) so that its owner receives it. A second copy of a result it
+already has (SQS delivers at least once) is deleted and counted, not reported twice. It stops when
+every wanted id has its result or the timeout passes, and reports the ids still missing.
+
+Example:
+    >>> poller = ResultPoller(sqs, queue_url)  # doctest: +SKIP
+    >>> wanted = {"demo.alice", "demo.bob"}
+    >>> report = poller.poll(wanted, timeout=60, on_result=print)  # doctest: +SKIP
+    >>> report.missing  # doctest: +SKIP
+    []
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import ValidationError
+
+from facepipe.messages import ErrorInfo, Result
+
+MAX_WAIT_SECONDS = 20  # SQS's longest long poll
+MAX_MESSAGES = 10  # SQS's most messages per receive
+IDLE_BACKOFF = (0.1, 2.0)  # pause after a receive brought only others' results: first, most
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Received:
+    """One of our results: the parsed model and the message body as the stack posted it."""
+
+    result: Result
+    body: str
+
+
+@dataclass
+class PollReport:
+    """What a poll got: ``results`` by request_id in arrival order, the ``missing`` ids (in the
+    order they were asked for), ``duplicates`` deleted, and others' messages ``released``."""
+
+    results: dict[str, Received] = field(default_factory=dict)
+    missing: list[str] = field(default_factory=list)
+    duplicates: int = 0
+    released: int = 0
+
+    def counts(self) -> dict[str, int]:
+        counts = {"ok": 0, "no_face": 0, "error": 0}
+        for received in self.results.values():
+            counts[received.result.status] += 1
+        return counts
+
+    def line(self) -> str:
+        counts = self.counts()
+        return (
+            f"results {len(self.results)} (ok {counts['ok']}, no_face {counts['no_face']}, "
+            f"error {counts['error']}), missing {len(self.missing)}, "
+            f"duplicates {self.duplicates}"
+        )
+
+
+def message_request_id(message: dict[str, Any]) -> str | None:
+    """The ``request_id`` message attribute, else the body's ``request_id``, else None."""
+    attribute = message.get("MessageAttributes", {}).get("request_id", {})
+    if attribute.get("StringValue"):
+        return str(attribute["StringValue"])
+    try:
+        body = json.loads(message.get("Body", ""))
+    except ValueError:
+        return None
+    value = body.get("request_id") if isinstance(body, dict) else None
+    return value if isinstance(value, str) and value else None
+
+
+def parse_result(request_id: str, body: str) -> Result:
+    """The message body as a :class:`Result`; one that is not becomes an ``error`` result, so the
+    id is answered rather than waited for until the timeout."""
+    try:
+        return Result.model_validate_json(body)
+    except ValidationError:
+        return Result(
+            request_id=request_id,
+            status="error",
+            error=ErrorInfo(
+                code="invalid_result", message="the result message does not follow the schema"
+            ),
+        )
+
+
+class ResultPoller:
+    """Receives this client's results from ``queue_url`` (see the module docstring).
+
+    Args:
+        sqs: a boto3 SQS client.
+        queue_url: the response queue (stack output ``ResponseQueueUrl``).
+        clock / sleep: time sources (tests may pass their own).
+    """
+
+    def __init__(
+        self,
+        sqs: Any,
+        queue_url: str,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.sqs = sqs
+        self.queue_url = queue_url
+        self.clock = clock
+        self.sleep = sleep
+
+    def poll(
+        self,
+        wanted: Iterable[str],
+        *,
+        timeout: float,
+        on_result: Callable[[Received], None] | None = None,
+    ) -> PollReport:
+        """Receive until every id in ``wanted`` has a result or ``timeout`` seconds pass.
+
+        ``on_result`` is called with each new result as it arrives (completion order).
+        """
+        order = list(dict.fromkeys(wanted))
+        waiting = set(order)
+        report = PollReport()
+        deadline = self.clock() + timeout
+        idle = 0.0
+        while waiting:
+            remaining = deadline - self.clock()
+            if remaining <= 0:
+                break
+            wait = int(min(MAX_WAIT_SECONDS, remaining))
+            last = wait == 0  # under a second left: wait it out, then one last short receive
+            if last:
+                self.sleep(remaining)
+            messages = self.sqs.receive_message(
+                QueueUrl=self.queue_url,
+                MaxNumberOfMessages=MAX_MESSAGES,
+                WaitTimeSeconds=wait,
+                MessageAttributeNames=["All"],
+            ).get("Messages", [])
+            mine, others = [], []
+            for message in messages:
+                request_id = message_request_id(message)
+                if request_id in waiting:
+                    waiting.discard(request_id)
+                    received = Received(parse_result(request_id, message["Body"]), message["Body"])
+                    report.results[request_id] = received
+                    mine.append(message)
+                    if on_result is not None:
+                        on_result(received)
+                elif request_id is not None and request_id in report.results:
+                    report.duplicates += 1
+                    mine.append(message)
+                else:
+                    others.append(message)
+            self._delete(mine)
+            report.released += self._release(others)
+            if last:
+                break
+            if others and not mine:
+                # Only others' results are visible: give their owners a moment instead of
+                # receiving the same messages again at once.
+                idle = min(IDLE_BACKOFF[1], idle * 2 or IDLE_BACKOFF[0])
+                self.sleep(max(0.0, min(idle, deadline - self.clock())))
+            else:
+                idle = 0.0
+        report.missing = [request_id for request_id in order if request_id in waiting]
+        return report
+
+    def _delete(self, messages: list[dict[str, Any]]) -> None:
+        if not messages:
+            return
+        answer = self.sqs.delete_message_batch(
+            QueueUrl=self.queue_url,
+            Entries=[
+                {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(messages)
+            ],
+        )
+        for failure in answer.get("Failed", []):  # it comes back later and counts as a duplicate
+            logger.warning("could not delete a result message: %s", failure.get("Message", ""))
+
+    def _release(self, messages: list[dict[str, Any]]) -> int:
+        """Make others' messages visible again at once, for their owners."""
+        if not messages:
+            return 0
+        self.sqs.change_message_visibility_batch(
+            QueueUrl=self.queue_url,
+            Entries=[
+                {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"], "VisibilityTimeout": 0}
+                for i, m in enumerate(messages)
+            ],
+        )
+        return len(messages)

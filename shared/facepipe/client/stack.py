@@ -1,0 +1,132 @@
+"""Where the client sends frames and polls results.
+
+Three ways to say it, per endpoint the first that gives a value wins:
+
+1. the settings: ``--function-url``, ``--response-queue-url``, ``--endpoint-url``, ``--region``
+   (or their ``FACEPIPE_*`` variables);
+2. ``--local-info FILE_OR_JSON``: the JSON line ``facepipe local up`` prints
+   (``function_url``, ``endpoint_url``, ``request_queue_url``, ``response_queue_url``,
+   ``bucket``), given inline or as a file holding it;
+3. ``--stack-name NAME``: the Outputs of the deployed CloudFormation stack (``FunctionUrl``,
+   ``ResponseQueueUrl``), read with ``describe_stacks``.
+
+Example:
+    >>> endpoints = resolve_endpoints(Settings.from_env(), local_info='{"function_url": '
+    ...     '"http://127.0.0.1:9000/", "response_queue_url": "http://127.0.0.1:5000/q", '
+    ...     '"endpoint_url": "http://127.0.0.1:5000"}')
+    >>> endpoints.function_url, endpoints.region
+    ('http://127.0.0.1:9000/', 'us-east-1')
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import boto3
+from botocore.exceptions import BotoCoreError, ClientError
+
+from facepipe.aws.clients import client
+from facepipe.config import Settings
+from facepipe.errors import ConfigError
+from facepipe.local.emulator import DUMMY_CREDENTIALS
+from facepipe.local.emulator import REGION as LOCAL_REGION
+
+LOCAL_INFO_KEYS = ("function_url", "endpoint_url", "request_queue_url", "response_queue_url")
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    """The Function URL to POST to and the response queue to poll (through ``endpoint_url``
+    when it is an emulator), in ``region``."""
+
+    function_url: str = ""
+    response_queue_url: str = ""
+    endpoint_url: str = ""
+    region: str = ""
+
+    def require(self, *names: str) -> Endpoints:
+        """Raise a :class:`ConfigError` naming the flags to use when one of ``names`` is empty."""
+        flags = {
+            "function_url": "--function-url",
+            "response_queue_url": "--response-queue-url",
+        }
+        for name in names:
+            if not getattr(self, name):
+                raise ConfigError(
+                    f"no {name.replace('_', ' ')}: pass {flags.get(name, name)}, --local-info "
+                    f"(the local stack's info line) or --stack-name (a deployed stack)"
+                )
+        return self
+
+    def sqs(self) -> Any:
+        """A boto3 SQS client for the response queue. Against an emulator, dummy credentials
+        stand in when the AWS chain has none."""
+        settings = Settings.from_env({}, endpoint_url=self.endpoint_url, region=self.region)
+        if self.endpoint_url and boto3.Session().get_credentials() is None:
+            return boto3.session.Session().client(  # type: ignore[call-overload]
+                "sqs",
+                endpoint_url=self.endpoint_url,
+                region_name=self.region or LOCAL_REGION,
+                **DUMMY_CREDENTIALS,
+            )
+        return client("sqs", settings)
+
+
+def read_local_info(value: str) -> dict[str, str]:
+    """The local stack's info: ``value`` is the JSON line itself, ``-`` (stdin) or a file whose
+    last JSON object line is it."""
+    if value.lstrip().startswith("{"):
+        text = value
+    elif value == "-":
+        text = sys.stdin.read()
+    else:
+        try:
+            text = Path(value).read_text()
+        except OSError as exc:
+            raise ConfigError(f"--local-info {value}: {exc.strerror or exc}") from exc
+    for line in reversed(text.strip().splitlines() or [""]):
+        try:
+            info = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(info, dict) and any(k in info for k in LOCAL_INFO_KEYS):
+            return {k: str(v) for k, v in info.items() if isinstance(v, str | int | float)}
+    raise ConfigError(
+        f"--local-info: no JSON line with {', '.join(LOCAL_INFO_KEYS)} in {value[:80]!r}; "
+        "pass the line `facepipe local up` prints, or a file holding it"
+    )
+
+
+def stack_outputs(
+    stack_name: str, settings: Settings, cloudformation: Any = None
+) -> dict[str, str]:
+    """``OutputKey`` → ``OutputValue`` of a deployed stack."""
+    try:
+        cloudformation = cloudformation or client("cloudformation", settings)
+        stacks = cloudformation.describe_stacks(StackName=stack_name)["Stacks"]
+    except (BotoCoreError, ClientError) as exc:
+        raise ConfigError(f"cannot read the outputs of stack {stack_name}: {exc}") from exc
+    if not stacks:
+        raise ConfigError(f"stack {stack_name} not found")
+    return {o["OutputKey"]: o["OutputValue"] for o in stacks[0].get("Outputs", [])}
+
+
+def resolve_endpoints(
+    settings: Settings, *, local_info: str | None = None, cloudformation: Any = None
+) -> Endpoints:
+    """The endpoints from the settings, then ``local_info``, then the stack ``settings.
+    stack_name`` (read only when something is still missing)."""
+    info = read_local_info(local_info) if local_info else {}
+    function_url = settings.function_url or info.get("function_url", "")
+    queue_url = settings.response_queue_url or info.get("response_queue_url", "")
+    endpoint_url = settings.endpoint_url or info.get("endpoint_url", "")
+    if settings.stack_name and not (function_url and queue_url):
+        outputs = stack_outputs(settings.stack_name, settings, cloudformation)
+        function_url = function_url or outputs.get("FunctionUrl", "")
+        queue_url = queue_url or outputs.get("ResponseQueueUrl", "")
+    region = settings.region or info.get("region", "") or (LOCAL_REGION if endpoint_url else "")
+    return Endpoints(function_url, queue_url, endpoint_url, region)
