@@ -95,6 +95,11 @@ def test_missing_inputs_and_empty_globs_are_errors(tmp_path: Path) -> None:
         list(expand_inputs([str(tmp_path / "absent.jpg")]))
     with pytest.raises(SourceError, match="matches no file"):
         list(expand_inputs([str(tmp_path / "*.jpg")]))
+    # every input is checked before the first frame is handed out (nothing sent, then a failure)
+    good = tmp_path / "good.png"
+    _write_png(good, 1)
+    with pytest.raises(SourceError, match=r"absent\.jpg"):
+        next(iter_frames([str(good), str(tmp_path / "absent.jpg")], run_id="r"))
     (tmp_path / "empty" / "sub").mkdir(parents=True)
     (tmp_path / "empty" / "sub" / "notes.txt").write_text("no images here")
     with pytest.raises(SourceError, match="holds no"):

@@ -166,7 +166,8 @@ def iter_frames(
         video_every: take every Nth video frame instead, when > 0.
     """
     ids = RequestIds(run_id)
-    for path in expand_inputs(inputs):
+    files = list(expand_inputs(inputs))  # every input checked before the first frame goes out
+    for path in files:
         source = str(path)
         if is_video(path):
             for number, data in iter_video(path, video_fps=video_fps, video_every=video_every):
