@@ -6,6 +6,7 @@ Subcommands:
   invoke FUNCTION     a function's real awslambdaric entrypoint under the Lambda RIE
   events              write the sample Lambda events (events/*.json)
   weights fetch|check get embedder weights (image builds) and prove they load
+  local up            the whole pipeline on this machine: Function URL, queues, both functions
   send INPUT...       POST images/videos to the Function URL (local or deployed stack)
   poll --ids FILE     wait for those request ids' results on the response queue
   get INPUT...        send, then poll for exactly those results
@@ -27,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
         events_cmd,
         gallery_cmd,
         invoke_cmd,
+        local_cmd,
         run_cmd,
         weights_cmd,
     )
@@ -40,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
         invoke_cmd,
         weights_cmd,
         events_cmd,
+        local_cmd,
         client_cmd,
     ):
         module.register(sub)

@@ -141,6 +141,9 @@ def sqs_event(
     message_ids: Sequence[str] | None = None,
     sent_timestamp_ms: int | None = None,
     sender_id: str = ACCOUNT_ID,
+    receipt_handles: Sequence[str] | None = None,
+    attributes: Sequence[Mapping[str, str]] | None = None,
+    message_attributes: Sequence[Mapping[str, Mapping[str, Any]]] | None = None,
 ) -> dict[str, Any]:
     """An SQS event as Lambda's event source mapping delivers a batch.
 
@@ -150,6 +153,11 @@ def sqs_event(
             default: the body's ``request_id`` when the body is a JSON object with one.
         message_ids: default ids derived from the queue, position and body (reproducible).
         sent_timestamp_ms: ``SentTimestamp``; default now.
+        receipt_handles / attributes / message_attributes: the real values of received
+            messages (the local event source mapping passes them): each record's receipt
+            handle, system attributes (``ApproximateReceiveCount``, ``SentTimestamp``, ...) and
+            message attributes in Lambda's shape (``stringValue``, ``dataType``, ...); they
+            replace the generated ones (and ``request_ids``).
 
     Example:
         >>> record = sqs_event(['{"request_id": "r1"}'])["Records"][0]
@@ -163,27 +171,38 @@ def sqs_event(
         md5 = hashlib.md5(body.encode(), usedforsecurity=False).hexdigest()
         message_id = message_ids[index] if message_ids else _fixed_uuid(queue_arn, str(index), md5)
         request_id = request_ids[index] if request_ids is not None else _request_id_of(body)
-        attributes = {}
-        if request_id is not None:
-            attributes["request_id"] = {
+        message_attrs: dict[str, Any] = {}
+        if message_attributes is not None:
+            message_attrs = {k: dict(v) for k, v in message_attributes[index].items()}
+        elif request_id is not None:
+            message_attrs["request_id"] = {
                 "stringValue": request_id,
                 "stringListValues": [],
                 "binaryListValues": [],
                 "dataType": "String",
             }
-        receipt = base64.b64encode(hashlib.sha256(f"{message_id}{sent}".encode()).digest())
+        if receipt_handles is not None:
+            receipt_handle = receipt_handles[index]
+        else:
+            receipt = base64.b64encode(hashlib.sha256(f"{message_id}{sent}".encode()).digest())
+            receipt_handle = "AQEB" + receipt.decode("ascii")
+        system = (
+            dict(attributes[index])
+            if attributes is not None
+            else {
+                "ApproximateReceiveCount": "1",
+                "SentTimestamp": str(sent),
+                "SenderId": sender_id,
+                "ApproximateFirstReceiveTimestamp": str(sent + 1),
+            }
+        )
         records.append(
             {
                 "messageId": message_id,
-                "receiptHandle": "AQEB" + receipt.decode("ascii"),
+                "receiptHandle": receipt_handle,
                 "body": body,
-                "attributes": {
-                    "ApproximateReceiveCount": "1",
-                    "SentTimestamp": str(sent),
-                    "SenderId": sender_id,
-                    "ApproximateFirstReceiveTimestamp": str(sent + 1),
-                },
-                "messageAttributes": attributes,
+                "attributes": system,
+                "messageAttributes": message_attrs,
                 "md5OfBody": md5,
                 "eventSource": "aws:sqs",
                 "eventSourceARN": queue_arn,
