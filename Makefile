@@ -9,8 +9,8 @@ TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 PYTEST_ARGS ?=
 export SAM_CLI_TELEMETRY=0
 
-.PHONY: help install test lint format typecheck events invoke-detection invoke-recognition \
-        build deploy validate clean
+.PHONY: help install demo test lint format typecheck events invoke-detection invoke-recognition \
+        local bench-e2e build deploy validate clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-20s %s\n", $$1, $$2}'
@@ -24,6 +24,12 @@ install: $(PY) ## create .venv with torch, facenet-pytorch, the facepipe package
 	$(PY) -m pip install --quiet --no-deps facenet-pytorch==2.6.0
 	$(PY) -m pip install --quiet -r requirements-dev.txt
 	@$(BIN)/facepipe --help >/dev/null && echo "installed: $(BIN)/facepipe"
+
+demo: ## the full pipeline on the local stack with the shipped samples (DEMO_ARGS=--random-weights without VGGFace2)
+	$(BIN)/facepipe demo $(DEMO_ARGS)
+
+local: ## start the local stack (Ctrl-C stops it); LOCAL_ARGS=... for flags
+	$(BIN)/facepipe local up $(LOCAL_ARGS)
 
 test: ## lint, type-check and run every test (what CI runs)
 	$(MAKE) lint

@@ -10,6 +10,8 @@ Subcommands:
   send INPUT...       POST images/videos to the Function URL (local or deployed stack)
   poll --ids FILE     wait for those request ids' results on the response queue
   get INPUT...        send, then poll for exactly those results
+  gallery enroll DIR  build a gallery from one folder per person
+  demo                the whole pipeline on the local stack with the shipped samples
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     from facepipe.cli import (
         client_cmd,
         config_cmd,
+        demo_cmd,
         events_cmd,
         gallery_cmd,
         invoke_cmd,
@@ -44,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
         events_cmd,
         local_cmd,
         client_cmd,
+        demo_cmd,
     ):
         module.register(sub)
     return parser

@@ -1,0 +1,153 @@
+"""``facepipe demo``: the whole pipeline on the local stack with the shipped public-domain samples.
+
+It runs exactly what a user would type, as separate processes: ``facepipe gallery enroll``,
+``facepipe local up``, ``facepipe get --annotate``; then prints the results and stops the stack.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from facepipe.config import Settings
+from facepipe.embedding import FacenetEmbedder
+from facepipe.errors import FacepipeError, WeightsUnavailable
+from facepipe.messages import Result
+
+GET_TIMEOUT = 300.0
+
+
+def _facepipe() -> list[str]:
+    return [sys.executable, "-m", "facepipe.cli.main"]
+
+
+def check_weights(settings: Settings) -> str | None:
+    """None when the embedder's weights load; else the reason (what to do about it)."""
+    try:
+        FacenetEmbedder(settings.embedder, settings.weights, device="cpu")
+    except WeightsUnavailable as exc:
+        return exc.message
+    return None
+
+
+def _start_stack(
+    args: Sequence[str], env: dict[str, str], log: Path
+) -> tuple[subprocess.Popen[str], dict[str, str]]:
+    with log.open("w") as log_file:  # the stack's own log lines (and the functions')
+        proc = subprocess.Popen(
+            [*_facepipe(), "local", "up", *args],
+            stdout=subprocess.PIPE,
+            stderr=log_file,
+            text=True,
+            env=env,
+        )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if not line:
+        proc.wait(timeout=30)
+        raise FacepipeError(
+            f"the local stack did not start (exit status {proc.returncode}); see {log}"
+        )
+    return proc, json.loads(line)
+
+
+def _stop(proc: subprocess.Popen[str]) -> int:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.wait()
+
+
+def summary_table(results: Sequence[Result]) -> str:
+    rows = [("request_id", "file", "status", "faces: name (similarity)")]
+    for r in results:
+        faces = ", ".join(
+            f"{f.name} ({f.similarity:.2f})" if f.similarity is not None else f.name
+            for f in r.faces
+        )
+        rows.append((r.request_id, Path(r.filename).name, r.status, faces or "-"))
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    return "\n".join(
+        "  ".join(cell.ljust(widths[i]) if i < 3 else cell for i, cell in enumerate(row))
+        for row in rows
+    )
+
+
+def run_demo(settings: Settings, samples: Path, out: Path, *, random_weights: bool) -> int:
+    """Enrol ``samples/gallery``, start the local stack, send ``samples/frames`` and the two
+    single samples, print the results, write annotated images under ``out``, stop the stack."""
+    env = dict(os.environ)
+    if random_weights:
+        env["FACEPIPE_WEIGHTS"] = "random:0"
+        settings = settings.model_copy(update={"weights": "random:0"})
+        print(
+            "demo: --random-weights: detection is real, but embeddings come from seeded random "
+            "weights, so the names below are NOT recognition.",
+            file=sys.stderr,
+        )
+    else:
+        reason = check_weights(settings)
+        if reason:
+            print(
+                f"demo: cannot recognise anyone: {reason}\n"
+                "demo: put the VGGFace2 file where FACEPIPE_WEIGHTS points, or run the demo with "
+                "seeded random weights (real detection, meaningless names):\n"
+                "    make demo DEMO_ARGS=--random-weights",
+                file=sys.stderr,
+            )
+            return 2
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    gallery = out / "gallery.pt"
+    subprocess.run(
+        [*_facepipe(), "gallery", "enroll", str(samples / "gallery"), "--out", str(gallery)],
+        check=True,
+        env=env,
+        timeout=300,
+    )
+    stack, info = _start_stack(["--gallery", str(gallery.resolve())], env, out / "stack.log")
+    try:
+        print(f"demo: local stack up: {info['function_url']}", file=sys.stderr)
+        inputs = [samples / "frames", samples / "astronaut.jpg", samples / "rocket.jpg"]
+        got = subprocess.run(
+            [
+                *_facepipe(),
+                "get",
+                *map(str, inputs),
+                "--local-info",
+                json.dumps(info),
+                "--annotate",
+                str(out / "annotated"),
+                "--ordered",
+                "--quiet",
+                "--run-id",
+                "demo",
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=GET_TIMEOUT,
+            check=False,
+        )
+    finally:
+        stopped = _stop(stack)
+    sys.stderr.write(got.stderr)
+    results = [Result.model_validate_json(line) for line in got.stdout.splitlines() if line]
+    (out / "results.jsonl").write_text(got.stdout)
+    print(summary_table(results))
+    print(
+        f"demo: {len(results)} results; annotated images in {out / 'annotated'}; "
+        f"results in {out / 'results.jsonl'}; stack log in {out / 'stack.log'}; "
+        f"stack stopped (exit {stopped})",
+        file=sys.stderr,
+    )
+    return got.returncode or (1 if stopped else 0)
