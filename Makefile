@@ -28,6 +28,9 @@ install: $(PY) ## create .venv with torch, facenet-pytorch, the facepipe package
 demo: ## the full pipeline on the local stack with the shipped samples (DEMO_ARGS=--random-weights without VGGFace2)
 	$(BIN)/facepipe demo $(DEMO_ARGS)
 
+bench-e2e: ## 100 requests through the local stack: latency p50/p95/p99, throughput, stages, lost (BENCH_ARGS=--random-weights without VGGFace2)
+	$(BIN)/facepipe bench e2e -n 100 --json-out bench/results/e2e.json $(BENCH_ARGS)
+
 local: ## start the local stack (Ctrl-C stops it); LOCAL_ARGS=... for flags
 	$(BIN)/facepipe local up $(LOCAL_ARGS)
 

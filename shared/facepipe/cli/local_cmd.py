@@ -10,14 +10,14 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import signal
 import sys
 import threading
 from pathlib import Path
 from types import FrameType
-from typing import Any, TextIO
+from typing import Any
 
+from facepipe.cli.console import reserve_stdout
 from facepipe.cli.options import add_settings_flags, settings_from_args
 from facepipe.errors import ConfigError
 
@@ -61,15 +61,6 @@ def _parameters(pairs: list[str]) -> dict[str, str]:
     return parameters
 
 
-def _stdout_for_one_line() -> TextIO:
-    """The real stdout, kept for the one JSON line; fd 1 then points at stderr, so whatever the
-    functions or libraries print (Powertools logs and metrics in-process) lands on stderr."""
-    sys.stdout.flush()
-    real = os.fdopen(os.dup(1), "w", encoding="utf-8")
-    os.dup2(2, 1)
-    return real
-
-
 def up_command(args: argparse.Namespace) -> int:
     from facepipe.embedding import default_weights_note
     from facepipe.local.emulator import TemplateError
@@ -93,7 +84,7 @@ def up_command(args: argparse.Namespace) -> int:
         stop.set()
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-    out = _stdout_for_one_line()
+    out = reserve_stdout()
     try:
         try:
             stack = LocalStack(

@@ -12,6 +12,7 @@ Subcommands:
   get INPUT...        send, then poll for exactly those results
   gallery enroll DIR  build a gallery from one folder per person
   demo                the whole pipeline on the local stack with the shipped samples
+  bench e2e           N requests end to end: latency, throughput, stages, lost
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from facepipe.errors import FacepipeError
 
 def build_parser() -> argparse.ArgumentParser:
     from facepipe.cli import (
+        bench_cmd,
         client_cmd,
         config_cmd,
         demo_cmd,
@@ -48,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
         local_cmd,
         client_cmd,
         demo_cmd,
+        bench_cmd,
     ):
         module.register(sub)
     return parser

@@ -1,0 +1,1 @@
+"""Benchmarks (``facepipe bench``): figures are measured, never assumed."""

@@ -1,0 +1,70 @@
+"""``facepipe bench e2e -n 100``: requests through a stack, latency/throughput/lost."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from facepipe.cli.console import reserve_stdout
+from facepipe.cli.options import add_settings_flags, settings_from_args
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("bench", help="benchmarks")
+    bsub = p.add_subparsers(dest="bench_command", required=True)
+    e2e = bsub.add_parser(
+        "e2e",
+        help="N requests end to end through the local stack (default) or a deployed one",
+        description="Sends N frames through a stack and waits for every result: end-to-end "
+        "latency p50/p95/p99, throughput, per-stage time and lost requests. Starts the local "
+        "stack unless --function-url/--local-info/--stack-name name another.",
+    )
+    e2e.add_argument("-n", type=int, default=100, help="requests to send (default 100)")
+    e2e.add_argument(
+        "--images", nargs="+", type=Path, default=None, help="frames to cycle (default samples)"
+    )
+    e2e.add_argument("--local-info", metavar="FILE_OR_JSON", help="a running local stack")
+    e2e.add_argument("--json-out", type=Path, help="also write the summary JSON here")
+    e2e.add_argument(
+        "--random-weights", action="store_true", help="local stack with seeded random weights"
+    )
+    add_settings_flags(e2e)
+    e2e.set_defaults(func=run_e2e_command)
+
+
+def default_images() -> list[Path]:
+    samples = Path("samples")
+    return [*sorted((samples / "frames").glob("*.jpg")), samples / "astronaut.jpg"]
+
+
+def run_e2e_command(args: argparse.Namespace) -> int:
+    from facepipe.bench.e2e import local_endpoints, run_e2e, table
+    from facepipe.client.stack import resolve_endpoints
+
+    settings = settings_from_args(args, weights="random:0" if args.random_weights else None)
+    out = reserve_stdout()  # in-process functions print their logs; stdout is for the JSON
+    endpoints = resolve_endpoints(settings, local_info=args.local_info)
+    with contextlib.ExitStack() as stack:
+        if not endpoints.function_url:
+            print("bench: starting the local stack", file=sys.stderr)
+            endpoints = stack.enter_context(local_endpoints(settings))
+        summary = run_e2e(
+            endpoints.require("function_url", "response_queue_url"),
+            args.images or default_images(),
+            n=args.n,
+            concurrency=settings.concurrency,
+            timeout=settings.poll_timeout,
+            retries=settings.retries,
+            sign=settings.sign,
+        )
+    print(table(summary), file=sys.stderr)
+    text = json.dumps(summary, indent=2)
+    print(text, file=out, flush=True)
+    if args.json_out:
+        args.json_out.parent.mkdir(parents=True, exist_ok=True)
+        args.json_out.write_text(text + "\n")
+    return 0 if summary["lost"] == 0 else 1
