@@ -7,10 +7,11 @@ function's failure, so a bad request or a poisoned record cannot take the stack 
 
 * :class:`InProcessInvoker` imports ``functions/<name>/app.py`` into this process, with the
   function's environment in ``os.environ`` while the module is imported (its init code reads
-  it there, as in Lambda). This process *is* the stack: both functions share one interpreter,
-  one ``os.environ`` and the module-level singletons of ``facepipe`` (the Powertools Logger,
-  Metrics and Tracer in :mod:`facepipe.observability`), so the stack gives all its in-process
-  invokers one lock and runs one invocation at a time. Fast to start and easy to debug.
+  it there, as in Lambda), and its own copy of :mod:`facepipe.observability` (so its logs carry
+  its own service name). This process *is* the stack: both functions share one interpreter, one
+  ``os.environ`` and Powertools' process-wide state (the metric set, the cold-start flag), so
+  the stack gives all its in-process invokers one lock and runs one invocation at a time. Fast
+  to start and easy to debug.
 * :class:`RieInvoker` runs the function's ``python -m awslambdaric app.handler`` (the image's
   ENTRYPOINT + CMD) under the Lambda Runtime Interface Emulator, one process per function
   (:class:`~facepipe.local.rie.RieFunction`): the real entrypoint and real isolation.
@@ -52,6 +53,10 @@ _log = logging.getLogger(__name__)
 # facepipe settings (the stack passes the ones that apply) and real AWS configuration.
 _NOT_INHERITED = ("FACEPIPE_", "AWS_")
 _ENVIRON_LOCK = threading.Lock()  # os.environ is process-wide: one import at a time changes it
+# Modules that read the environment when imported (Powertools' service name, metrics namespace
+# and log level): each in-process function imports its own copy under its own environment, as in
+# its own execution environment, and the process's copy (if any) is put back afterwards.
+_PER_FUNCTION_MODULES = ("facepipe.observability",)
 
 
 class Invoker(Protocol):
@@ -122,6 +127,25 @@ def _function_environ(env: Mapping[str, str]) -> Iterator[None]:
             _set_environ(saved)
 
 
+@contextlib.contextmanager
+def _own_copies(names: tuple[str, ...]) -> Iterator[None]:
+    """Imports of ``names`` inside the block make new modules; outside, nothing changes."""
+    saved = {name: sys.modules.pop(name, None) for name in names}
+    try:
+        yield
+    finally:
+        for name, previous in saved.items():
+            sys.modules.pop(name, None)
+            parent_name, _, child = name.rpartition(".")
+            parent = sys.modules.get(parent_name)
+            if previous is not None:
+                sys.modules[name] = previous
+                if parent is not None:
+                    setattr(parent, child, previous)
+            elif parent is not None and hasattr(parent, child):
+                delattr(parent, child)
+
+
 def _set_environ(wanted: Mapping[str, str]) -> None:
     for key in [k for k in os.environ if k not in wanted]:
         del os.environ[key]
@@ -183,7 +207,7 @@ class InProcessInvoker:
         if spec is None or spec.loader is None:
             raise ImportError(f"cannot import {path}")
         module = importlib.util.module_from_spec(spec)
-        with self.lock, _function_environ(self.env):
+        with self.lock, _function_environ(self.env), _own_copies(_PER_FUNCTION_MODULES):
             spec.loader.exec_module(module)
         self.module = module
         self._handler = getattr(module, attribute)
