@@ -146,8 +146,9 @@ def test_poisoned_message_goes_to_the_dlq_and_the_good_ones_still_finish(
         "VisibilityTimeout"
     ]
     poison_rid, good = new_id("poison"), [new_id("good"), new_id("good")]
-    # As an operator could: a short visibility timeout, so failures come back in a second.
-    sqs.set_queue_attributes(QueueUrl=queue, Attributes={"VisibilityTimeout": "1"})
+    # As an operator could: a short visibility timeout (still above the 1 s batching window),
+    # so failures come back in seconds.
+    sqs.set_queue_attributes(QueueUrl=queue, Attributes={"VisibilityTimeout": "2"})
     # moto takes the queue's timeout when a long poll starts: let the poller's current one end.
     time.sleep(source.poll_wait_seconds + 0.5)
     try:

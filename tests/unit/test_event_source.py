@@ -172,6 +172,28 @@ def test_window_gathers_messages_sent_one_at_a_time_into_one_batch(
     assert window - 0.3 <= waited <= window + 1.5
 
 
+def test_a_message_back_within_the_window_is_in_its_batch_once(aws: LocalAws) -> None:
+    """A visibility timeout shorter than the window: the message is received again while its
+    batch gathers; the batch keeps one record, the latest receive (its receipt handle)."""
+    url = aws.sqs.create_queue(
+        QueueName=f"esm-{uuid.uuid4().hex[:12]}", Attributes={"VisibilityTimeout": "1"}
+    )["QueueUrl"]
+    arn = aws.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])
+    try:
+        (sent,) = send(aws, url, ["again"])
+        fake = FakeInvoker()
+        source = SqsEventSource(
+            aws.sqs, url, arn["Attributes"]["QueueArn"], fake, batch_size=10, window_seconds=2.5
+        )
+        run_until(source, lambda: source.batches >= 1)
+    finally:
+        aws.sqs.delete_queue(QueueUrl=url)
+
+    (record,) = fake.events[0]["Records"]
+    assert record["messageId"] == sent
+    assert int(record["attributes"]["ApproximateReceiveCount"]) >= 2
+
+
 def test_payload_limit_splits_batches(aws: LocalAws, queue: tuple[str, str]) -> None:
     url, arn = queue
     sent = send(aws, url, ["x" * 2000 + str(i) for i in range(6)])

@@ -225,10 +225,19 @@ class SqsEventSource:
 
     def _admit(self, batch: list[dict[str, Any]], messages: Sequence[dict[str, Any]]) -> None:
         """Add ``messages`` to ``batch`` while they fit; the rest wait for the next batch."""
+        held = {m["MessageId"]: index for index, m in enumerate(batch)}
         size = sum(_size(m) for m in batch)
         for message in messages:
+            index = held.get(message["MessageId"])
+            if index is not None:
+                # Back while its batch is still gathering (a visibility timeout shorter than the
+                # window): this receive replaces the earlier one, whose receipt handle is stale.
+                size += _size(message) - _size(batch[index])
+                batch[index] = message
+                continue
             fits = len(batch) < self.batch_size and size + _size(message) <= self.max_payload_bytes
             if not self._carry and (fits or not batch):
+                held[message["MessageId"]] = len(batch)
                 batch.append(message)
                 size += _size(message)
             else:
