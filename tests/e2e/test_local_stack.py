@@ -6,6 +6,7 @@ the real awslambdaric entrypoints under the Lambda RIE). Seeded random weights (
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import signal
@@ -14,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+from http.client import HTTPConnection
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -22,7 +24,7 @@ import boto3
 import pytest
 
 from facepipe.local.stack import INFO_KEYS, LocalStack
-from facepipe.local.url_server import MAX_BODY_BYTES, http_response, is_text
+from facepipe.local.url_server import MAX_BODY_BYTES, FunctionUrlServer, http_response, is_text
 from tests.conftest import ROOT
 from tests.e2e.conftest import collect, frame, http, new_id, post_json, queue_counts
 
@@ -223,6 +225,75 @@ def test_binary_bodies_are_base64_encoded_like_lambda() -> None:
     assert not is_text("image/jpeg", b"\xff\xd8")
     assert not is_text("application/json", b"\xff\xfe")  # not UTF-8
     assert not is_text(None, b"data")
+
+
+class RecordingFunction:
+    """An invoker that records each event and answers ``answer``."""
+
+    name = "Recorder"
+
+    def __init__(self, answer: Any) -> None:
+        self.answer = answer
+        self.events: list[dict[str, Any]] = []
+
+    def start(self) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
+
+    def invoke(self, event: dict[str, Any]) -> Any:
+        self.events.append(event)
+        return self.answer
+
+
+def test_url_server_builds_lambdas_event_and_maps_the_answer() -> None:
+    answer = {"statusCode": 201, "headers": {"x-made": "here"}, "body": "made"}
+    function = RecordingFunction(answer)
+    with FunctionUrlServer(function) as server:
+        assert server.url.startswith("http://127.0.0.1:")
+        status, headers, raw = http(
+            server.url + "a/b?x=1&x=2&y=",
+            b"\xff\xd8binary",
+            headers={"content-type": "image/jpeg", "cookie": "c1=v1; c2=v2", "x-two": "a"},
+        )
+        assert (status, headers["x-made"], raw) == (201, "here", b"made")
+        event = function.events[0]
+        assert event["requestContext"]["http"]["method"] == "POST"
+        assert (event["rawPath"], event["rawQueryString"]) == ("/a/b", "x=1&x=2&y=")
+        assert event["queryStringParameters"] == {"x": "1,2", "y": ""}
+        assert event["cookies"] == ["c1=v1", "c2=v2"]
+        assert event["headers"]["x-two"] == "a"
+        assert event["isBase64Encoded"] is True
+        assert base64.b64decode(event["body"]) == b"\xff\xd8binary"
+
+        # A chunked upload is read whole; over the limit it is a 413 and no invocation.
+        connection = HTTPConnection("127.0.0.1", server.port, timeout=30)
+        connection.request(
+            "PUT", "/", body=iter([b'{"a": ', b"1}"]), headers={"content-type": "application/json"}
+        )
+        response = connection.getresponse()
+        assert (response.status, response.read()) == (201, b"made")
+        connection.close()
+        assert (function.events[-1]["body"], function.events[-1]["isBase64Encoded"]) == (
+            '{"a": 1}',
+            False,
+        )
+        invoked = len(function.events)
+        connection = HTTPConnection("127.0.0.1", server.port, timeout=30)
+        chunk = b"x" * (1 << 20)
+        connection.request("POST", "/", body=iter([chunk] * 7))
+        response = connection.getresponse()
+        assert response.status == 413
+        assert json.loads(response.read())["error"] == "payload_too_large"
+        connection.close()
+        assert len(function.events) == invoked
+
+    function.answer = {"errorType": "Boom", "errorMessage": "x"}
+    with FunctionUrlServer(function) as server:
+        status, _, raw = http(server.url, "{}")
+        assert (status, json.loads(raw)) == (502, {"message": "Internal Server Error"})
+    assert not port_open(server.url)
 
 
 # --- the CLI, as a person runs it -----------------------------------------------------------
