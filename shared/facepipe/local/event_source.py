@@ -235,11 +235,12 @@ class SqsEventSource:
                 size += _size(message) - _size(batch[index])
                 batch[index] = message
                 continue
-            fits = len(batch) < self.batch_size and size + _size(message) <= self.max_payload_bytes
+            message_size = _size(message)
+            fits = len(batch) < self.batch_size and size + message_size <= self.max_payload_bytes
             if not self._carry and (fits or not batch):
                 held[message["MessageId"]] = len(batch)
                 batch.append(message)
-                size += _size(message)
+                size += message_size
             else:
                 self._carry.append(message)
 
