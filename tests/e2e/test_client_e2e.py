@@ -1,0 +1,115 @@
+"""The client against the whole local stack, in both runtimes: real HTTP, real SQS semantics.
+
+Every sent request_id gets exactly one result; two clients polling the same response queue at
+once each get exactly their own; a video yields one result per sampled frame.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+from facepipe.local.stack import LocalStack
+from tests.conftest import SAMPLES
+
+pytestmark = pytest.mark.slow
+FACEPIPE = str(Path(sys.executable).with_name("facepipe"))
+
+
+def get(stack: LocalStack, *args: str) -> tuple[int, list[dict], str]:  # type: ignore[type-arg]
+    proc = subprocess.run(
+        [
+            FACEPIPE,
+            "get",
+            *args,
+            "--local-info",
+            json.dumps(stack.info()),
+            "--quiet",
+            "--poll-timeout",
+            "90",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    return proc.returncode, [json.loads(x) for x in proc.stdout.splitlines()], proc.stderr
+
+
+def test_frames_with_and_without_faces_several_per_post(stack: LocalStack) -> None:
+    code, results, err = get(
+        stack,
+        str(SAMPLES / "frames"),
+        str(SAMPLES / "rocket.jpg"),
+        str(SAMPLES / "astronaut.jpg"),
+        "--run-id",
+        "mix",
+        "--frames-per-request",
+        "2",
+        "--ordered",
+    )
+    assert code == 0, err
+    assert [r["request_id"] for r in results] == [
+        "mix.biden-west-wing",
+        "mix.obama-and-biden",
+        "mix.rocket",
+        "mix.astronaut",
+    ]
+    assert [(r["status"], len(r["faces"])) for r in results] == [
+        ("ok", 1),
+        ("ok", 2),
+        ("no_face", 0),
+        ("ok", 1),
+    ]
+    assert "missing 0, duplicates 0" in err
+
+
+def test_two_concurrent_clients_each_get_exactly_their_own(stack: LocalStack) -> None:
+    inputs = [str(SAMPLES / "frames"), str(SAMPLES / "astronaut.jpg"), str(SAMPLES / "rocket.jpg")]
+    with ThreadPoolExecutor(2) as pool:
+        runs = list(pool.map(lambda run: get(stack, *inputs, "--run-id", run), ["ann", "bob"]))
+    for run, (code, results, err) in zip(["ann", "bob"], runs, strict=True):
+        assert code == 0, err
+        ids = [r["request_id"] for r in results]
+        assert len(ids) == len(set(ids)) == 4
+        assert all(i.startswith(f"{run}.") for i in ids)
+    info = stack.info()
+    assert stack.aws.drain(info["response_queue_url"], wait_seconds=0) == []
+
+
+def _video(path: Path, frames: int = 20, fps: float = 10.0) -> None:
+    """Frames 0-9 show the astronaut, 10-19 the rocket (no face)."""
+    face = np.asarray(Image.open(SAMPLES / "astronaut.jpg").convert("RGB").resize((320, 320)))
+    empty = np.asarray(Image.open(SAMPLES / "rocket.jpg").convert("RGB").resize((320, 320)))
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (320, 320))
+    for i in range(frames):
+        writer.write(cv2.cvtColor(face if i < frames // 2 else empty, cv2.COLOR_RGB2BGR))
+    writer.release()
+
+
+def test_video_gives_one_result_per_sampled_frame(stack: LocalStack, tmp_path: Path) -> None:
+    video = tmp_path / "clip.avi"
+    _video(video)
+    code, results, err = get(
+        stack,
+        str(video),
+        "--run-id",
+        "vid",
+        "--video-fps",
+        "2",
+        "--ordered",
+        "--annotate",
+        str(tmp_path / "ann"),
+    )
+    assert code == 0, err
+    assert [r["request_id"] for r in results] == [f"vid.clip.f{n:06d}" for n in (0, 5, 10, 15)]
+    assert [r["status"] for r in results] == ["ok", "ok", "no_face", "no_face"]
+    assert len(list((tmp_path / "ann").glob("*.jpg"))) == 4
