@@ -23,10 +23,11 @@ import logging
 import re
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import boto3
+
+from facepipe.lifecycle import Service
 
 DEFAULT_STACK = "facepipe-local"
 REGION = "us-east-1"
@@ -170,7 +171,7 @@ class Intrinsics:
         return _text(self.evaluate(value))
 
 
-class LocalAws:
+class LocalAws(Service):
     """A moto server on 127.0.0.1 holding the template's SQS queues and S3 bucket.
 
     Args:
@@ -212,18 +213,6 @@ class LocalAws:
         self._server: Any = None
 
     # --- lifecycle ---------------------------------------------------------------------------
-    def __enter__(self) -> LocalAws:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
     def start(self) -> None:
         from moto.server import ThreadedMotoServer
 

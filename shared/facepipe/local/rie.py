@@ -32,10 +32,10 @@ import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 from facepipe.errors import FacepipeError
+from facepipe.lifecycle import Service
 
 RIE_RELATIVE = Path("local") / "rapid" / "aws-lambda-rie-x86_64"
 INVOKE_PATH = "/2015-03-31/functions/function/invocations"
@@ -92,7 +92,7 @@ class Report:
     init_duration_ms: float | None
 
 
-class RieFunction:
+class RieFunction(Service):
     """One function process under the RIE, for as long as the ``with`` block lasts.
 
     Args:
@@ -131,18 +131,6 @@ class RieFunction:
         self.log_path: Path | None = None
         self._tmp: str | None = None
         self._process: subprocess.Popen[bytes] | None = None
-
-    def __enter__(self) -> RieFunction:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def command(self, api_port: int) -> list[str]:
         return [

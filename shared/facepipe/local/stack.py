@@ -27,11 +27,11 @@ import logging
 import threading
 from collections.abc import Mapping
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 from facepipe.config import Settings, env_name
 from facepipe.errors import ConfigError
+from facepipe.lifecycle import Service
 from facepipe.local.emulator import FUNCTION, REGION, LocalAws, TemplateError
 from facepipe.local.event_source import SqsEventSource
 from facepipe.local.invokers import InProcessInvoker, Invoker, RieInvoker
@@ -72,7 +72,7 @@ def _absolute(value: str) -> str:
     return str(Path(value).expanduser().resolve())
 
 
-class LocalStack:
+class LocalStack(Service):
     """The template's queues, bucket, functions, Function URL and SQS event source mappings.
 
     Args:
@@ -115,18 +115,6 @@ class LocalStack:
         self._inprocess_lock = threading.Lock()
 
     # --- lifecycle ---------------------------------------------------------------------------
-    def __enter__(self) -> LocalStack:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
     def start(self) -> None:
         """Start everything; on any failure, stop what was started and raise."""
         try:

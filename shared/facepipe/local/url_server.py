@@ -30,10 +30,10 @@ import logging
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
 from typing import Any
 from urllib.parse import urlsplit
 
+from facepipe.lifecycle import Service
 from facepipe.local.events import function_url_event
 from facepipe.local.invokers import Invoker
 from facepipe.local.rie import function_error
@@ -226,7 +226,7 @@ class _Handler(BaseHTTPRequestHandler):
         _log.debug("%s " + format, self.client_address[0], *args)
 
 
-class FunctionUrlServer:
+class FunctionUrlServer(Service):
     """The Function URL of ``invoker`` at ``http://127.0.0.1:<port>/`` (0: any free port).
 
     Args:
@@ -247,18 +247,6 @@ class FunctionUrlServer:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/"
-
-    def __enter__(self) -> FunctionUrlServer:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def start(self) -> None:
         server = _Server(("127.0.0.1", self.port), _Handler)
