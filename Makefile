@@ -7,10 +7,11 @@ PY := $(BIN)/python
 # torch/torchvision pinned together; facenet-pytorch 2.6 pins an older torch, so it goes in --no-deps.
 TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 PYTEST_ARGS ?=
+EVAL_ARGS ?= --embedder dlib
 export SAM_CLI_TELEMETRY=0
 
-.PHONY: help install demo test lint format typecheck events invoke-detection invoke-recognition \
-        local bench-e2e build deploy validate clean
+.PHONY: help install demo eval test lint format typecheck events invoke-detection \
+        invoke-recognition local bench-e2e build deploy validate clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-20s %s\n", $$1, $$2}'
@@ -25,8 +26,11 @@ install: $(PY) ## create .venv with torch, facenet-pytorch, the facepipe package
 	$(PY) -m pip install --quiet -r requirements-dev.txt
 	@$(BIN)/facepipe --help >/dev/null && echo "installed: $(BIN)/facepipe"
 
-demo: ## the full pipeline on the local stack with the shipped samples (DEMO_ARGS=--random-weights without VGGFace2)
+demo: ## the full pipeline on the local stack with the shipped samples (offline dlib recognition without VGGFace2)
 	$(BIN)/facepipe demo $(DEMO_ARGS)
+
+eval: ## calibrate: ROC AUC, best threshold and accuracy on ../shared/faces/master.csv (EVAL_ARGS=--embedder dlib)
+	$(BIN)/facepipe eval $(EVAL_ARGS)
 
 bench-e2e: ## 100 requests through the local stack: latency p50/p95/p99, throughput, stages, lost (BENCH_ARGS=--random-weights without VGGFace2)
 	$(BIN)/facepipe bench e2e -n 100 --json-out bench/results/e2e.json $(BENCH_ARGS)

@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from facepipe.embedding import DEFAULT_MATCH_THRESHOLDS
 from facepipe.errors import ConfigError
 
 ENV_PREFIX = "FACEPIPE_"
@@ -24,14 +25,20 @@ class Settings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     # --- models -------------------------------------------------------------------------------
-    embedder: Literal["vggface2", "casia-webface"] = Field(
-        "vggface2", description="Face embedder: InceptionResnetV1 pretrained on this data set."
+    embedder: Literal["vggface2", "casia-webface", "dlib"] = Field(
+        "vggface2",
+        description=(
+            "Face embedder, the same on both functions (it decides the crop detection cuts): "
+            "`vggface2`/`casia-webface` (InceptionResnetV1 pretrained on that data set) or "
+            "`dlib` (dlib's ResNet from face-recognition-models, offline)."
+        ),
     )
     weights: str = Field(
         "",
         description=(
-            "Embedder weights: a state_dict file path (the images bake one in), empty for "
-            "facenet-pytorch's cache/download, or `random:<seed>` (tests only, not recognition)."
+            "Facenet embedder weights: a state_dict file path (the images bake one in), empty "
+            "for facenet-pytorch's cache/download, or `random:<seed>` (tests only, not "
+            "recognition). `dlib` ignores paths: its model ships with face-recognition-models."
         ),
     )
     device: Literal["auto", "cpu", "cuda"] = Field(
@@ -39,8 +46,12 @@ class Settings(BaseModel):
     )
     threads: int = Field(0, ge=0, description="Torch intra-op threads; 0 keeps torch's default.")
     # --- detection ----------------------------------------------------------------------------
-    image_size: int = Field(160, ge=32, le=1024, description="Side of each face crop in pixels.")
-    margin: int = Field(0, ge=0, le=200, description="Crop margin in pixels, as facenet-pytorch.")
+    image_size: int = Field(
+        160, ge=32, le=1024, description="Side of each facenet face crop in pixels (dlib: 150)."
+    )
+    margin: int = Field(
+        0, ge=0, le=200, description="Facenet crop margin in pixels, as facenet-pytorch."
+    )
     min_face_size: int = Field(20, ge=8, description="MTCNN minimum face size in pixels.")
     min_face_probability: float = Field(
         0.95,
@@ -52,11 +63,16 @@ class Settings(BaseModel):
     gallery: str = Field(
         "", description="Gallery of known people: a local path or `s3://bucket/key` (.pt or .npz)."
     )
-    match_threshold: float = Field(
-        1.1,
+    match_threshold: float | None = Field(
+        None,
         gt=0.0,
         le=2.0,
-        description="L2 distance between unit embeddings above which a face is `unknown`.",
+        description=(
+            "L2 distance between unit embeddings above which a face is `unknown`; empty: the "
+            "embedder's default ("
+            + ", ".join(f"`{name}` {value}" for name, value in DEFAULT_MATCH_THRESHOLDS.items())
+            + ', see README "Thresholds").'
+        ),
     )
     # --- limits -------------------------------------------------------------------------------
     max_frames: int = Field(16, ge=1, le=256, description="Most frames one HTTP request may carry.")
@@ -106,6 +122,13 @@ class Settings(BaseModel):
     port: int = Field(
         0, ge=0, le=65535, description="Local stack: Function URL port on 127.0.0.1 (0: any free)."
     )
+
+    @property
+    def effective_match_threshold(self) -> float:
+        """``match_threshold``, or the embedder's default when it is not set."""
+        if self.match_threshold is not None:
+            return self.match_threshold
+        return DEFAULT_MATCH_THRESHOLDS[self.embedder]
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

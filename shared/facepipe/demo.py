@@ -2,6 +2,9 @@
 
 It runs exactly what a user would type, as separate processes: ``facepipe gallery enroll``,
 ``facepipe local up``, ``facepipe get --annotate``; then prints the results and stops the stack.
+
+Recognition is real without any download: when the VGGFace2 weights are not there (and no
+embedder or weights were asked for), the demo uses the offline ``dlib`` embedder.
 """
 
 from __future__ import annotations
@@ -15,8 +18,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from facepipe.config import Settings
-from facepipe.embedding import FacenetEmbedder
+from facepipe.config import Settings, env_name
 from facepipe.errors import FacepipeError, WeightsUnavailable
 from facepipe.messages import Result
 
@@ -29,11 +31,37 @@ def _facepipe() -> list[str]:
 
 def check_weights(settings: Settings) -> str | None:
     """None when the embedder's weights load; else the reason (what to do about it)."""
+    from facepipe.services import make_embedder
+
     try:
-        FacenetEmbedder(settings.embedder, settings.weights, device="cpu")
+        make_embedder(settings.model_copy(update={"device": "cpu"}))
     except WeightsUnavailable as exc:
         return exc.message
     return None
+
+
+def choose_embedder(settings: Settings) -> tuple[Settings, str | None]:
+    """The settings the demo runs with, or the reason it cannot recognise anyone.
+
+    The configured embedder when its weights load; else, unless the user asked for an embedder
+    or weights, the offline ``dlib`` embedder (said so on stderr).
+    """
+    reason = check_weights(settings)
+    if reason is None:
+        return settings, None
+    if settings.model_fields_set & {"embedder", "weights"}:
+        return settings, reason
+    fallback = settings.model_copy(update={"embedder": "dlib"})
+    fallback_reason = check_weights(fallback)
+    if fallback_reason is not None:
+        return settings, f"{reason}\nThe offline dlib embedder is not available either: " + (
+            fallback_reason
+        )
+    print(
+        "demo: VGGFace2 weights not available: using the dlib embedder (real recognition, offline)",
+        file=sys.stderr,
+    )
+    return fallback, None
 
 
 def _start_stack(
@@ -84,9 +112,7 @@ def summary_table(results: Sequence[Result]) -> str:
 def run_demo(settings: Settings, samples: Path, out: Path, *, random_weights: bool) -> int:
     """Enrol ``samples/gallery``, start the local stack, send ``samples/frames`` and the two
     single samples, print the results, write annotated images under ``out``, stop the stack."""
-    env = dict(os.environ)
     if random_weights:
-        env["FACEPIPE_WEIGHTS"] = "random:0"
         settings = settings.model_copy(update={"weights": "random:0"})
         print(
             "demo: --random-weights: detection is real, but embeddings come from seeded random "
@@ -94,20 +120,24 @@ def run_demo(settings: Settings, samples: Path, out: Path, *, random_weights: bo
             file=sys.stderr,
         )
     else:
-        reason = check_weights(settings)
+        settings, reason = choose_embedder(settings)
         if reason:
             print(
                 f"demo: cannot recognise anyone: {reason}\n"
-                "demo: put the VGGFace2 file where FACEPIPE_WEIGHTS points, or run the demo with "
-                "seeded random weights (real detection, meaningless names):\n"
+                "demo: put the VGGFace2 file where FACEPIPE_WEIGHTS points, use the offline dlib "
+                "embedder (make demo DEMO_ARGS=--embedder=dlib), or run the demo with seeded "
+                "random weights (real detection, meaningless names):\n"
                 "    make demo DEMO_ARGS=--random-weights",
                 file=sys.stderr,
             )
             return 2
+    # The processes below read their settings from the environment: pass on what was chosen.
+    env = dict(os.environ)
+    env.update({env_name(n): str(getattr(settings, n)) for n in settings.model_fields_set})
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
-    gallery = out / "gallery.pt"
+    gallery = out / "gallery.npz"  # .npz records the embedder, so the stack can check it
     subprocess.run(
         [*_facepipe(), "gallery", "enroll", str(samples / "gallery"), "--out", str(gallery)],
         check=True,

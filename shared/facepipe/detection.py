@@ -1,8 +1,16 @@
-"""Face detection: facenet-pytorch MTCNN → boxes, probabilities, landmarks and lossless crops."""
+"""Face detection: facenet-pytorch MTCNN → boxes, probabilities, landmarks and lossless crops.
+
+The crop that travels to recognition depends on the embedder, so cutting it is a step of its own
+(:class:`FaceCropper`) that :class:`FaceDetector` runs on the boxes it keeps: facenet-pytorch's
+``extract_face`` (:class:`FacenetCropper`, the default) for ``vggface2``/``casia-webface``, the
+aligned dlib chip (:class:`facepipe.dlib_embedder.DlibChipCropper`) for ``dlib``.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 from PIL import Image
@@ -12,8 +20,9 @@ from facepipe.torch_runtime import resolve_device
 
 @dataclass(frozen=True)
 class DetectedFace:
-    """One face: ``box`` is ``[x1, y1, x2, y2]`` in the frame's pixels, ``crop`` is the uint8
-    ``image_size``² RGB crop exactly as ``facenet_pytorch.extract_face`` cuts it."""
+    """One face: ``box`` is ``[x1, y1, x2, y2]`` in the frame's pixels, ``crop`` the uint8 RGB
+    crop the embedder takes (for facenet embedders exactly what ``facenet_pytorch.extract_face``
+    cuts, ``image_size``²; for dlib the 150×150 aligned chip)."""
 
     box: tuple[float, float, float, float]
     probability: float
@@ -21,15 +30,53 @@ class DetectedFace:
     crop: np.ndarray
 
 
+class FaceCropper(Protocol):
+    """The embedder-specific crop step: the frame and its kept boxes → one uint8 crop each.
+    ``kind`` is the embedder the crops are made for (queue tasks record it)."""
+
+    kind: str
+
+    def crops(self, image: Image.Image, boxes: Sequence[Sequence[float]]) -> list[np.ndarray]: ...
+
+
+class FacenetCropper:
+    """facenet-pytorch's ``extract_face`` crop, bit for bit (what ``MTCNN`` itself returns).
+
+    Example:
+        >>> from PIL import Image
+        >>> image = Image.open("samples/astronaut.jpg").convert("RGB")
+        >>> FacenetCropper().crops(image, [(170.0, 40.0, 280.0, 190.0)])[0].shape
+        (160, 160, 3)
+    """
+
+    def __init__(self, image_size: int = 160, margin: int = 0, kind: str = "vggface2") -> None:
+        self.image_size = image_size
+        self.margin = margin
+        self.kind = kind
+
+    def crops(self, image: Image.Image, boxes: Sequence[Sequence[float]]) -> list[np.ndarray]:
+        from facenet_pytorch import extract_face
+
+        return [
+            # extract_face returns the PIL crop's uint8 values as float: exact round trip
+            extract_face(image, box, self.image_size, self.margin)
+            .permute(1, 2, 0)
+            .numpy()
+            .astype(np.uint8)
+            for box in boxes
+        ]
+
+
 class FaceDetector:
     """MTCNN with facenet-pytorch's own defaults, keeping every face above a probability floor.
 
     Args:
-        image_size: side of each crop (facenet-pytorch default 160).
+        image_size: side of each facenet crop (facenet-pytorch default 160).
         margin: margin around the box in crop pixels (facenet-pytorch default 0).
         min_face_size: smallest face MTCNN looks for, in pixels (default 20).
         min_probability: faces scored below this are dropped as MTCNN's false faces.
         device: torch device string, or ``"auto"``.
+        cropper: the crop step; default ``FacenetCropper(image_size, margin)``.
 
     Example:
         >>> from PIL import Image
@@ -48,12 +95,14 @@ class FaceDetector:
         min_face_size: int = 20,
         min_probability: float = 0.95,
         device: str = "auto",
+        cropper: FaceCropper | None = None,
     ) -> None:
         from facenet_pytorch import MTCNN
 
         self.image_size = image_size
         self.margin = margin
         self.min_probability = min_probability
+        self.cropper: FaceCropper = cropper or FacenetCropper(image_size, margin)
         self.device = resolve_device(device)
         self.mtcnn = MTCNN(
             image_size=image_size,
@@ -65,24 +114,23 @@ class FaceDetector:
         )
 
     def detect(self, image: Image.Image) -> list[DetectedFace]:
-        """All faces of an RGB image, largest first (MTCNN's order), above ``min_probability``."""
-        from facenet_pytorch import extract_face
-
+        """All faces of an RGB image, largest first (MTCNN's order), above ``min_probability``,
+        each with the crop of :attr:`cropper`."""
         boxes, probs, points = self.mtcnn.detect(image, landmarks=True)
         if boxes is None:
             return []
-        faces = []
-        for box, prob, pts in zip(boxes, probs, points, strict=True):
-            if float(prob) < self.min_probability:
-                continue
-            crop = extract_face(image, box, self.image_size, self.margin)
-            faces.append(
-                DetectedFace(
-                    box=(float(box[0]), float(box[1]), float(box[2]), float(box[3])),
-                    probability=float(prob),
-                    landmarks=tuple((float(x), float(y)) for x, y in pts),
-                    # extract_face returns the PIL crop's uint8 values as float: exact round trip
-                    crop=crop.permute(1, 2, 0).numpy().astype(np.uint8),
-                )
+        kept = [
+            (box, prob, pts)
+            for box, prob, pts in zip(boxes, probs, points, strict=True)
+            if float(prob) >= self.min_probability
+        ]
+        crops = self.cropper.crops(image, [box for box, _, _ in kept])
+        return [
+            DetectedFace(
+                box=(float(box[0]), float(box[1]), float(box[2]), float(box[3])),
+                probability=float(prob),
+                landmarks=tuple((float(x), float(y)) for x, y in pts),
+                crop=crop,
             )
-        return faces
+            for (box, prob, pts), crop in zip(kept, crops, strict=True)
+        ]

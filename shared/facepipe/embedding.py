@@ -1,7 +1,12 @@
-"""Face embedding: facenet-pytorch InceptionResnetV1 and the loading of its weights.
+"""Face embedding: the :class:`Embedder` protocol, facenet-pytorch InceptionResnetV1 and the
+loading of its weights, and each embedder's default match threshold.
 
-Weights come from, in order: the file ``FACEPIPE_WEIGHTS`` names (the container images bake the
-VGGFace2 file in at build time), else facenet-pytorch's own cache
+Three embedders: ``vggface2`` and ``casia-webface`` (:class:`FacenetEmbedder`, 512-d) and
+``dlib`` (:class:`facepipe.dlib_embedder.DlibEmbedder`, 128-d, offline); every one returns unit
+rows, so distances and thresholds mean the same thing for all of them.
+
+Facenet weights come from, in order: the file ``FACEPIPE_WEIGHTS`` names (the container images
+bake the VGGFace2 file in at build time), else facenet-pytorch's own cache
 (``$TORCH_HOME/checkpoints``) or download. ``random:<seed>`` builds the network with seeded
 random weights for tests: numbers are consistent, names are meaningless, and every result says so.
 """
@@ -11,6 +16,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
@@ -28,6 +34,45 @@ WEIGHT_URLS = {
     for name, file in WEIGHT_FILES.items()
 }
 RANDOM_PREFIX = "random:"
+EMBEDDERS = ("vggface2", "casia-webface", "dlib")
+
+# The default FACEPIPE_MATCH_THRESHOLD of each embedder: the L2 distance between unit embeddings
+# above which a face is `unknown`. Measure one with `facepipe eval` (README "Thresholds").
+DEFAULT_MATCH_THRESHOLDS = {
+    # facenet-pytorch's commonly used value for its pretrained sets; NOT calibrated here (the
+    # weights cannot be downloaded where this repository's tests run).
+    "vggface2": 1.1,
+    "casia-webface": 1.1,
+    # `facepipe eval --embedder dlib` on ../shared/faces/master.csv: AUC 1.0, every pair right
+    # between 0.376 (largest same-person distance) and 0.408 (smallest different-person one).
+    "dlib": 0.39,
+}
+
+
+class Embedder(Protocol):
+    """What recognition needs from an embedder.
+
+    ``name`` is the ``FACEPIPE_EMBEDDER`` value (and the kind of crop it takes), ``dim`` the
+    embedding size, ``weights_id`` which weights made the numbers (results carry it).
+    """
+
+    name: str
+    dim: int
+    weights_id: str
+
+    def embed(self, crops: Sequence[np.ndarray]) -> np.ndarray:
+        """uint8 HxWx3 crops → float32 ``(N, dim)`` unit rows."""
+        ...
+
+
+def default_match_threshold(embedder: str) -> float:
+    """The calibrated (or, for facenet, the customary) threshold of ``embedder``."""
+    try:
+        return DEFAULT_MATCH_THRESHOLDS[embedder]
+    except KeyError:
+        raise ConfigError(
+            f"unknown embedder {embedder!r}; choose one of {', '.join(EMBEDDERS)}"
+        ) from None
 
 
 def facenet_cache_path(embedder: str) -> Path:

@@ -108,6 +108,11 @@ class FaceTask(BaseModel):
     width: int
     height: int
     detector: str = "mtcnn"
+    embedder: str = Field(
+        "vggface2",
+        description="the embedder the crops were cut for (FACEPIPE_EMBEDDER of detection); "
+        "tasks from before it was recorded carry facenet crops",
+    )
     faces: list[FaceCrop] = Field(default_factory=list)
     payload_key: str | None = None
     timings_ms: dict[str, float] = Field(default_factory=dict)

@@ -13,8 +13,8 @@ from facepipe.aws.clients import client
 from facepipe.aws.s3 import S3PayloadStore, read_uri
 from facepipe.aws.sqs import SqsDispatcher, SqsResultSink
 from facepipe.config import Settings
-from facepipe.detection import FaceDetector
-from facepipe.embedding import FacenetEmbedder
+from facepipe.detection import FaceCropper, FaceDetector, FacenetCropper
+from facepipe.embedding import Embedder, FacenetEmbedder
 from facepipe.errors import ConfigError, GalleryError
 from facepipe.matching import Gallery
 from facepipe.stages.detect import Detection, DetectionService
@@ -30,6 +30,15 @@ def _require(settings: Settings, *names: str) -> None:
         raise ConfigError(f"missing configuration: {', '.join(missing)}")
 
 
+def make_cropper(settings: Settings) -> FaceCropper:
+    """The crop step ``FACEPIPE_EMBEDDER`` needs: facenet's ``extract_face`` or dlib's chip."""
+    if settings.embedder == "dlib":
+        from facepipe.dlib_embedder import DlibChipCropper
+
+        return DlibChipCropper()
+    return FacenetCropper(settings.image_size, settings.margin, kind=settings.embedder)
+
+
 def make_detector(settings: Settings) -> FaceDetector:
     configure_threads(settings.threads)
     return FaceDetector(
@@ -38,11 +47,17 @@ def make_detector(settings: Settings) -> FaceDetector:
         min_face_size=settings.min_face_size,
         min_probability=settings.min_face_probability,
         device=settings.device,
+        cropper=make_cropper(settings),
     )
 
 
-def make_embedder(settings: Settings) -> FacenetEmbedder:
+def make_embedder(settings: Settings) -> Embedder:
+    """The embedder ``FACEPIPE_EMBEDDER`` names (dlib is imported only when chosen)."""
     configure_threads(settings.threads)
+    if settings.embedder == "dlib":
+        from facepipe.dlib_embedder import DlibEmbedder
+
+        return DlibEmbedder(settings.weights, settings.device)
     return FacenetEmbedder(settings.embedder, settings.weights, settings.device)
 
 
@@ -84,7 +99,7 @@ def recognition_service(settings: Settings) -> RecognitionService:
     _require(settings, "response_queue_url", "bucket")
     s3 = client("s3", settings)
     recognition = Recognition(
-        make_embedder(settings), load_gallery(settings, s3), settings.match_threshold
+        make_embedder(settings), load_gallery(settings, s3), settings.effective_match_threshold
     )
     return RecognitionService(
         recognition,

@@ -29,6 +29,47 @@ def make_demo(args: str, **env: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+def table_rows(stdout: str) -> list[list[str]]:
+    lines = stdout.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("request_id"))
+    return [line.split(maxsplit=3) for line in lines[header + 1 :]]
+
+
+def test_make_demo_recognises_the_sample_people(tmp_path: Path) -> None:
+    """The default `make demo`: with no VGGFace2 file (none can be downloaded here) it falls
+    back to the offline dlib embedder, and the names are right."""
+    out = tmp_path / "demo"
+    proc = make_demo(f"--out {out}")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    results = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]
+    weights = {r["weights"] for r in results if r["status"] == "ok"}
+    if weights == {w for w in weights if w.startswith("dlib:sha256:")}:
+        assert (
+            "VGGFace2 weights not available: using the dlib embedder (real recognition, offline)"
+            in proc.stderr
+        )
+        assert {r["models"]["embedder"] for r in results if r["status"] == "ok"} == {"dlib"}
+    else:  # this machine has the real VGGFace2 file in facenet-pytorch's cache
+        assert all(w.startswith("vggface2:sha256:") for w in weights), weights
+    assert [r["request_id"] for r in results] == [
+        "demo.biden-west-wing",
+        "demo.obama-and-biden",
+        "demo.astronaut",
+        "demo.rocket",
+    ]
+    assert [r["status"] for r in results] == ["ok", "ok", "ok", "no_face"]
+    names = [[f["name"] for f in sorted(r["faces"], key=lambda f: f["box"][0])] for r in results]
+    assert names == [["joe-biden"], ["barack-obama", "joe-biden"], ["unknown"], []]
+    rows = table_rows(proc.stdout)
+    assert [r[2] for r in rows] == ["ok", "ok", "ok", "no_face"]
+    assert rows[0][3].startswith("joe-biden (")
+    assert rows[2][3].startswith("unknown")
+    assert sorted(p.name for p in (out / "annotated").iterdir()) == sorted(
+        f"{r['request_id']}.jpg" for r in results
+    )
+    assert "stack stopped (exit 0)" in proc.stderr
+
+
 def test_make_demo_with_random_weights(tmp_path: Path) -> None:
     out = tmp_path / "demo"
     proc = make_demo(f"--random-weights --out {out}")

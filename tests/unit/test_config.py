@@ -22,6 +22,24 @@ def test_defaults_and_env_parsing() -> None:
     assert (s.margin, s.match_threshold) == (20, 0.9)
 
 
+@pytest.mark.parametrize(
+    ("env", "threshold"),
+    [
+        ({}, 1.1),  # vggface2: facenet-pytorch's customary value
+        ({"FACEPIPE_EMBEDDER": "casia-webface"}, 1.1),
+        ({"FACEPIPE_EMBEDDER": "dlib"}, 0.39),  # calibrated with `facepipe eval`
+        ({"FACEPIPE_EMBEDDER": "dlib", "FACEPIPE_MATCH_THRESHOLD": ""}, 0.39),
+        ({"FACEPIPE_EMBEDDER": "dlib", "FACEPIPE_MATCH_THRESHOLD": "0.5"}, 0.5),
+    ],
+)
+def test_an_empty_match_threshold_is_the_embedders_default(
+    env: dict[str, str], threshold: float
+) -> None:
+    s = Settings.from_env(env)
+    assert s.effective_match_threshold == threshold
+    assert (s.match_threshold is None) == (not env.get("FACEPIPE_MATCH_THRESHOLD"))
+
+
 def test_overrides_beat_env_and_none_is_ignored() -> None:
     s = Settings.from_env({"FACEPIPE_MARGIN": "20"}, margin="10", weights=None)
     assert s.margin == 10

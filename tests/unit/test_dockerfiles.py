@@ -51,7 +51,8 @@ def test_image_installs_cpu_torch_facenet_no_deps_and_the_library(name: str) -> 
     runs = " ".join(rest for op, rest in _instructions(name) if op == "RUN")
     assert "download.pytorch.org/whl/cpu" in runs
     assert "--no-deps facenet-pytorch" in runs
-    assert "pip install /tmp/shared awslambdaric" in runs
+    # with the dlib extra, so that FACEPIPE_EMBEDDER=dlib (template parameter Embedder) works
+    assert 'pip install "/tmp/shared[dlib]" awslambdaric' in runs
 
 
 def test_recognition_image_bakes_weights_and_points_the_env_at_them() -> None:

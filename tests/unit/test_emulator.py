@@ -115,7 +115,8 @@ def test_recognition_function_env(aws: LocalAws) -> None:
     assert env["FACEPIPE_REQUEST_QUEUE_URL"] == aws.outputs["RequestQueueUrl"]
     assert env["FACEPIPE_RESPONSE_QUEUE_URL"] == aws.outputs["ResponseQueueUrl"]
     assert env["FACEPIPE_BUCKET"] == "facepipe-local-data"
-    assert env["FACEPIPE_MATCH_THRESHOLD"] == "1.1"
+    assert env["FACEPIPE_MATCH_THRESHOLD"] == ""  # the embedder's default
+    assert env["FACEPIPE_EMBEDDER"] == "vggface2"
     assert env["FACEPIPE_MIN_FACE_PROBABILITY"] == "0.95"
     assert env["FACEPIPE_PAYLOAD_PREFIX"] == "payloads/"
     assert env["FACEPIPE_ENDPOINT_URL"] == aws.endpoint_url

@@ -179,7 +179,8 @@ def test_cfn_lint_is_clean() -> None:
             "RecognitionMaximumConcurrency",
             {"Type": "Number", "Default": 5, "MinValue": 2, "MaxValue": 1000},
         ),
-        ("MatchThreshold", {"Type": "String", "Default": "1.1"}),
+        ("Embedder", {"Type": "String", "Default": "vggface2"}),
+        ("MatchThreshold", {"Type": "String", "Default": ""}),
         ("GalleryKey", {"Type": "String", "Default": "gallery/gallery.pt"}),
         ("MinFaceProbability", {"Type": "String", "Default": "0.95"}),
         ("LogLevel", {"Type": "String", "Default": "INFO"}),
@@ -191,6 +192,23 @@ def test_parameter(template: dict[str, Any], name: str, expected: dict[str, Any]
     for key, value in expected.items():
         assert param.get(key) == value, (name, key, param.get(key))
     assert param.get("Description"), f"{name} has no Description"
+
+
+def test_embedder_and_threshold_parameters(template: dict[str, Any]) -> None:
+    """Every embedder facepipe knows can be chosen, and an empty threshold (the embedder's
+    calibrated default) is allowed next to a number."""
+    import re
+
+    from facepipe.config import Settings
+    from facepipe.embedding import DEFAULT_MATCH_THRESHOLDS
+
+    params = template["Parameters"]
+    assert params["Embedder"]["AllowedValues"] == ["vggface2", "casia-webface", "dlib"]
+    assert set(params["Embedder"]["AllowedValues"]) == set(DEFAULT_MATCH_THRESHOLDS)
+    assert Settings.model_fields["embedder"].default == params["Embedder"]["Default"]
+    pattern = re.compile(params["MatchThreshold"]["AllowedPattern"])
+    assert all(pattern.match(v) for v in ("", "1.1", "0.39", "1"))
+    assert not any(pattern.match(v) for v in ("x", "-1", "1.", " "))
 
 
 def test_log_level_allowed_values(template: dict[str, Any]) -> None:
@@ -251,6 +269,8 @@ def test_function_environment(cfn: dict[str, Any]) -> None:
         "FACEPIPE_RESPONSE_QUEUE_URL": {"Ref": "ResponseQueue"},
         "FACEPIPE_PAYLOAD_PREFIX": "payloads/",
         "FACEPIPE_MIN_FACE_PROBABILITY": {"Ref": "MinFaceProbability"},
+        # both functions: detection cuts the crops the recognition embedder takes
+        "FACEPIPE_EMBEDDER": {"Ref": "Embedder"},
     }
     env = {
         name: cfn["Resources"][name]["Properties"]["Environment"]["Variables"]

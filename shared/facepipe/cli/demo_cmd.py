@@ -15,7 +15,8 @@ def register(sub: Any) -> None:
         help="enrol the sample gallery, run sample frames through the local stack, annotate",
         description="Enrols samples/gallery, starts `facepipe local up`, sends samples/frames "
         "and two single samples with `facepipe get`, prints the results, writes annotated "
-        "images and stops the stack. Needs the VGGFace2 weights, or --random-weights.",
+        "images and stops the stack. Recognises with the VGGFace2 weights when they are there, "
+        "else with the offline dlib embedder; --random-weights for seeded random weights.",
     )
     p.add_argument("--samples", type=Path, default=Path("samples"), help="samples folder")
     p.add_argument("--out", type=Path, default=Path("out/demo"), help="output folder")

@@ -12,6 +12,7 @@ Subcommands:
   get INPUT...        send, then poll for exactly those results
   gallery enroll DIR  build a gallery from one folder per person
   demo                the whole pipeline on the local stack with the shipped samples
+  eval                verification on labelled pairs: ROC AUC, best threshold, accuracy
   bench e2e           N requests end to end: latency, throughput, stages, lost
 """
 
@@ -30,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
         client_cmd,
         config_cmd,
         demo_cmd,
+        eval_cmd,
         events_cmd,
         gallery_cmd,
         invoke_cmd,
@@ -50,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
         local_cmd,
         client_cmd,
         demo_cmd,
+        eval_cmd,
         bench_cmd,
     ):
         module.register(sub)

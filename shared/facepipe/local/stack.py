@@ -121,7 +121,8 @@ class LocalStack(Service):
             self.aws.start()
             url_functions, mappings = self._plan()
             if self.runtime == "rie":
-                self._check_weights()
+                for function in dict.fromkeys(m["function"] for m in mappings):
+                    self._check_weights(function)
             # Functions behind queues first: the recognition init (weights, gallery) is the one
             # most likely to fail, and it fails faster alone.
             for logical_id in dict.fromkeys([m["function"] for m in mappings] + url_functions):
@@ -261,10 +262,11 @@ class LocalStack(Service):
         invoker.start()
         return invoker
 
-    def _check_weights(self) -> None:
-        """Load the embedder the way the recognition function's init will, so that missing
-        weights stop the stack at start-up with the function's own message, rather than at
-        the first batch inside an RIE process."""
-        from facepipe.embedding import FacenetEmbedder
+    def _check_weights(self, logical_id: str) -> None:
+        """Load the embedder the way the recognition function's init will (its environment:
+        ``FACEPIPE_EMBEDDER``, ``FACEPIPE_WEIGHTS``), so that missing weights stop the stack at
+        start-up with the function's own message, rather than at the first batch inside an RIE
+        process."""
+        from facepipe.services import make_embedder
 
-        FacenetEmbedder(self.settings.embedder, _absolute(self.settings.weights), "cpu")
+        make_embedder(Settings.from_env(self.function_env(logical_id), device="cpu"))

@@ -37,6 +37,7 @@ class FrameFaces:
     faces: list[DetectedFace]
     timings_ms: dict[str, float] = field(default_factory=dict)
     sent_at: float | None = None
+    embedder: str = "vggface2"  # the embedder the crops were cut for
 
     def to_task(self) -> FaceTask:
         return FaceTask(
@@ -44,6 +45,7 @@ class FrameFaces:
             filename=self.filename,
             width=self.width,
             height=self.height,
+            embedder=self.embedder,
             faces=[
                 FaceCrop(
                     box=[round(v, 2) for v in f.box],
@@ -80,7 +82,13 @@ class Detection:
         start = time.perf_counter()
         faces = self.detector.detect(image)
         return FrameFaces(
-            request_id, filename, image.width, image.height, faces, {"detect": _ms(start)}
+            request_id,
+            filename,
+            image.width,
+            image.height,
+            faces,
+            {"detect": _ms(start)},
+            embedder=self.detector.cropper.kind,
         )
 
     def decode(self, content_b64: str) -> tuple[Image.Image, float]:

@@ -15,8 +15,8 @@ from typing import Protocol
 
 from facepipe.crops import crop_from_b64
 from facepipe.detection import DetectedFace
-from facepipe.embedding import FacenetEmbedder
-from facepipe.errors import FacepipeError, InvalidMessage
+from facepipe.embedding import Embedder
+from facepipe.errors import FacepipeError, GalleryError, InvalidMessage
 from facepipe.matching import Gallery
 from facepipe.messages import FaceCrop, FacePayload, FaceResult, FaceTask, Models, Result
 from facepipe.stages.detect import FrameFaces, _ms
@@ -28,12 +28,14 @@ class Recognition:
     """Embeds and names the faces of many frames at once.
 
     Args:
-        embedder: anything with ``embed(crops) -> (N, D)``, ``name`` and ``weights_id``.
-        gallery: known people; empty means every face is ``unknown``.
+        embedder: an :class:`~facepipe.embedding.Embedder` (``embed(crops) -> (N, dim)``).
+        gallery: known people; empty means every face is ``unknown``. A gallery made with
+            another embedder (or of another dimension) is refused with a ``GalleryError``.
         threshold: L2 distance above which a face is ``unknown``.
     """
 
-    def __init__(self, embedder: FacenetEmbedder, gallery: Gallery, threshold: float) -> None:
+    def __init__(self, embedder: Embedder, gallery: Gallery, threshold: float) -> None:
+        check_gallery_embedder(gallery, embedder)
         self.embedder = embedder
         self.gallery = gallery
         self.threshold = threshold
@@ -90,6 +92,24 @@ class Recognition:
         return results
 
 
+def check_gallery_embedder(gallery: Gallery, embedder: Embedder) -> None:
+    """Refuse to match a gallery whose rows another embedder made: its distances mean nothing."""
+    made_with = gallery.embedder
+    if made_with and made_with != embedder.name:
+        raise GalleryError(
+            f"the gallery was enrolled with the {made_with} embedder but this function embeds "
+            f"with {embedder.name}: re-enrol it with FACEPIPE_EMBEDDER={embedder.name}, or set "
+            f"FACEPIPE_EMBEDDER={made_with} on both functions"
+        )
+    dimension = gallery.embeddings.shape[1]
+    if len(gallery) and dimension != embedder.dim:
+        raise GalleryError(
+            f"the gallery holds {dimension}-d embeddings but the {embedder.name} embedder makes "
+            f"{embedder.dim}-d ones: it was enrolled with another embedder; re-enrol it with "
+            f"FACEPIPE_EMBEDDER={embedder.name}"
+        )
+
+
 def frame_from_task(task: FaceTask, faces: Sequence[FaceCrop]) -> FrameFaces:
     """A queue task (with its faces, inline or fetched) → the in-memory frame."""
     return FrameFaces(
@@ -108,6 +128,7 @@ def frame_from_task(task: FaceTask, faces: Sequence[FaceCrop]) -> FrameFaces:
         ],
         timings_ms=dict(task.timings_ms),
         sent_at=task.sent_at,
+        embedder=task.embedder,
     )
 
 
@@ -172,6 +193,12 @@ class RecognitionService:
 
     def _load(self, body: str) -> tuple[FaceTask, FrameFaces]:
         task = FaceTask.parse_json(body)
+        embedder = self.recognition.embedder.name
+        if task.embedder != embedder:
+            raise InvalidMessage(
+                f"task crops were made for {task.embedder} but this function embeds with "
+                f"{embedder}; set FACEPIPE_EMBEDDER the same on both functions"
+            )
         faces: Sequence[FaceCrop] = task.faces
         if task.payload_key:
             if self.payloads is None:
