@@ -11,7 +11,7 @@ EVAL_ARGS ?= --embedder dlib
 export SAM_CLI_TELEMETRY=0
 
 .PHONY: help install demo eval test lint format typecheck events invoke-detection \
-        invoke-recognition local bench-e2e build deploy validate clean
+        invoke-recognition local bench-e2e bench-match build deploy validate clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-20s %s\n", $$1, $$2}'
@@ -34,6 +34,9 @@ eval: ## calibrate: ROC AUC, best threshold and accuracy on ../shared/faces/mast
 
 bench-e2e: ## 100 requests through the local stack: latency p50/p95/p99, throughput, stages, lost (BENCH_ARGS=--random-weights without VGGFace2)
 	$(BIN)/facepipe bench e2e -n 100 --json-out bench/results/e2e.json $(BENCH_ARGS)
+
+bench-match: ## top-5 matching over a 1,000,000-row synthetic gallery: latency p50/p95, recall, memory, build (MATCH_ARGS=...)
+	$(BIN)/facepipe bench match -n 1000000 --json-out bench/results/match.json $(MATCH_ARGS)
 
 local: ## start the local stack (Ctrl-C stops it); LOCAL_ARGS=... for flags
 	$(BIN)/facepipe local up $(LOCAL_ARGS)

@@ -74,6 +74,25 @@ class Settings(BaseModel):
             + ', see README "Thresholds").'
         ),
     )
+    top_k: int = Field(
+        5, ge=1, le=100, description="People listed per face in `matches`, best first."
+    )
+    index_min_size: int = Field(
+        50_000,
+        ge=1,
+        description="Gallery rows from which matching searches an IVF index (faiss), not all rows.",
+    )
+    index_nprobe: int = Field(
+        0,
+        ge=0,
+        description="IVF lists searched per query; 0: `1.5·sqrt(lists)` (more: slower, closer "
+        "to exact).",
+    )
+    gallery_refresh_seconds: int = Field(
+        60,
+        ge=0,
+        description="Recognition: seconds between checks for a new gallery (0: every batch).",
+    )
     # --- limits -------------------------------------------------------------------------------
     max_frames: int = Field(16, ge=1, le=256, description="Most frames one HTTP request may carry.")
     max_pixels: int = Field(

@@ -30,6 +30,7 @@ class EnrollReport:
     gallery: Gallery
     enrolled: list[tuple[str, Path]] = field(default_factory=list)
     skipped: list[Skipped] = field(default_factory=list)
+    crops: list[np.ndarray] = field(default_factory=list)  # the embedded crop of each row
 
 
 def person_photos(root: Path) -> list[tuple[str, Path]]:
@@ -84,4 +85,5 @@ def enroll_folder(
         report.enrolled.append((name, photo))
     embedder = pipeline.recognition.embedder
     report.gallery = Gallery(names, embedder.embed(crops), embedder.name)
+    report.crops = crops
     return report

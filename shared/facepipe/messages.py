@@ -139,6 +139,14 @@ class ErrorInfo(BaseModel):
     message: str
 
 
+class PersonMatch(BaseModel):
+    """One of a face's top-k people: their best gallery row's similarity and distance."""
+
+    name: str
+    similarity: float
+    distance: float
+
+
 class FaceResult(BaseModel):
     box: list[float]
     probability: float
@@ -146,6 +154,9 @@ class FaceResult(BaseModel):
     name: str
     distance: float | None = None
     similarity: float | None = None
+    matches: list[PersonMatch] = Field(
+        default_factory=list, description="top-k people, best first, whatever the threshold"
+    )
     embedding: list[float] | None = None
 
 

@@ -29,7 +29,10 @@ class LocalPipeline:
         self.settings = settings
         self.detection = Detection(settings, make_detector(settings))
         self.recognition = Recognition(
-            make_embedder(settings), load_gallery(settings), settings.effective_match_threshold
+            make_embedder(settings),
+            load_gallery(settings),
+            settings.effective_match_threshold,
+            top_k=settings.top_k,
         )
 
     @property

@@ -10,15 +10,21 @@ import logging
 from botocore.exceptions import ClientError
 
 from facepipe.aws.clients import client
-from facepipe.aws.s3 import S3PayloadStore, read_uri
+from facepipe.aws.s3 import S3PayloadStore
 from facepipe.aws.sqs import SqsDispatcher, SqsResultSink
 from facepipe.config import Settings
 from facepipe.detection import FaceCropper, FaceDetector, FacenetCropper
 from facepipe.embedding import Embedder, FacenetEmbedder
 from facepipe.errors import ConfigError, GalleryError
+from facepipe.gallery_store import GalleryStore
 from facepipe.matching import Gallery
 from facepipe.stages.detect import Detection, DetectionService
-from facepipe.stages.recognize import Recognition, RecognitionService
+from facepipe.stages.recognize import (
+    GallerySource,
+    Recognition,
+    RecognitionService,
+    check_gallery_embedder,
+)
 from facepipe.torch_runtime import configure_threads
 
 _log = logging.getLogger(__name__)
@@ -61,24 +67,35 @@ def make_embedder(settings: Settings) -> Embedder:
     return FacenetEmbedder(settings.embedder, settings.weights, settings.device)
 
 
+class ServedGallery:
+    """The gallery ``FACEPIPE_GALLERY`` names, as the functions read it: through its store
+    (manifest checked); read errors become ``GalleryError`` naming it. A missing S3 object is an
+    empty gallery: a fresh stack runs, naming everyone unknown, rather than fail every batch
+    into the DLQ; a missing local file is an error (a typo, not a fresh stack)."""
+
+    def __init__(self, settings: Settings, s3: object | None = None) -> None:
+        self.uri = settings.gallery
+        self.store = GalleryStore.open(settings.gallery, settings, s3)
+
+    def tag(self) -> str:
+        return self.store.tag()
+
+    def load(self) -> Gallery:
+        try:
+            if self.store.objects.tag(self.store.key) is None:
+                if not self.uri.startswith("s3://"):
+                    raise GalleryError(f"cannot read gallery {self.uri}: no such file")
+                _log.warning("no gallery at %s yet: every face is unknown", self.uri)
+            return self.store.load()
+        except (ClientError, OSError) as exc:
+            raise GalleryError(f"cannot read gallery {self.uri}: {exc}") from exc
+
+
 def load_gallery(settings: Settings, s3: object | None = None) -> Gallery:
     """The gallery ``FACEPIPE_GALLERY`` names, or an empty one when unset."""
     if not settings.gallery:
-        return Gallery()
-    if s3 is None and settings.gallery.startswith("s3://"):
-        s3 = client("s3", settings)
-    try:
-        data = read_uri(settings.gallery, s3)
-    except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
-            # A fresh stack has no gallery yet: run, naming everyone unknown, rather than fail
-            # every batch into the DLQ. A gallery that exists but is unreadable still fails.
-            _log.warning("no gallery at %s yet: every face is unknown", settings.gallery)
-            return Gallery()
-        raise GalleryError(f"cannot read gallery {settings.gallery}: {exc}") from exc
-    except OSError as exc:
-        raise GalleryError(f"cannot read gallery {settings.gallery}: {exc}") from exc
-    return Gallery.from_bytes(data, source=settings.gallery)
+        return Gallery(index_min_size=settings.index_min_size, index_nprobe=settings.index_nprobe)
+    return ServedGallery(settings, s3).load()
 
 
 def detection_service(settings: Settings) -> DetectionService:
@@ -98,8 +115,20 @@ def detection_service(settings: Settings) -> DetectionService:
 def recognition_service(settings: Settings) -> RecognitionService:
     _require(settings, "response_queue_url", "bucket")
     s3 = client("s3", settings)
+    embedder = make_embedder(settings)
+    source = None
+    if settings.gallery:
+        source = GallerySource(
+            ServedGallery(settings, s3),
+            settings.gallery_refresh_seconds,
+            check=lambda gallery: check_gallery_embedder(gallery, embedder),
+        )
     recognition = Recognition(
-        make_embedder(settings), load_gallery(settings, s3), settings.effective_match_threshold
+        embedder,
+        source.current() if source else load_gallery(settings),
+        settings.effective_match_threshold,
+        top_k=settings.top_k,
+        source=source,
     )
     return RecognitionService(
         recognition,

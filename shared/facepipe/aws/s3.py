@@ -37,3 +37,89 @@ def read_uri(uri: str, s3: Any | None) -> bytes:
         obj = s3.get_object(Bucket=parsed.netloc, Key=parsed.path.lstrip("/"))
         return bytes(obj["Body"].read())
     return Path(uri).expanduser().read_bytes()
+
+
+def is_missing(exc: Exception) -> bool:
+    """A ``ClientError`` that says the object (or bucket) is not there."""
+    code = getattr(exc, "response", {}).get("Error", {}).get("Code")
+    return code in ("NoSuchKey", "404", "NotFound", "NoSuchBucket")
+
+
+class S3Objects:
+    """Objects of one bucket by key, including every version of a versioned bucket.
+
+    The gallery store's S3 backend: ``get``/``tag`` answer ``None`` for a missing object;
+    ``erase``/``drop_history`` delete object *versions* (and delete markers), which is what
+    removes data from a versioned bucket for good.
+    """
+
+    def __init__(self, s3: Any, bucket: str) -> None:
+        self.s3 = s3
+        self.bucket = bucket
+
+    def uri(self, key: str) -> str:
+        return f"s3://{self.bucket}/{key}"
+
+    def get(self, key: str) -> bytes | None:
+        from botocore.exceptions import ClientError
+
+        try:
+            return bytes(self.s3.get_object(Bucket=self.bucket, Key=key)["Body"].read())
+        except ClientError as exc:
+            if is_missing(exc):
+                return None
+            raise
+
+    def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
+        self.s3.put_object(Bucket=self.bucket, Key=key, Body=data, ContentType=content_type)
+
+    def tag(self, key: str) -> str | None:
+        """The object's ETag (changes with every write), ``None`` when there is none."""
+        from botocore.exceptions import ClientError
+
+        try:
+            return str(self.s3.head_object(Bucket=self.bucket, Key=key)["ETag"])
+        except ClientError as exc:
+            if is_missing(exc):
+                return None
+            raise
+
+    def keys(self, prefix: str) -> list[str]:
+        pages = self.s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix)
+        return sorted(obj["Key"] for page in pages for obj in page.get("Contents", []))
+
+    def versions(self, prefix: str) -> list[dict[str, Any]]:
+        """Every version and delete marker under ``prefix``: ``Key``, ``VersionId``,
+        ``IsLatest`` (an unversioned bucket lists each object once, version ``null``)."""
+        pages = self.s3.get_paginator("list_object_versions").paginate(
+            Bucket=self.bucket, Prefix=prefix
+        )
+        return [
+            {"Key": v["Key"], "VersionId": v["VersionId"], "IsLatest": v["IsLatest"]}
+            for page in pages
+            for v in page.get("Versions", []) + page.get("DeleteMarkers", [])
+        ]
+
+    def _delete_versions(self, versions: list[dict[str, Any]]) -> int:
+        for start in range(0, len(versions), 1000):  # DeleteObjects takes 1000 at most
+            chunk = versions[start : start + 1000]
+            answer = self.s3.delete_objects(
+                Bucket=self.bucket,
+                Delete={
+                    "Objects": [{"Key": v["Key"], "VersionId": v["VersionId"]} for v in chunk],
+                    "Quiet": True,
+                },
+            )
+            if answer.get("Errors"):
+                first = answer["Errors"][0]
+                raise OSError(f"cannot delete {self.uri(first['Key'])}: {first.get('Message')}")
+        return len(versions)
+
+    def erase_prefix(self, prefix: str) -> int:
+        """Delete every version of every object under ``prefix``; the number deleted."""
+        return self._delete_versions(self.versions(prefix))
+
+    def drop_history(self, key: str) -> int:
+        """Delete every version of ``key`` but the current one; the number deleted."""
+        old = [v for v in self.versions(key) if v["Key"] == key and not v["IsLatest"]]
+        return self._delete_versions(old)

@@ -1,4 +1,5 @@
-"""``facepipe bench e2e -n 100``: requests through a stack, latency/throughput/lost."""
+"""``facepipe bench e2e -n 100`` (requests through a stack: latency, throughput, lost) and
+``facepipe bench match -n 1000000`` (top-k matching at scale: latency, recall, memory)."""
 
 from __future__ import annotations
 
@@ -34,6 +35,35 @@ def register(sub: Any) -> None:
     )
     add_settings_flags(e2e)
     e2e.set_defaults(func=run_e2e_command)
+    match = bsub.add_parser(
+        "match",
+        help="top-k matching over a large synthetic gallery: latency, recall, memory, build",
+        description="Builds a synthetic gallery of N rows (face-like: people in a latent "
+        "subspace, several photos each), then times single-query top-k matching (p50/p95/p99 "
+        "over --queries queries), its recall@k against exact search, the index build time and "
+        "the memory the gallery and its index take against the raw float32 array.",
+    )
+    match.add_argument("-n", type=int, default=1_000_000, help="gallery rows (default 1000000)")
+    match.add_argument("--dim", type=int, default=512, help="embedding dimension (default 512)")
+    match.add_argument("--queries", type=int, default=300, help="single queries (default 300)")
+    match.add_argument("--top-k", type=int, default=5, help="people per face (default 5)")
+    match.add_argument("--photos", type=int, default=5, help="rows per person (default 5)")
+    match.add_argument(
+        "--latent-dim", type=int, default=64, help="identity subspace dimension (default 64)"
+    )
+    match.add_argument(
+        "--index-min-size", type=int, default=50_000, help="rows from which the IVF index is used"
+    )
+    match.add_argument(
+        "--threshold", type=float, default=1.1, help="match threshold for recall 'within'"
+    )
+    match.add_argument(
+        "--nprobe-sweep",
+        default="16,32,64,128",
+        help="also measure these nprobe values (comma-separated; empty: none)",
+    )
+    match.add_argument("--json-out", type=Path, help="also write the summary JSON here")
+    match.set_defaults(func=run_match_command)
 
 
 def default_images() -> list[Path]:
@@ -68,3 +98,30 @@ def run_e2e_command(args: argparse.Namespace) -> int:
         args.json_out.parent.mkdir(parents=True, exist_ok=True)
         args.json_out.write_text(text + "\n")
     return 0 if summary["lost"] == 0 else 1
+
+
+def run_match_command(args: argparse.Namespace) -> int:
+    from facepipe.bench.match import run_match_bench, table
+
+    if args.queries < 200:
+        print("bench: percentiles need at least 200 queries; using 200", file=sys.stderr)
+    sweep = tuple(int(v) for v in args.nprobe_sweep.split(",") if v.strip())
+    summary = run_match_bench(
+        args.n,
+        args.dim,
+        queries=max(200, args.queries),
+        top_k=args.top_k,
+        photos=args.photos,
+        latent_dim=args.latent_dim,
+        index_min_size=args.index_min_size,
+        threshold=args.threshold,
+        nprobes=sweep,
+        log=sys.stderr,
+    )
+    print(table(summary), file=sys.stderr)
+    text = json.dumps(summary, indent=2)
+    print(text, flush=True)
+    if args.json_out:
+        args.json_out.parent.mkdir(parents=True, exist_ok=True)
+        args.json_out.write_text(text + "\n")
+    return 0

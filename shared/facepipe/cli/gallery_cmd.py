@@ -1,72 +1,222 @@
-"""``facepipe gallery enroll DIR --out PATH``: build a gallery from one folder per person."""
+"""``facepipe gallery enroll|list|show|remove|import|export``: the managed gallery.
+
+Every command works on the gallery ``--gallery`` (``FACEPIPE_GALLERY``) names: a local path or
+``s3://bucket/key``, with its manifest and enrolment crops beside it (``facepipe.gallery_store``).
+"""
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import sys
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 from facepipe.cli.options import add_settings_flags, settings_from_args
+from facepipe.errors import ConfigError
 
 
 def register(sub: Any) -> None:
     p = sub.add_parser("gallery", help="manage the gallery of known people")
     gsub = p.add_subparsers(dest="gallery_command", required=True)
+
     enroll = gsub.add_parser(
         "enroll",
-        help="embed DIR/<person>/<photos> into a gallery file",
+        help="embed DIR/<person>/<photos> into the gallery (adds to it)",
         description="One sub-folder per person, any number of photos each. Photos with no "
-        "face, several faces, a small or uncertain face are skipped and reported.",
+        "face, several faces, a small or uncertain face are skipped and reported, as are "
+        "photos whose crop is already enrolled. Each enrolled crop is stored beside the "
+        "gallery (crops/<name>/<sha256>.png). A gallery of another embedder is refused.",
     )
     enroll.add_argument("folder", type=Path, metavar="DIR")
-    enroll.add_argument(
-        "--out", required=True, help="gallery to write: a .pt/.npz path or s3://bucket/key"
-    )
+    enroll.add_argument("--out", help="the gallery to write (same as --gallery)")
     enroll.add_argument("--min-face-px", type=int, default=40, help="smallest face side (px)")
     enroll.add_argument(
         "--min-probability", type=float, default=0.99, help="lowest detection probability"
     )
-    add_settings_flags(enroll)
     enroll.set_defaults(func=run_enroll)
 
+    listing = gsub.add_parser("list", help="people and their photo counts")
+    listing.set_defaults(func=run_list)
 
-def write_gallery(data: bytes, out: str, settings: Any) -> None:
-    parsed = urlparse(out)
-    if parsed.scheme == "s3":
-        from facepipe.aws.clients import client
+    show = gsub.add_parser("show", help="one person's rows and stored crops (JSON)")
+    show.add_argument("name")
+    show.set_defaults(func=run_show)
 
-        client("s3", settings).put_object(
-            Bucket=parsed.netloc, Key=parsed.path.lstrip("/"), Body=data
-        )
-    else:
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        Path(out).write_bytes(data)
+    remove = gsub.add_parser(
+        "remove",
+        help="erase a person: gallery rows, crops, and every older gallery version",
+        description="Writes the gallery without NAME, deletes every version of NAME's crops "
+        "and every older version of the gallery object and its manifest (they may hold NAME's "
+        "rows), so nothing of NAME stays in the store. Album indexes hold no names.",
+    )
+    remove.add_argument("name")
+    remove.set_defaults(func=run_remove)
+
+    imp = gsub.add_parser(
+        "import",
+        help="add the rows of a .pt ([embeddings, names]) or .npz file to the gallery",
+        description="The original worker's data.pt format records no embedder: its rows are "
+        "taken to be FACEPIPE_EMBEDDER's. Imported rows have no crops.",
+    )
+    imp.add_argument("file", help="a .pt/.npz path or s3://bucket/key")
+    imp.set_defaults(func=run_import)
+
+    export = gsub.add_parser("export", help="write the gallery to OUT (.pt or .npz)")
+    export.add_argument("out", metavar="OUT", help="a .pt/.npz path or s3://bucket/key")
+    export.set_defaults(func=run_export)
+
+    for parser in (enroll, listing, show, remove, imp, export):
+        add_settings_flags(parser)
+
+
+def _store(settings: Any, location: str | None = None) -> Any:
+    from facepipe.gallery_store import GalleryStore
+
+    location = location or settings.gallery
+    if not location:
+        raise ConfigError("no gallery: pass --gallery PATH|s3://bucket/key or FACEPIPE_GALLERY")
+    return GalleryStore.open(location, settings)
 
 
 def run_enroll(args: argparse.Namespace) -> int:
+    from facepipe.crops import encode_png
     from facepipe.embedding import default_weights_note
-    from facepipe.enrollment import enroll_folder
+    from facepipe.enrollment import Skipped, enroll_folder
+    from facepipe.errors import GalleryError
+    from facepipe.matching import Gallery
     from facepipe.pipeline import LocalPipeline
 
     settings = settings_from_args(args)
-    pipeline = LocalPipeline(settings)
+    store = _store(settings, args.out)
+    existing = store.load()
+    if existing.embedder and existing.embedder != settings.embedder:
+        raise GalleryError(
+            f"{store.location} holds {existing.embedder} embeddings; this enrolment would add "
+            f"{settings.embedder} ones: pass --embedder {existing.embedder}, or enrol into "
+            "another gallery"
+        )
+    pipeline = LocalPipeline(settings.model_copy(update={"gallery": ""}))
     note = default_weights_note(pipeline.weights_id)
     if note:
         print(note, file=sys.stderr)
     report = enroll_folder(
         pipeline, args.folder, min_face_px=args.min_face_px, min_probability=args.min_probability
     )
-    for skipped in report.skipped:
-        print(f"skipped {skipped.path}: {skipped.reason}", file=sys.stderr)
-    gallery = report.gallery
-    data = gallery.to_npz_bytes() if args.out.endswith(".npz") else gallery.to_pt_bytes()
-    write_gallery(data, args.out, settings)
-    people = sorted(set(gallery.names))
+    stored = {name: set(store.crops_of(name)) for name in {n for n, _ in report.enrolled}}
+    rows, crops, skipped = [], {}, list(report.skipped)
+    for row, ((name, photo), crop) in enumerate(zip(report.enrolled, report.crops, strict=True)):
+        png = encode_png(crop)
+        key = store.crop_key(name, hashlib.sha256(png).hexdigest())
+        if key in stored[name] or key in crops:
+            skipped.append(Skipped(photo, "already enrolled (the same crop is in the gallery)"))
+            continue
+        rows.append(row)
+        crops[key] = png
+    added = Gallery(
+        [report.gallery.names[i] for i in rows],
+        report.gallery.embeddings[rows],
+        report.gallery.embedder,
+    )
+    gallery = existing.plus(added)
+    for skip in skipped:
+        print(f"skipped {skip.path}: {skip.reason}", file=sys.stderr)
+    if len(added):
+        store.save(gallery, crops)
+    people = sorted(set(added.names))
     print(
-        f"enrolled {len(gallery)} photo(s) of {len(people)} people ({', '.join(people)}) "
-        f"into {args.out}; skipped {len(report.skipped)}",
+        f"enrolled {len(added)} photo(s) of {len(people)} people ({', '.join(people)}) "
+        f"into {store.location} ({len(gallery)} rows of {len(set(gallery.names))} people); "
+        f"skipped {len(skipped)}",
         file=sys.stderr,
     )
     return 0 if len(gallery) else 1
+
+
+def run_list(args: argparse.Namespace) -> int:
+    store = _store(settings_from_args(args))
+    gallery = store.load()
+    people = gallery.people()
+    width = max((len(name) for name in people), default=4)
+    print(f"{'name':<{width}}  photos")
+    for name, count in people.items():
+        print(f"{name:<{width}}  {count}")
+    print(
+        f"{len(people)} people, {len(gallery)} rows, embedder {gallery.embedder or '-'}: "
+        f"{store.location}",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def run_show(args: argparse.Namespace) -> int:
+    from facepipe.errors import GalleryError
+    from facepipe.gallery_store import is_person_name
+
+    store = _store(settings_from_args(args))
+    gallery = store.load()
+    rows = [i for i, name in enumerate(gallery.names) if name == args.name]
+    crops = store.crops_of(args.name) if is_person_name(args.name) else []
+    if not rows and not crops:
+        raise GalleryError(f"{args.name!r} is not in {store.location}", code="not_found")
+    manifest = store.manifest()
+    print(
+        json.dumps(
+            {
+                "name": args.name,
+                "rows": rows,
+                "crops": [store.objects.uri(key) for key in crops],
+                "embedder": gallery.embedder,
+                "gallery": store.location,
+                "updated_at": manifest.updated_at if manifest else None,
+            },
+            indent=2,
+        )
+    )
+    return 0
+
+
+def run_remove(args: argparse.Namespace) -> int:
+    store = _store(settings_from_args(args))
+    removal = store.remove(args.name)
+    print(
+        f"removed {removal.name}: {removal.rows} row(s), {removal.crops} crop object(s) "
+        f"(every version), {removal.old_versions} older gallery/manifest version(s) "
+        f"from {store.location}",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def run_import(args: argparse.Namespace) -> int:
+    from facepipe.errors import GalleryError
+    from facepipe.gallery_store import GalleryStore
+
+    settings = settings_from_args(args)
+    store = _store(settings)
+    source = GalleryStore.open(args.file, settings)
+    if source.objects.get(source.key) is None:
+        raise GalleryError(f"cannot read {args.file}: no such file or object")
+    rows = source.load()
+    if rows.embedder is None:
+        rows.embedder = settings.embedder
+    gallery = store.load().plus(rows)
+    store.save(gallery)
+    print(
+        f"imported {len(rows)} row(s) of {len(set(rows.names))} people ({rows.embedder}) into "
+        f"{store.location}: {len(gallery)} rows of {len(set(gallery.names))} people",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from facepipe.gallery_store import GalleryStore
+
+    settings = settings_from_args(args)
+    gallery = _store(settings).load()
+    target = GalleryStore.open(args.out, settings)
+    target.objects.put(target.key, gallery.to_bytes(target.key))
+    print(f"exported {len(gallery)} rows to {target.location}", file=sys.stderr)
+    return 0

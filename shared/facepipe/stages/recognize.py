@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -17,8 +17,16 @@ from facepipe.crops import crop_from_b64
 from facepipe.detection import DetectedFace
 from facepipe.embedding import Embedder
 from facepipe.errors import FacepipeError, GalleryError, InvalidMessage
-from facepipe.matching import Gallery
-from facepipe.messages import FaceCrop, FacePayload, FaceResult, FaceTask, Models, Result
+from facepipe.matching import DEFAULT_TOP_K, Gallery
+from facepipe.messages import (
+    FaceCrop,
+    FacePayload,
+    FaceResult,
+    FaceTask,
+    Models,
+    PersonMatch,
+    Result,
+)
 from facepipe.stages.detect import FrameFaces, _ms
 
 _log = logging.getLogger(__name__)
@@ -32,23 +40,38 @@ class Recognition:
         gallery: known people; empty means every face is ``unknown``. A gallery made with
             another embedder (or of another dimension) is refused with a ``GalleryError``.
         threshold: L2 distance above which a face is ``unknown``.
+        top_k: people listed per face (``matches``), best first.
+        source: when given, :meth:`recognize` asks it for the gallery before every batch
+            (:class:`GallerySource` reloads a new version of the stored gallery).
     """
 
-    def __init__(self, embedder: Embedder, gallery: Gallery, threshold: float) -> None:
+    def __init__(
+        self,
+        embedder: Embedder,
+        gallery: Gallery,
+        threshold: float,
+        *,
+        top_k: int = DEFAULT_TOP_K,
+        source: GallerySource | None = None,
+    ) -> None:
         check_gallery_embedder(gallery, embedder)
         self.embedder = embedder
         self.gallery = gallery
         self.threshold = threshold
+        self.top_k = top_k
+        self.source = source
 
     def recognize(
         self, frames: Sequence[FrameFaces], *, with_embeddings: bool = False
     ) -> list[Result]:
+        if self.source is not None:
+            self.gallery = self.source.current()
         crops = [face.crop for frame in frames for face in frame.faces]
         start = time.perf_counter()
         embeddings = self.embedder.embed(crops)
         embed_ms = _ms(start)
         start = time.perf_counter()
-        matches = self.gallery.match(embeddings, self.threshold) if len(crops) else []
+        matches = self.gallery.match(embeddings, self.threshold, self.top_k) if len(crops) else []
         match_ms = _ms(start)
         results, offset = [], 0
         for frame in frames:
@@ -61,6 +84,14 @@ class Recognition:
                     name=m.name,
                     distance=None if m.distance is None else round(m.distance, 6),
                     similarity=None if m.similarity is None else round(m.similarity, 6),
+                    matches=[
+                        PersonMatch(
+                            name=p.name,
+                            similarity=round(p.similarity, 6),
+                            distance=round(p.distance, 6),
+                        )
+                        for p in m.matches
+                    ],
                     embedding=[float(v) for v in emb] if with_embeddings else None,
                 )
                 for face, m, emb in zip(
@@ -108,6 +139,75 @@ def check_gallery_embedder(gallery: Gallery, embedder: Embedder) -> None:
             f"{embedder.dim}-d ones: it was enrolled with another embedder; re-enrol it with "
             f"FACEPIPE_EMBEDDER={embedder.name}"
         )
+
+
+class GalleryLoader(Protocol):
+    """A stored gallery (``facepipe.gallery_store.GalleryStore``): a tag that changes with every
+    new version, and the gallery itself."""
+
+    def tag(self) -> str: ...
+
+    def load(self) -> Gallery: ...
+
+
+class GallerySource:
+    """The gallery to match against, picking up a new stored version without a redeploy.
+
+    The gallery is loaded here (at the function's init: errors propagate). :meth:`current` then
+    looks at the store's tag (S3 ``HeadObject`` ETags) at most every ``refresh_seconds`` (0:
+    every call) and reloads when it changed. A reload that fails keeps the gallery in use and
+    logs a warning: a corrupt or refused version (``check`` raising ``GalleryError``) is not
+    tried again until the object changes; any other error is retried at the next check.
+
+    Example:
+        >>> source = GallerySource(GalleryStore.open("gallery.npz"), 60)  # doctest: +SKIP
+        >>> gallery = source.current()  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        loader: GalleryLoader,
+        refresh_seconds: float = 60,
+        *,
+        check: Callable[[Gallery], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.loader = loader
+        self.refresh_seconds = refresh_seconds
+        self.check = check
+        self.clock = clock
+        self._tag = loader.tag()
+        self._gallery = loader.load()
+        self._checked = clock()
+        self.reloads = 0
+
+    def current(self) -> Gallery:
+        now = self.clock()
+        if now - self._checked < self.refresh_seconds:
+            return self._gallery
+        self._checked = now
+        try:
+            tag = self.loader.tag()
+        except Exception as exc:
+            _log.warning("cannot check the gallery for a new version: %r", exc)
+            return self._gallery
+        if tag == self._tag:
+            return self._gallery
+        try:
+            gallery = self.loader.load()
+            if self.check is not None:
+                self.check(gallery)
+        except GalleryError as exc:
+            _log.warning("new gallery refused, keeping the loaded one: %s", exc.message)
+            self._tag = tag  # tried once per version: a broken object stays broken
+            return self._gallery
+        except Exception as exc:
+            _log.warning("gallery reload failed, keeping the loaded one: %r", exc)
+            return self._gallery
+        _log.info("gallery reloaded: %d rows of %d people", len(gallery), len(set(gallery.names)))
+        self._gallery, self._tag = gallery, tag
+        self.reloads += 1
+        return gallery
 
 
 def frame_from_task(task: FaceTask, faces: Sequence[FaceCrop]) -> FrameFaces:

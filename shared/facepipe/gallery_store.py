@@ -1,0 +1,328 @@
+"""The managed gallery: one versioned gallery object, a small manifest, and the enrolment crops.
+
+Layout, in S3 (``FACEPIPE_GALLERY=s3://<bucket>/gallery/gallery.pt``) or in a local folder
+(``FACEPIPE_GALLERY=people/gallery.pt``)::
+
+    gallery/gallery.pt                  every row: `.pt` [embeddings, names] or `.npz`
+    gallery/gallery.pt.manifest.json    format, embedder, dimension, count, people, sha256,
+                                        updated_at
+    gallery/crops/<name>/<sha256>.png   each enrolled face crop as it was embedded (lossless)
+
+The gallery object is written before its manifest and loading checks the object against the
+manifest's sha256, so a half-written or foreign object is refused instead of served. A gallery
+without a manifest (a file written by hand, the original worker's ``data.pt``) loads unchecked.
+The crops keep what is needed to re-embed a person with another model and to erase them.
+
+Example:
+    >>> store = GalleryStore.open("/tmp/people/gallery.npz")  # doctest: +SKIP
+    >>> store.save(store.load().plus(new_rows), crops)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import posixpath
+import re
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal, Protocol
+from urllib.parse import urlparse
+
+from pydantic import BaseModel, ValidationError
+
+from facepipe.errors import GalleryError
+from facepipe.matching import INDEX_MIN_SIZE, Gallery
+
+_log = logging.getLogger(__name__)
+
+MANIFEST_SUFFIX = ".manifest.json"
+CROPS_FOLDER = "crops"
+_BAD_NAME = re.compile(r"[/\\\x00-\x1f\x7f]")
+
+
+class Manifest(BaseModel):
+    """What the gallery object next to it holds; ``sha256`` is the object's checksum."""
+
+    format: Literal[1] = 1
+    embedder: str | None
+    dimension: int
+    count: int
+    people: int
+    sha256: str
+    updated_at: str
+
+    @classmethod
+    def describe(cls, gallery: Gallery, data: bytes) -> Manifest:
+        return cls(
+            embedder=gallery.embedder,
+            dimension=gallery.dimension,
+            count=len(gallery),
+            people=len(set(gallery.names)),
+            sha256=hashlib.sha256(data).hexdigest(),
+            updated_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        )
+
+
+def check_person_name(name: str) -> str:
+    """A name that can be a folder and a key part: no slashes or control characters."""
+    if not name or name in (".", "..") or len(name) > 200 or _BAD_NAME.search(name):
+        raise GalleryError(
+            f"{name!r} cannot be a person's name in the gallery: use 1-200 characters without "
+            "slashes or control characters"
+        )
+    return name
+
+
+class Objects(Protocol):
+    """Where the gallery's objects live: an S3 bucket or a local folder, by key."""
+
+    def uri(self, key: str) -> str: ...
+
+    def get(self, key: str) -> bytes | None: ...
+
+    def put(self, key: str, data: bytes, content_type: str = ...) -> None: ...
+
+    def tag(self, key: str) -> str | None: ...
+
+    def keys(self, prefix: str) -> list[str]: ...
+
+    def erase_prefix(self, prefix: str) -> int: ...
+
+    def drop_history(self, key: str) -> int: ...
+
+
+class LocalObjects:
+    """Files under ``root``; writes are atomic (a temporary file renamed into place). A folder
+    keeps no old versions, so ``drop_history`` has nothing to do."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def _path(self, key: str) -> Path:
+        return self.root.joinpath(*key.split("/"))
+
+    def uri(self, key: str) -> str:
+        return str(self._path(key))
+
+    def get(self, key: str) -> bytes | None:
+        try:
+            return self._path(key).read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def put(self, key: str, data: bytes, content_type: str = "") -> None:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+
+    def tag(self, key: str) -> str | None:
+        try:
+            stat = self._path(key).stat()
+        except FileNotFoundError:
+            return None
+        return f"{stat.st_mtime_ns}:{stat.st_size}"
+
+    def keys(self, prefix: str) -> list[str]:
+        folder = self._path(prefix.rstrip("/"))
+        if not folder.is_dir():
+            return []
+        return sorted(p.relative_to(self.root).as_posix() for p in folder.rglob("*") if p.is_file())
+
+    def erase_prefix(self, prefix: str) -> int:
+        keys = self.keys(prefix)
+        for key in keys:
+            self._path(key).unlink(missing_ok=True)
+        folder = self._path(prefix.rstrip("/"))
+        if folder.is_dir():
+            for sub in sorted(folder.rglob("*"), reverse=True):
+                sub.rmdir()
+            folder.rmdir()
+        return len(keys)
+
+    def drop_history(self, key: str) -> int:
+        return 0
+
+
+@dataclass(frozen=True)
+class Removal:
+    """What ``GalleryStore.remove`` deleted."""
+
+    name: str
+    rows: int
+    crops: int
+    old_versions: int
+
+
+class GalleryStore:
+    """The gallery at ``key`` of ``objects``, its manifest and its crops.
+
+    Args:
+        objects: the bucket or folder.
+        key: the gallery object's key (``gallery/gallery.pt``); its suffix picks the format.
+        index_min_size, index_nprobe: passed to every loaded :class:`Gallery`.
+    """
+
+    def __init__(
+        self,
+        objects: Objects,
+        key: str,
+        *,
+        index_min_size: int = INDEX_MIN_SIZE,
+        index_nprobe: int = 0,
+    ) -> None:
+        self.objects = objects
+        self.key = key
+        self.manifest_key = key + MANIFEST_SUFFIX
+        folder = posixpath.dirname(key)
+        self.crops_prefix = f"{folder}/{CROPS_FOLDER}/" if folder else f"{CROPS_FOLDER}/"
+        self.index_min_size = index_min_size
+        self.index_nprobe = index_nprobe
+
+    @classmethod
+    def open(
+        cls,
+        location: str,
+        settings: Any = None,
+        s3: Any = None,
+    ) -> GalleryStore:
+        """``location``: ``s3://bucket/key`` (``s3`` or ``settings`` give the client) or a path;
+        ``settings`` also give the index settings of the galleries it loads."""
+        index = {
+            "index_min_size": getattr(settings, "index_min_size", INDEX_MIN_SIZE),
+            "index_nprobe": getattr(settings, "index_nprobe", 0),
+        }
+        parsed = urlparse(location)
+        if parsed.scheme == "s3":
+            from facepipe.aws.s3 import S3Objects
+
+            if s3 is None:
+                from facepipe.aws.clients import client
+                from facepipe.config import Settings
+
+                s3 = client("s3", settings or Settings.from_env())
+            key = parsed.path.lstrip("/")
+            if not parsed.netloc or not key:
+                raise GalleryError(f"{location}: expected s3://<bucket>/<key>")
+            return cls(S3Objects(s3, parsed.netloc), key, **index)
+        path = Path(location).expanduser()
+        return cls(LocalObjects(path.parent), path.name, **index)
+
+    @property
+    def location(self) -> str:
+        return self.objects.uri(self.key)
+
+    def crop_key(self, name: str, sha256: str) -> str:
+        return f"{self._person_prefix(name)}{sha256}.png"
+
+    def _person_prefix(self, name: str) -> str:
+        return f"{self.crops_prefix}{check_person_name(name)}/"
+
+    # --- reading ------------------------------------------------------------------------------
+    def tag(self) -> str:
+        """Changes whenever the gallery object or its manifest is written (S3: their ETags;
+        a folder: modification time and size)."""
+        return f"{self.objects.tag(self.key)}|{self.objects.tag(self.manifest_key)}"
+
+    def manifest(self) -> Manifest | None:
+        raw = self.objects.get(self.manifest_key)
+        if raw is None:
+            return None
+        try:
+            return Manifest.model_validate_json(raw)
+        except ValidationError as exc:
+            raise GalleryError(
+                f"{self.objects.uri(self.manifest_key)} is not a gallery manifest: {exc}"
+            ) from exc
+
+    def load(self, *, attempts: int = 2) -> Gallery:
+        """The stored gallery (empty when there is none), checked against its manifest.
+
+        A checksum mismatch is read again once after a moment (a writer puts the object before
+        its manifest), then raised as :class:`GalleryError`.
+        """
+        problem = ""
+        for attempt in range(attempts):
+            if attempt:
+                time.sleep(0.5)
+            data = self.objects.get(self.key)
+            if data is None:
+                if self.objects.get(self.manifest_key) is not None:
+                    _log.warning("%s has a manifest but no gallery object", self.location)
+                return Gallery(index_min_size=self.index_min_size, index_nprobe=self.index_nprobe)
+            manifest = self.manifest()
+            if manifest is None:
+                return self._parse(data, None)
+            digest = hashlib.sha256(data).hexdigest()
+            if digest == manifest.sha256:
+                return self._parse(data, manifest)
+            problem = f"sha256 {digest[:16]}… but the manifest says {manifest.sha256[:16]}…"
+        raise GalleryError(
+            f"{self.location} does not match its manifest: {problem} (corrupt, or written "
+            "without its manifest: write galleries with `facepipe gallery ...`)"
+        )
+
+    def _parse(self, data: bytes, manifest: Manifest | None) -> Gallery:
+        gallery = Gallery.from_bytes(data, source=self.location)
+        gallery.index_min_size = self.index_min_size
+        gallery.index_nprobe = self.index_nprobe
+        if manifest is not None:
+            if gallery.embedder is None:
+                gallery.embedder = manifest.embedder
+            if len(gallery) != manifest.count or (
+                len(gallery) and gallery.dimension != manifest.dimension
+            ):
+                raise GalleryError(
+                    f"{self.location} holds {len(gallery)}×{gallery.dimension} rows, its "
+                    f"manifest says {manifest.count}×{manifest.dimension}"
+                )
+        return gallery
+
+    def crops_of(self, name: str) -> list[str]:
+        """Keys of ``name``'s stored enrolment crops."""
+        return self.objects.keys(self._person_prefix(name))
+
+    # --- writing ------------------------------------------------------------------------------
+    def save(self, gallery: Gallery, crops: Mapping[str, bytes] | None = None) -> Manifest:
+        """Write ``crops`` (key → PNG), then the gallery object, then its manifest."""
+        for key, png in (crops or {}).items():
+            self.objects.put(key, png, "image/png")
+        data = gallery.to_bytes(self.key)
+        manifest = Manifest.describe(gallery, data)
+        self.objects.put(self.key, data)
+        self.objects.put(
+            self.manifest_key,
+            json.dumps(manifest.model_dump(), indent=2).encode() + b"\n",
+            "application/json",
+        )
+        return manifest
+
+    def remove(self, name: str) -> Removal:
+        """Erase ``name``: their rows (a new gallery version), every version of their crops,
+        and every older version of the gallery object and its manifest (any of which may hold
+        their rows). Older versions of the other people's rows go with them."""
+        gallery = self.load()
+        rows = gallery.names.count(name)
+        if rows:
+            self.save(gallery.without(name))
+        crops = self.objects.erase_prefix(self._person_prefix(name)) if is_person_name(name) else 0
+        if not rows and not crops:
+            raise GalleryError(f"{name!r} is not in {self.location}", code="not_found")
+        old = self.objects.drop_history(self.key) + self.objects.drop_history(self.manifest_key)
+        return Removal(name, rows, crops, old)
+
+
+def is_person_name(name: str) -> bool:
+    """Whether ``name`` can have crops (see :func:`check_person_name`)."""
+    try:
+        check_person_name(name)
+    except GalleryError:
+        return False
+    return True
