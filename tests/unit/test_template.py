@@ -41,6 +41,7 @@ OUTPUT_KEYS = {
 }
 PAYLOADS_ARN = {"Fn::Sub": "arn:${AWS::Partition}:s3:::${DataBucket}/payloads/*"}
 GALLERY_ARN = {"Fn::Sub": "arn:${AWS::Partition}:s3:::${DataBucket}/gallery/*"}
+BUCKET_ARN = {"Fn::GetAtt": ["DataBucket", "Arn"]}
 
 
 # --------------------------------------------------------------------------------------------
@@ -424,7 +425,10 @@ def test_role_sqs_and_s3_grants_are_scoped(cfn: dict[str, Any], function: str) -
         if service == "sqs":
             assert queue_of(resource) in QUEUES, (action, resource)
         elif service == "s3":
-            assert resource in (PAYLOADS_ARN, GALLERY_ARN), (action, resource)
+            # Objects under payloads/ and gallery/ only; the bucket itself only to list it
+            # (what makes a missing key a 404 rather than a 403).
+            allowed = (PAYLOADS_ARN, GALLERY_ARN) if action != "s3:ListBucket" else (BUCKET_ARN,)
+            assert resource in allowed, (action, resource)
         else:
             pytest.fail(f"{function}: unexpected action {action}")
         assert resource != "*", action
@@ -454,6 +458,8 @@ def test_recognition_role(cfn: dict[str, Any]) -> None:
     assert "s3:PutObject" not in actions
     assert actions_on_s3(role, PAYLOADS_ARN) == {"s3:GetObject", "s3:DeleteObject"}
     assert actions_on_s3(role, GALLERY_ARN) == {"s3:GetObject"}
+    # ListBucket only so that a missing gallery or manifest is a 404 (a fresh stack), not a 403.
+    assert actions_on_s3(role, BUCKET_ARN) == {"s3:ListBucket"}
 
 
 def test_gallery_key_stays_readable(template: dict[str, Any]) -> None:
