@@ -27,6 +27,7 @@ from facepipe.errors import FacepipeError
 
 def build_parser() -> argparse.ArgumentParser:
     from facepipe.cli import (
+        album_cmd,
         bench_cmd,
         client_cmd,
         config_cmd,
@@ -54,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
         demo_cmd,
         eval_cmd,
         bench_cmd,
+        album_cmd,
     ):
         module.register(sub)
     return parser
