@@ -231,6 +231,19 @@ class AlbumStore:
 
 
 # --- local indexing and search (the CLI; the Lambdas use AlbumStore directly) -----------------
+def albums_location(settings: Any) -> str:
+    """``FACEPIPE_ALBUMS``, else beside the gallery (its bucket, or its folder), else the data
+    bucket, else ``./albums-data``; `gallery remove` erases album faces at the same place."""
+    if settings.albums:
+        return str(settings.albums)
+    gallery = urlparse(settings.gallery)
+    if gallery.scheme == "s3":
+        return f"s3://{gallery.netloc}"
+    if settings.gallery:
+        return str(Path(settings.gallery).expanduser().parent)
+    return f"s3://{settings.bucket}" if settings.bucket else "albums-data"
+
+
 def open_albums(location: str, s3: Any = None) -> AlbumStore:
     """``s3://bucket`` (its ``albums/`` prefix) or a local folder (its ``albums/`` folder)."""
     parsed = urlparse(location)

@@ -93,6 +93,13 @@ class Settings(BaseModel):
         ge=0,
         description="Recognition: seconds between checks for a new gallery (0: every batch).",
     )
+    albums: str = Field(
+        "",
+        description=(
+            "Where album indexes live: `s3://bucket` or a local folder; empty: beside the "
+            "gallery (its bucket or folder), else the data bucket, else `./albums-data`."
+        ),
+    )
     # --- limits -------------------------------------------------------------------------------
     max_frames: int = Field(16, ge=1, le=256, description="Most frames one HTTP request may carry.")
     max_pixels: int = Field(

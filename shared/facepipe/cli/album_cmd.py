@@ -39,20 +39,14 @@ def register(sub: Any) -> None:
 
 
 def _where(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--albums",
-        default="",
-        help="where albums live: s3://bucket or a local folder "
-        "(default: s3://$FACEPIPE_BUCKET when set, else ./albums-data)",
-    )
-    add_settings_flags(p)
+    add_settings_flags(p)  # --albums (FACEPIPE_ALBUMS) says where the albums live
 
 
 def _store(args: argparse.Namespace, settings: Any) -> Any:
-    from facepipe.album import open_albums
+    from facepipe.album import albums_location, open_albums
     from facepipe.aws.clients import client
 
-    location = args.albums or (f"s3://{settings.bucket}" if settings.bucket else "albums-data")
+    location = albums_location(settings)
     s3 = client("s3", settings) if location.startswith("s3://") else None
     return open_albums(location, s3)
 

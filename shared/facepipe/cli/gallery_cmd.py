@@ -178,12 +178,20 @@ def run_show(args: argparse.Namespace) -> int:
 
 
 def run_remove(args: argparse.Namespace) -> int:
-    store = _store(settings_from_args(args))
+    from facepipe.album import AlbumStore
+
+    settings = settings_from_args(args)
+    store = _store(settings)
+    gallery = store.load()
+    rows = gallery.embeddings[[i for i, n in enumerate(gallery.names) if n == args.name]]
     removal = store.remove(args.name)
+    # Album faces carry no names: the person's faces are those within the match threshold of
+    # their enrolment rows, in every album beside the gallery (its bucket or folder).
+    forgotten = AlbumStore(store.objects).forget(rows, settings.effective_match_threshold)
     print(
         f"removed {removal.name}: {removal.rows} row(s), {removal.crops} crop object(s) "
         f"(every version), {removal.old_versions} older gallery/manifest version(s) "
-        f"from {store.location}",
+        f"from {store.location}, and {forgotten} matching album face(s)",
         file=sys.stderr,
     )
     return 0
