@@ -15,7 +15,6 @@ carry no names: a face is found by its embedding only.
 from __future__ import annotations
 
 import io
-import re
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -28,24 +27,22 @@ import numpy as np
 
 from facepipe.errors import FacepipeError, GalleryError
 from facepipe.gallery_store import LocalObjects, Objects
+from facepipe.messages import check_album
 
 if TYPE_CHECKING:
     from facepipe.pipeline import LocalPipeline
 
 ALBUMS_PREFIX = "albums/"
 SHARD_FILE = "entries.npz"
-_ALBUM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
 def check_album_name(name: str) -> str:
-    if not _ALBUM_NAME.match(name or ""):
+    try:
+        return check_album(name or "")
+    except ValueError as exc:
         raise FacepipeError(
-            f"{name!r} is not an album name: use 1-64 letters, digits and ._- "
-            "starting with a letter or digit",
-            code="invalid_album",
-            status=400,
-        )
-    return name
+            f"{name!r} is not an album name: {exc}", code="invalid_album", status=400
+        ) from exc
 
 
 @dataclass(frozen=True)

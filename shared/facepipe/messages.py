@@ -33,6 +33,23 @@ def check_request_id(value: str) -> str:
 
 
 RequestId = Annotated[str, AfterValidator(check_request_id)]
+_ALBUM_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+def check_album(value: str) -> str:
+    if not _ALBUM_RE.match(value):
+        raise ValueError("album name must be 1-64 letters, digits and ._- starting with one")
+    return value
+
+
+class AlbumRequest(BaseModel):
+    """Album mode of a frame: ``index`` adds its faces to the album, ``find`` searches the album
+    for the frame's (largest) face and answers with the photos holding that person."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: Annotated[str, AfterValidator(check_album)]
+    mode: Literal["index", "find"]
 
 
 # --- HTTP request -----------------------------------------------------------------------------
@@ -44,6 +61,7 @@ class FrameIn(BaseModel):
     request_id: RequestId = Field(default_factory=new_request_id)
     filename: str = Field("", max_length=MAX_FILENAME)
     content: str = Field(min_length=1)
+    album: AlbumRequest | None = None
 
 
 class DetectRequest(BaseModel):
@@ -115,6 +133,7 @@ class FaceTask(BaseModel):
     )
     faces: list[FaceCrop] = Field(default_factory=list)
     payload_key: str | None = None
+    album: AlbumRequest | None = None
     timings_ms: dict[str, float] = Field(default_factory=dict)
     sent_at: float = Field(description="epoch seconds when detection sent the task")
 
@@ -160,6 +179,22 @@ class FaceResult(BaseModel):
     embedding: list[float] | None = None
 
 
+class AlbumMatch(BaseModel):
+    photo: str
+    box: list[float]
+    similarity: float
+    distance: float
+
+
+class AlbumOutcome(BaseModel):
+    """What an album frame did: faces ``indexed``, or the ``matches`` (photos, best first)."""
+
+    name: str
+    mode: Literal["index", "find"]
+    indexed: int | None = None
+    matches: list[AlbumMatch] | None = None
+
+
 class Models(BaseModel):
     detector: str = "mtcnn"
     embedder: str | None = None
@@ -179,6 +214,7 @@ class Result(BaseModel):
     models: Models = Field(default_factory=Models)
     weights: str | None = None
     timings_ms: dict[str, float] = Field(default_factory=dict)
+    album: AlbumOutcome | None = None
     error: ErrorInfo | None = None
 
     def to_json(self) -> str:

@@ -9,6 +9,7 @@ import logging
 
 from botocore.exceptions import ClientError
 
+from facepipe.album import albums_location, open_albums
 from facepipe.aws.clients import client
 from facepipe.aws.s3 import S3PayloadStore
 from facepipe.aws.sqs import SqsDispatcher, SqsResultSink
@@ -130,8 +131,10 @@ def recognition_service(settings: Settings) -> RecognitionService:
         top_k=settings.top_k,
         source=source,
     )
+    location = albums_location(settings)
     return RecognitionService(
         recognition,
         SqsResultSink(client("sqs", settings), settings.response_queue_url),
         S3PayloadStore(s3, settings.bucket, settings.payload_prefix),
+        open_albums(location, s3 if location.startswith("s3://") else None),
     )

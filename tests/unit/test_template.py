@@ -41,6 +41,7 @@ OUTPUT_KEYS = {
 }
 PAYLOADS_ARN = {"Fn::Sub": "arn:${AWS::Partition}:s3:::${DataBucket}/payloads/*"}
 GALLERY_ARN = {"Fn::Sub": "arn:${AWS::Partition}:s3:::${DataBucket}/gallery/*"}
+ALBUMS_ARN = {"Fn::Sub": "arn:${AWS::Partition}:s3:::${DataBucket}/albums/*"}
 BUCKET_ARN = {"Fn::GetAtt": ["DataBucket", "Arn"]}
 
 
@@ -427,7 +428,11 @@ def test_role_sqs_and_s3_grants_are_scoped(cfn: dict[str, Any], function: str) -
         elif service == "s3":
             # Objects under payloads/ and gallery/ only; the bucket itself only to list it
             # (what makes a missing key a 404 rather than a 403).
-            allowed = (PAYLOADS_ARN, GALLERY_ARN) if action != "s3:ListBucket" else (BUCKET_ARN,)
+            allowed = (
+                (PAYLOADS_ARN, GALLERY_ARN, ALBUMS_ARN)
+                if action != "s3:ListBucket"
+                else (BUCKET_ARN,)
+            )
             assert resource in allowed, (action, resource)
         else:
             pytest.fail(f"{function}: unexpected action {action}")
@@ -443,6 +448,7 @@ def test_detection_role(cfn: dict[str, Any]) -> None:
     assert not actions & {"sqs:ReceiveMessage", "sqs:DeleteMessage", "s3:DeleteObject"}
     assert actions_on_s3(role, PAYLOADS_ARN) == {"s3:PutObject", "s3:GetObject"}
     assert actions_on_s3(role, GALLERY_ARN) == set()
+    assert actions_on_s3(role, ALBUMS_ARN) == set()
     managed = " ".join(role["Properties"]["ManagedPolicyArns"])
     assert "SQS" not in managed
 
@@ -454,8 +460,9 @@ def test_recognition_role(cfn: dict[str, Any]) -> None:
     assert "sqs:SendMessage" not in poll
     assert actions_on_queue(role, "ResponseQueue") == {"sqs:SendMessage"}
     assert actions_on_queue(role, "RequestDeadLetterQueue") == set()
-    actions = {a for a, _ in grants(role)}
-    assert "s3:PutObject" not in actions
+    # The only writes: album index shards under albums/ (never payloads/ or gallery/).
+    assert [r for a, r in grants(role) if a == "s3:PutObject"] == [ALBUMS_ARN]
+    assert actions_on_s3(role, ALBUMS_ARN) == {"s3:GetObject", "s3:PutObject"}
     assert actions_on_s3(role, PAYLOADS_ARN) == {"s3:GetObject", "s3:DeleteObject"}
     assert actions_on_s3(role, GALLERY_ARN) == {"s3:GetObject"}
     # ListBucket only so that a missing gallery or manifest is a 404 (a fresh stack), not a 403.

@@ -19,7 +19,16 @@ from facepipe.crops import crop_to_b64
 from facepipe.detection import DetectedFace, FaceDetector
 from facepipe.errors import InvalidRequest
 from facepipe.frames import decode_base64, decode_image
-from facepipe.messages import Accepted, DetectRequest, FaceCrop, FaceTask, Models, Result
+from facepipe.messages import (
+    Accepted,
+    AlbumOutcome,
+    AlbumRequest,
+    DetectRequest,
+    FaceCrop,
+    FaceTask,
+    Models,
+    Result,
+)
 
 
 def _ms(start: float) -> float:
@@ -38,6 +47,7 @@ class FrameFaces:
     timings_ms: dict[str, float] = field(default_factory=dict)
     sent_at: float | None = None
     embedder: str = "vggface2"  # the embedder the crops were cut for
+    album: AlbumRequest | None = None  # album mode of the frame, if any
 
     def to_task(self) -> FaceTask:
         return FaceTask(
@@ -46,6 +56,7 @@ class FrameFaces:
             width=self.width,
             height=self.height,
             embedder=self.embedder,
+            album=self.album,
             faces=[
                 FaceCrop(
                     box=[round(v, 2) for v in f.box],
@@ -68,7 +79,17 @@ class FrameFaces:
             height=self.height,
             models=Models(),
             timings_ms=self.timings_ms,
+            album=empty_album_outcome(self.album),
         )
+
+
+def empty_album_outcome(album: AlbumRequest | None) -> AlbumOutcome | None:
+    """The album part of a result with no face: nothing indexed, nobody found."""
+    if album is None:
+        return None
+    if album.mode == "index":
+        return AlbumOutcome(name=album.name, mode="index", indexed=0)
+    return AlbumOutcome(name=album.name, mode="find", matches=[])
 
 
 class Detection:
@@ -150,6 +171,7 @@ class DetectionService:
         for frame, (image, decode_ms) in zip(request.frames, decoded, strict=True):
             found = self.detection.image(frame.request_id, frame.filename, image)
             found.timings_ms["decode"] = decode_ms
+            found.album = frame.album
             status: Literal["queued", "no_face"] = "queued"
             if found.faces:
                 self.dispatcher.send_task(found.to_task())

@@ -13,12 +13,18 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+import numpy as np
+
+from facepipe.album import AlbumEntry, AlbumStore
 from facepipe.crops import crop_from_b64
 from facepipe.detection import DetectedFace
 from facepipe.embedding import Embedder
 from facepipe.errors import FacepipeError, GalleryError, InvalidMessage
 from facepipe.matching import DEFAULT_TOP_K, Gallery
 from facepipe.messages import (
+    AlbumMatch,
+    AlbumOutcome,
+    ErrorInfo,
     FaceCrop,
     FacePayload,
     FaceResult,
@@ -229,6 +235,7 @@ def frame_from_task(task: FaceTask, faces: Sequence[FaceCrop]) -> FrameFaces:
         timings_ms=dict(task.timings_ms),
         sent_at=task.sent_at,
         embedder=task.embedder,
+        album=task.album,
     )
 
 
@@ -286,10 +293,12 @@ class RecognitionService:
         recognition: Recognition,
         sink: ResultSink,
         payloads: PayloadStore | None = None,
+        albums: AlbumStore | None = None,
     ) -> None:
         self.recognition = recognition
         self.sink = sink
         self.payloads = payloads
+        self.albums = albums
 
     def _load(self, body: str) -> tuple[FaceTask, FrameFaces]:
         task = FaceTask.parse_json(body)
@@ -322,7 +331,64 @@ class RecognitionService:
             outcomes[record_id] = Outcome(task=task)
             loaded.append((record_id, frame))
         if loaded:
-            results = self.recognition.recognize([frame for _, frame in loaded])
+            frames = [frame for _, frame in loaded]
+            in_albums = any(frame.album for frame in frames)
+            results = self.recognition.recognize(frames, with_embeddings=in_albums)
+            if in_albums:
+                self._albums(frames, results)
             for (record_id, _), result in zip(loaded, results, strict=True):
                 outcomes[record_id].result = result
         return PreparedBatch(outcomes, self.sink, self.payloads)
+
+    def _albums(self, frames: Sequence[FrameFaces], results: Sequence[Result]) -> None:
+        """Album frames: ``index`` adds the batch's faces as one new shard per album; ``find``
+        searches the album with the frame's largest face. Embeddings never leave the function."""
+        embedder = self.recognition.embedder.name
+        to_index: dict[str, list[tuple[Result, list[AlbumEntry]]]] = {}
+        for frame, result in zip(frames, results, strict=True):
+            album = frame.album
+            vectors = [np.asarray(f.embedding, np.float32) for f in result.faces]
+            for face in result.faces:
+                face.embedding = None
+            if album is None or result.status != "ok":
+                continue
+            if self.albums is None:
+                _album_error(result, "album_unavailable", "albums are not configured here")
+            elif album.mode == "index":
+                photo = frame.filename or frame.request_id
+                entries = [
+                    AlbumEntry(photo, f.box, v) for f, v in zip(result.faces, vectors, strict=True)
+                ]
+                to_index.setdefault(album.name, []).append((result, entries))
+            else:
+                try:
+                    hits = self.albums.find(
+                        album.name,
+                        vectors[0],
+                        threshold=self.recognition.threshold,
+                        embedder=embedder,
+                    )
+                except FacepipeError as exc:
+                    _album_error(result, exc.code, exc.message)
+                    continue
+                result.album = AlbumOutcome(
+                    name=album.name,
+                    mode="find",
+                    matches=[AlbumMatch(**hit.__dict__) for hit in hits],
+                )
+        for name, items in to_index.items():
+            assert self.albums is not None
+            try:
+                self.albums.add(name, [e for _, entries in items for e in entries], embedder)
+            except FacepipeError as exc:
+                for result, _ in items:
+                    _album_error(result, exc.code, exc.message)
+                continue
+            for result, entries in items:
+                result.album = AlbumOutcome(name=name, mode="index", indexed=len(entries))
+
+
+def _album_error(result: Result, code: str, message: str) -> None:
+    """An album operation that cannot be done is the frame's final answer, not a retry."""
+    result.status = "error"
+    result.error = ErrorInfo(code=code, message=message)
