@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -9,6 +11,25 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "samples"
 SHARED_FACES = ROOT.parent / "shared" / "faces"
+_SCRIPT = Path(sys.executable).with_name("facepipe")
+# The console script as a person runs it (the module where the script is not installed).
+FACEPIPE = [str(_SCRIPT)] if _SCRIPT.is_file() else [sys.executable, "-m", "facepipe.cli.main"]
+
+
+def run_facepipe(
+    *args: str, stdin: str | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    """``facepipe ARGS...`` in its own process, from the repo root, under the test's (isolated)
+    environment; stdout and stderr captured as text."""
+    return subprocess.run(
+        [*FACEPIPE, *args],
+        input=stdin,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 @pytest.fixture(autouse=True)

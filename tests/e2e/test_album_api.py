@@ -4,6 +4,7 @@ local stack with the real offline embedder (dlib) and the shipped public-domain 
 from __future__ import annotations
 
 import base64
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -12,7 +13,7 @@ import pytest
 from facepipe.config import Settings
 from facepipe.local.stack import LocalStack
 from facepipe.messages import Result
-from tests.conftest import SAMPLES
+from tests.conftest import SAMPLES, run_facepipe
 from tests.e2e.conftest import collect, post_json
 
 pytestmark = pytest.mark.slow
@@ -89,3 +90,27 @@ def test_bad_album_name_is_a_400(stack: LocalStack) -> None:
     status, body = post_json(url, frame("astronaut.jpg", "bad", {"name": "../x", "mode": "index"}))
     assert status == 400
     assert "album" in body["message"]
+
+
+def test_cli_indexes_and_finds_through_the_stack(stack: LocalStack) -> None:
+    """``facepipe album index/find --local-info``: the photos go through the stack's Function
+    URL (the same path a deployed stack takes), and the album lives in the stack's bucket."""
+    info = json.dumps(stack.info())
+    where = ("--local-info", info, "--poll-timeout", "120")
+
+    proc = run_facepipe("album", "index", "cli-trip", str(SAMPLES / "frames"), *where)
+    assert proc.returncode == 0, proc.stderr
+    assert "indexed 3 face(s) of 2 photo(s)" in proc.stderr
+    keys = stack.aws.s3.list_objects_v2(Bucket=stack.info()["bucket"], Prefix="albums/cli-trip/")
+    assert [k["Key"] for k in keys.get("Contents", [])], "no shard in the stack's bucket"
+
+    selfie = SAMPLES / "gallery/barack-obama/official-portrait-2012.jpg"
+    proc = run_facepipe("album", "find", "cli-trip", str(selfie), *where)
+    assert proc.returncode == 0, proc.stderr
+    hits = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert [h["photo"] for h in hits] == ["obama-and-biden.jpg"]  # the photo id, as indexed
+    assert hits[0]["box"][2] < 400  # Obama's face, not Biden's
+
+    proc = run_facepipe("album", "find", "cli-trip", str(SAMPLES / "rocket.jpg"), *where)
+    assert proc.returncode != 0
+    assert "no face found" in proc.stderr

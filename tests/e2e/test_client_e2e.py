@@ -7,8 +7,6 @@ once each get exactly their own; a video yields one result per sampled frame.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -18,29 +16,14 @@ import pytest
 from PIL import Image
 
 from facepipe.local.stack import LocalStack
-from tests.conftest import SAMPLES
+from tests.conftest import SAMPLES, run_facepipe
 
 pytestmark = pytest.mark.slow
-FACEPIPE = str(Path(sys.executable).with_name("facepipe"))
 
 
 def get(stack: LocalStack, *args: str) -> tuple[int, list[dict], str]:  # type: ignore[type-arg]
-    proc = subprocess.run(
-        [
-            FACEPIPE,
-            "get",
-            *args,
-            "--local-info",
-            json.dumps(stack.info()),
-            "--quiet",
-            "--poll-timeout",
-            "90",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    info = json.dumps(stack.info())
+    proc = run_facepipe("get", *args, "--local-info", info, "--quiet", "--poll-timeout", "90")
     return proc.returncode, [json.loads(x) for x in proc.stdout.splitlines()], proc.stderr
 
 

@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 from http.client import HTTPConnection
@@ -25,7 +23,7 @@ import pytest
 
 from facepipe.local.stack import INFO_KEYS, LocalStack
 from facepipe.local.url_server import MAX_BODY_BYTES, FunctionUrlServer, http_response, is_text
-from tests.conftest import ROOT
+from tests.conftest import FACEPIPE, ROOT
 from tests.e2e.conftest import collect, frame, http, new_id, post_json, queue_counts
 
 slow = pytest.mark.slow
@@ -297,15 +295,6 @@ def test_url_server_builds_lambdas_event_and_maps_the_answer() -> None:
 
 
 # --- the CLI, as a person runs it -----------------------------------------------------------
-def facepipe_command() -> list[str]:
-    script = Path(sys.executable).parent / "facepipe"
-    return [str(script)] if script.is_file() else [sys.executable, "-m", "facepipe.cli.main"]
-
-
-def clean_env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith("FACEPIPE_")}
-
-
 def read_line(process: subprocess.Popen[str], timeout: float) -> str:
     stdout = process.stdout
     assert stdout is not None
@@ -334,9 +323,8 @@ def test_cli_local_up_prints_its_info_serves_and_stops_cleanly(
     stderr_path = tmp_path / "stderr.log"
     with stderr_path.open("w") as stderr:
         process = subprocess.Popen(
-            [*facepipe_command(), "local", "up", "--weights", "random:0"],
+            [*FACEPIPE, "local", "up", "--weights", "random:0"],
             cwd=ROOT,
-            env=clean_env(),
             stdout=subprocess.PIPE,
             stderr=stderr,
             text=True,
@@ -382,9 +370,8 @@ def test_cli_local_up_without_weights_says_so_and_exits_2(tmp_path: Path, runtim
     missing = tmp_path / "no-such-weights.pt"
     start = time.monotonic()
     done = subprocess.run(
-        [*facepipe_command(), "local", "up", "--runtime", runtime, "--weights", str(missing)],
+        [*FACEPIPE, "local", "up", "--runtime", runtime, "--weights", str(missing)],
         cwd=ROOT,
-        env=clean_env(),
         capture_output=True,
         text=True,
         timeout=120,

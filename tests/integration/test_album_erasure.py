@@ -5,22 +5,13 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
-from tests.conftest import SAMPLES
-
-FACEPIPE = str(Path(sys.executable).with_name("facepipe"))
+from tests.conftest import SAMPLES, run_facepipe
 
 
 def facepipe(*args: str, root: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [FACEPIPE, *args, "--embedder", "dlib", "--gallery", str(root / "gallery.npz")],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    return run_facepipe(*args, "--embedder", "dlib", "--gallery", str(root / "gallery.npz"))
 
 
 def found(selfie: Path, root: Path) -> set[str]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import csv
 import json
 import subprocess
-import sys
 from collections import defaultdict
 from pathlib import Path
 
@@ -15,20 +14,13 @@ import pytest
 from facepipe.album import open_albums, selfie_embedding
 from facepipe.config import Settings
 from facepipe.pipeline import LocalPipeline
-from tests.conftest import SAMPLES
+from tests.conftest import SAMPLES, run_facepipe
 
 pytestmark = pytest.mark.shared_data
-FACEPIPE = str(Path(sys.executable).with_name("facepipe"))
 
 
 def facepipe(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [FACEPIPE, *args, "--embedder", "dlib"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
+    return run_facepipe(*args, "--embedder", "dlib", timeout=600)
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,15 +11,11 @@ import numpy as np
 from facepipe.config import Settings
 from facepipe.matching import Gallery
 from facepipe.pipeline import LocalPipeline
-from tests.conftest import SAMPLES
-
-FACEPIPE = str(Path(sys.executable).with_name("facepipe"))
+from tests.conftest import SAMPLES, run_facepipe
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [FACEPIPE, "run", *args], capture_output=True, text=True, timeout=300, check=False
-    )
+    return run_facepipe("run", *args)
 
 
 def test_json_lines_in_order_with_embeddings_and_gallery(tmp_path: Path) -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import base64
 import json
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -27,9 +26,8 @@ from facepipe.client.results import Received, ResultPoller
 from facepipe.frames import decode_image
 from facepipe.local.emulator import LocalAws
 from facepipe.messages import FaceResult, Result
-from tests.conftest import SAMPLES
+from tests.conftest import SAMPLES, run_facepipe
 
-FACEPIPE = str(Path(sys.executable).with_name("facepipe"))
 BOX = [10.0, 12.0, 40.0, 44.0]
 
 
@@ -236,9 +234,7 @@ def inputs(tmp_path: Path) -> Path:
 
 
 def facepipe(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [FACEPIPE, *args], input=stdin, capture_output=True, text=True, timeout=120, check=False
-    )
+    return run_facepipe(*args, stdin=stdin, timeout=120)
 
 
 def test_get_sends_polls_orders_and_annotates(

@@ -11,8 +11,6 @@ import base64
 import io
 import json
 import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -30,7 +28,7 @@ from facepipe.local.rie import RieFunction, function_error
 from facepipe.matching import Gallery
 from facepipe.messages import FaceTask, Result
 from facepipe.stages.recognize import frame_from_task
-from tests.conftest import ROOT
+from tests.conftest import ROOT, run_facepipe
 from tests.integration.conftest import read_all_queues, read_queue
 
 pytestmark = pytest.mark.slow
@@ -220,17 +218,8 @@ def test_recognition_fails_only_the_poisoned_record(
 
 
 # --- the CLI (what `make invoke-*` runs without Docker), in its own process -------------------
-def facepipe_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    script = Path(sys.executable).parent / "facepipe"
-    command = [str(script)] if script.is_file() else [sys.executable, "-m", "facepipe.cli.main"]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FACEPIPE_")}
-    return subprocess.run(
-        [*command, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
-    )
-
-
 def test_cli_invokes_detection_and_shows_the_queues() -> None:
-    done = facepipe_cli("invoke", "detection", "events/detection-multi.json")
+    done = run_facepipe("invoke", "detection", "events/detection-multi.json")
 
     assert done.returncode == 0, done.stderr
     response, queues = done.stdout.split("\n--- ", 1)
@@ -248,7 +237,7 @@ def test_cli_invokes_detection_and_shows_the_queues() -> None:
 
 def test_cli_surfaces_an_init_failure(tmp_path: Path) -> None:
     missing = tmp_path / "no-such-weights.pt"
-    done = facepipe_cli(
+    done = run_facepipe(
         "invoke", "recognition", "events/recognition-sqs.json", "--weights", str(missing)
     )
 

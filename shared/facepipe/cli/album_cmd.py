@@ -5,12 +5,18 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 from facepipe.cli.options import add_settings_flags, settings_from_args
+from facepipe.config import Settings
+from facepipe.errors import ConfigError, FacepipeError
+
+if TYPE_CHECKING:
+    from facepipe.client.stack import Endpoints
+    from facepipe.messages import Result
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 
@@ -39,7 +45,78 @@ def register(sub: Any) -> None:
 
 
 def _where(p: argparse.ArgumentParser) -> None:
-    add_settings_flags(p)  # --albums (FACEPIPE_ALBUMS) says where the albums live
+    p.add_argument(
+        "--local-info",
+        metavar="FILE_OR_JSON",
+        help="go through this local stack (the line `facepipe local up` prints)",
+    )
+    # --albums (FACEPIPE_ALBUMS) says where the albums live when run here; --function-url,
+    # --stack-name or --local-info send the photos through that stack instead.
+    add_settings_flags(p)
+    p.epilog = (
+        "Where: with --function-url, --stack-name or --local-info the photos go through that "
+        "stack's Function URL (album mode of the API) and its albums are used; otherwise the "
+        "pipeline runs here on the albums at --albums."
+    )
+
+
+def _remote(args: argparse.Namespace, settings: Settings) -> Endpoints | None:
+    """The stack to go through, when one was named; None to run the pipeline here."""
+    if not (args.local_info or settings.function_url or settings.stack_name):
+        return None
+    from facepipe.client.stack import resolve_endpoints
+
+    return resolve_endpoints(settings, local_info=args.local_info).require(
+        "function_url", "response_queue_url"
+    )
+
+
+def through_stack(
+    settings: Settings,
+    endpoints: Endpoints,
+    photos: Iterable[tuple[str, bytes]],
+    album: dict[str, str],
+) -> tuple[list[tuple[str, Result]], list[tuple[str, str]]]:
+    """Send each ``(photo id, bytes)`` with ``album`` to the stack and wait for the results →
+    (``(photo id, result)`` in send order, ``(photo id, why)`` for those that got none)."""
+    from facepipe.client.http import RetryPolicy, Sender
+    from facepipe.client.results import ResultPoller
+    from facepipe.client.sources import Frame, RequestIds, new_run_id
+
+    ids = RequestIds(new_run_id())
+    sent: list[tuple[str, str]] = []  # (request_id, photo id), in send order
+
+    def frames() -> Iterator[Frame]:  # lazily: a big folder is never all in memory
+        for photo, data in photos:
+            sent.append((ids.make(photo), photo))
+            yield Frame(sent[-1][0], photo, data, photo)  # the filename is the album's photo id
+
+    sender = Sender(
+        endpoints.function_url,
+        concurrency=settings.concurrency,
+        retry=RetryPolicy(retries=settings.retries),
+        sign=settings.sign,
+        region=settings.region,
+        fields={"album": album},
+    )
+    failed: list[tuple[str, str]] = []
+    accepted: set[str] = set()
+    with sender:
+        for outcome in sender.send_all(frames()):
+            if outcome.accepted:
+                accepted.add(outcome.frame.request_id)
+            else:
+                failed.append((outcome.frame.filename, f"rejected: {outcome.reason()}"))
+    wanted = [request_id for request_id, _ in sent if request_id in accepted]
+    poller = ResultPoller(endpoints.sqs(), endpoints.response_queue_url)
+    report = poller.poll(wanted, timeout=settings.poll_timeout)
+    done: list[tuple[str, Result]] = []
+    for request_id, photo in sent:
+        if request_id in report.results:
+            done.append((photo, report.results[request_id].result))
+        elif request_id in accepted:
+            failed.append((photo, f"no result within {settings.poll_timeout:g} s"))
+    return done, failed
 
 
 def _store(args: argparse.Namespace, settings: Any) -> Any:
@@ -79,6 +156,9 @@ def run_index(args: argparse.Namespace) -> int:
     from facepipe.pipeline import LocalPipeline
 
     settings = settings_from_args(args)
+    endpoints = _remote(args, settings)
+    if endpoints is not None:
+        return _index_through(args, settings, endpoints)
     pipeline = LocalPipeline(settings)
     report = index_photos(
         pipeline, _store(args, settings), args.album, photos_of(args.source, settings)
@@ -93,13 +173,67 @@ def run_index(args: argparse.Namespace) -> int:
     return 0
 
 
+def _index_through(args: argparse.Namespace, settings: Settings, endpoints: Endpoints) -> int:
+    album = {"name": args.album, "mode": "index"}
+    done, failed = through_stack(settings, endpoints, photos_of(args.source, settings), album)
+    faces = 0
+    for photo, result in done:
+        if result.status == "ok" and result.album is not None:
+            faces += result.album.indexed or 0
+        elif result.status == "no_face":
+            failed.append((photo, "no face found"))
+        else:
+            failed.append((photo, _error_text(result)))
+    for photo, reason in failed:
+        print(f"skipped {photo}: {reason}", file=sys.stderr)
+    print(
+        f"album {args.album}: indexed {faces} face(s) of {len(done)} photo(s) through "
+        f"{endpoints.function_url}; skipped {len(failed)}",
+        file=sys.stderr,
+    )
+    return 1 if any(not reason.startswith("no face") for _, reason in failed) else 0
+
+
+def _error_text(result: Result) -> str:
+    error = result.error
+    return f"{error.code}: {error.message}" if error else f"status {result.status}"
+
+
+def _find_through(args: argparse.Namespace, settings: Settings, endpoints: Endpoints) -> int:
+    album = {"name": args.album, "mode": "find"}
+    selfie = [(args.selfie.name, _read(args.selfie))]
+    done, failed = through_stack(settings, endpoints, selfie, album)
+    if failed:
+        raise FacepipeError(f"selfie {args.selfie}: {failed[0][1]}")
+    result = done[0][1]
+    if result.status == "no_face":
+        raise FacepipeError(f"selfie {args.selfie}: no face found in it")
+    if result.status != "ok" or result.album is None:
+        raise FacepipeError(f"album {args.album}: {_error_text(result)}")
+    hits = (result.album.matches or [])[: args.limit]
+    for hit in hits:
+        print(hit.model_dump_json())
+    print(f"album {args.album}: {len(hits)} photo(s) with that person", file=sys.stderr)
+    return 0
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{path}: {exc.strerror or exc}") from exc
+
+
 def run_find(args: argparse.Namespace) -> int:
     from facepipe.album import selfie_embedding
     from facepipe.pipeline import LocalPipeline
 
     settings = settings_from_args(args)
+    endpoints = _remote(args, settings)
+    if endpoints is not None:
+        return _find_through(args, settings, endpoints)
     pipeline = LocalPipeline(settings)
-    query = selfie_embedding(pipeline, args.selfie.read_bytes())
+    query = selfie_embedding(pipeline, _read(args.selfie))
     hits = _store(args, settings).find(
         args.album,
         query,

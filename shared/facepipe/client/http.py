@@ -26,7 +26,7 @@ import re
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -230,6 +230,7 @@ class Sender:
         sign: ``auto`` (SigV4 for ``*.on.aws``), ``always`` or ``never``.
         region: the signing region; default from the URL's host or the AWS config.
         frames_per_request: frames packed into one POST as ``{"frames": [...]}``.
+        fields: more request fields sent with every frame (e.g. ``{"album": {...}}``).
         timeout: seconds to connect and to wait for the answer, per attempt.
         credentials: botocore credentials to sign with (default: the normal chain).
         sleep: how to wait between attempts (tests pass a recorder).
@@ -244,6 +245,7 @@ class Sender:
         sign: SignMode = "auto",
         region: str = "",
         frames_per_request: int = 1,
+        fields: Mapping[str, Any] | None = None,
         timeout: tuple[float, float] = (10.0, 60.0),
         credentials: Any = None,
         sleep: Callable[[float], None] = time.sleep,
@@ -259,6 +261,7 @@ class Sender:
         self.concurrency = concurrency
         self.retry = retry or RetryPolicy()
         self.frames_per_request = frames_per_request
+        self.fields = dict(fields or {})
         self.timeout = timeout
         self.signer = signer_for(function_url, sign, region, credentials)
         self.sleep = sleep
@@ -290,6 +293,7 @@ class Sender:
                 "request_id": f.request_id,
                 "filename": f.filename,
                 "content": base64.b64encode(f.data).decode("ascii"),
+                **self.fields,
             }
             for f in frames
         ]
