@@ -4,14 +4,19 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 PY := $(BIN)/python
+# checkov pins boto3 to a version aws-sam-cli cannot use, so it gets a virtual environment of its own.
+CHECKOV_VENV ?= .venv-checkov
+CHECKOV := $(CHECKOV_VENV)/bin/checkov
 # torch/torchvision pinned together; facenet-pytorch 2.6 pins an older torch, so it goes in --no-deps.
 TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 PYTEST_ARGS ?=
 EVAL_ARGS ?= --embedder dlib
 export SAM_CLI_TELEMETRY=0
+# checkov offline: no update check on PyPI, no guideline download (see .checkov.yaml)
+export CKV_SKIP_PACKAGE_UPDATE_CHECK=true BC_SKIP_MAPPING=TRUE
 
 .PHONY: help install demo eval test lint format typecheck events invoke-detection \
-        invoke-recognition local bench-e2e bench-match build deploy validate clean
+        invoke-recognition local bench-e2e bench-burst bench-match build deploy validate clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-20s %s\n", $$1, $$2}'
@@ -20,7 +25,13 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 
-install: $(PY) ## create .venv with torch, facenet-pytorch, the facepipe package and dev tools
+$(CHECKOV): requirements-checkov.txt
+	$(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(CHECKOV_VENV)/bin/python -m pip install --quiet -r requirements-checkov.txt
+	@touch $@
+
+install: $(PY) $(CHECKOV) ## create .venv with torch, facenet-pytorch, the facepipe package and dev tools (+ .venv-checkov)
 	$(PY) -m pip install --quiet $(TORCH_PINS)
 	$(PY) -m pip install --quiet --no-deps facenet-pytorch==2.6.0
 	$(PY) -m pip install --quiet -r requirements-dev.txt
@@ -35,6 +46,9 @@ eval: ## calibrate: ROC AUC, best threshold and accuracy on ../shared/faces/mast
 bench-e2e: ## 100 requests through the local stack: latency p50/p95/p99, throughput, stages, lost (BENCH_ARGS=--random-weights without VGGFace2)
 	$(BIN)/facepipe bench e2e -n 100 --json-out bench/results/e2e.json $(BENCH_ARGS)
 
+bench-burst: ## 1,000 requests through the local stack, each function in its own RIE process: lost (must be 0), latency, peak memory per stage
+	$(BIN)/facepipe bench e2e -n 1000 --runtime rie --concurrency 8 --poll-timeout 1800 --json-out bench/results/burst.json $(BENCH_ARGS)
+
 bench-match: ## top-5 matching over a 1,000,000-row synthetic gallery: latency p50/p95, recall, memory, build (MATCH_ARGS=...)
 	$(BIN)/facepipe bench match -n 1000000 --json-out bench/results/match.json $(MATCH_ARGS)
 
@@ -45,12 +59,13 @@ test: ## lint, type-check and run every test (what CI runs)
 	$(MAKE) lint
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-lint: ## ruff (lint + format check), mypy, sam validate --lint, cfn-lint
+lint: $(CHECKOV) ## ruff (lint + format check), mypy, sam validate --lint, cfn-lint + serverless rules, checkov
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/sam validate --lint -t template.yaml
-	$(BIN)/cfn-lint template.yaml
+	$(BIN)/cfn-lint template.yaml -a cfn_lint_serverless.rules
+	$(CHECKOV) -f template.yaml
 
 format: ## apply ruff fixes and formatting
 	$(BIN)/ruff check --fix .
