@@ -8,12 +8,11 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from aws_lambda_powertools.utilities.data_classes import LambdaFunctionUrlEvent
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from facepipe.config import Settings
-from facepipe.errors import FacepipeError, InvalidRequest
-from facepipe.http import error_response, internal_error, json_response
+from facepipe.errors import FacepipeError
+from facepipe.http import error_response, internal_error, json_response, request_body
 from facepipe.observability import logger, metrics, record_detection, tracer
 from facepipe.services import detection_service
 
@@ -25,14 +24,9 @@ SERVICE = detection_service(Settings.from_env())
 @tracer.capture_lambda_handler
 @metrics.log_metrics(capture_cold_start_metric=True)
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    request = LambdaFunctionUrlEvent(event)
     start = time.perf_counter()
     try:
-        if request.request_context.http.method != "POST":
-            raise InvalidRequest("only POST is supported", code="method_not_allowed", status=405)
-        if not request.body:
-            raise InvalidRequest('the body is empty; POST a JSON frame or {"frames": [...]}')
-        report = SERVICE.handle_body(request.decoded_body)
+        report = SERVICE.handle_body(request_body(event))
     except FacepipeError as exc:
         logger.warning(
             "request rejected",

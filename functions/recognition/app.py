@@ -17,6 +17,7 @@ from aws_lambda_powertools.utilities.batch import (
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from facepipe.aws.sqs import attribute_request_id
 from facepipe.config import Settings
 from facepipe.messages import Result
 from facepipe.observability import logger, metrics, record_results, tracer
@@ -24,7 +25,8 @@ from facepipe.services import recognition_service
 
 # Cold start: InceptionResnetV1 weights, the gallery and boto3 clients, once per environment.
 SERVICE = recognition_service(Settings.from_env())
-processor = BatchProcessor(event_type=EventType.SQS)
+# A batch whose every record failed is reported as such, not raised: the same retries.
+processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
 
 
 @logger.inject_lambda_context(clear_state=True)
@@ -33,23 +35,27 @@ processor = BatchProcessor(event_type=EventType.SQS)
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     start = time.perf_counter()
     records = event.get("Records", [])
-    batch = SERVICE.prepare({r["messageId"]: r["body"] for r in records})
+    batch = SERVICE.prepare(
+        {r["messageId"]: r["body"] for r in records},
+        {r["messageId"]: attribute_request_id(r) for r in records},
+    )
     done: list[Result] = []
 
     def finish(record: SQSRecord) -> None:
-        # Powertools wraps attributes on [] (None when absent); .get() would give the raw dict.
-        attr = record.message_attributes["request_id"]
-        logger.append_keys(request_id=attr.string_value if attr else None)
+        logger.append_keys(request_id=batch.request_id(record.message_id))
         try:
-            done.append(batch.finish(record.message_id))
+            result = batch.finish(record.message_id)
         except Exception as exc:
             logger.warning("record failed", extra={"error": type(exc).__name__, "detail": str(exc)})
             raise
+        if result is not None:  # None: a duplicate of a request already answered
+            done.append(result)
 
     response = process_partial_response(
         event=event, record_handler=finish, processor=processor, context=context
     )
     logger.remove_keys(["request_id"])
     failed = len(response.get("batchItemFailures", []))
-    record_results(done, failed, round((time.perf_counter() - start) * 1000, 3))
+    elapsed_ms = round((time.perf_counter() - start) * 1000, 3)
+    record_results(done, failed, elapsed_ms, duplicates=batch.duplicates)
     return response

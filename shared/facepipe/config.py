@@ -11,10 +11,12 @@ import os
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from facepipe.embedding import DEFAULT_MATCH_THRESHOLDS
 from facepipe.errors import ConfigError
+from facepipe.frames import ACCEPTED_FORMATS, SUPPORTED_FORMATS
+from facepipe.messages import MAX_FILENAME
 
 ENV_PREFIX = "FACEPIPE_"
 
@@ -47,7 +49,10 @@ class Settings(BaseModel):
     threads: int = Field(0, ge=0, description="Torch intra-op threads; 0 keeps torch's default.")
     # --- detection ----------------------------------------------------------------------------
     image_size: int = Field(
-        160, ge=32, le=1024, description="Side of each facenet face crop in pixels (dlib: 150)."
+        160,
+        ge=75,  # InceptionResnetV1 cannot embed anything smaller
+        le=1024,
+        description="Side of each facenet face crop in pixels (dlib: 150).",
     )
     margin: int = Field(
         0, ge=0, le=200, description="Facenet crop margin in pixels, as facenet-pytorch."
@@ -105,6 +110,22 @@ class Settings(BaseModel):
     max_pixels: int = Field(
         40_000_000, ge=1, description="Most decoded pixels per frame, checked before decoding."
     )
+    max_body_bytes: int = Field(
+        6_291_456,
+        ge=1024,
+        description="Most bytes of one HTTP request body (the Function URL's own limit is 6 MB).",
+    )
+    max_filename: int = Field(
+        MAX_FILENAME, ge=1, le=MAX_FILENAME, description="Most characters of a frame's filename."
+    )
+    formats: str = Field(
+        ",".join(sorted(ACCEPTED_FORMATS)),
+        description=(
+            "Image formats detection accepts, comma-separated, from "
+            + ", ".join(sorted(SUPPORTED_FORMATS))
+            + "; animated and multi-page files are refused whatever the format."
+        ),
+    )
     max_message_bytes: int = Field(
         262_144,
         ge=1024,
@@ -116,6 +137,13 @@ class Settings(BaseModel):
     response_queue_url: str = Field("", description="SQS queue results are posted to.")
     bucket: str = Field("", description="S3 bucket for claim-check payloads and the gallery.")
     payload_prefix: str = Field("payloads/", description="Key prefix of claim-check payloads.")
+    ledger_table: str = Field(
+        "",
+        description=(
+            "DynamoDB table of the request_ids whose final result is out, so a duplicate "
+            "message gets no second result; empty: an in-memory ledger per process."
+        ),
+    )
     endpoint_url: str = Field(
         "", description="AWS endpoint override (the local stack's emulator); empty for AWS."
     )
@@ -149,6 +177,24 @@ class Settings(BaseModel):
         0, ge=0, le=65535, description="Local stack: Function URL port on 127.0.0.1 (0: any free)."
     )
 
+    @field_validator("formats")
+    @classmethod
+    def _known_formats(cls, value: str) -> str:
+        names = [f.strip().upper() for f in value.split(",") if f.strip()]
+        names = ["JPEG" if n == "JPG" else "TIFF" if n == "TIF" else n for n in names]
+        unknown = sorted(set(names) - SUPPORTED_FORMATS)
+        if unknown or not names:
+            raise ValueError(
+                f"unsupported image format(s) {', '.join(unknown) or '(none)'}; choose from "
+                + ", ".join(sorted(SUPPORTED_FORMATS))
+            )
+        return ",".join(sorted(set(names)))
+
+    @property
+    def accepted_formats(self) -> frozenset[str]:
+        """``formats`` as Pillow format names."""
+        return frozenset(self.formats.split(","))
+
     @property
     def effective_match_threshold(self) -> float:
         """``match_threshold``, or the embedder's default when it is not set."""
@@ -174,10 +220,16 @@ class Settings(BaseModel):
             return cls.model_validate(values)
         except ValidationError as exc:
             problems = "; ".join(
-                f"{env_name(str(e['loc'][0])) if e['loc'] else '?'}: {e['msg']}"
-                for e in exc.errors()
+                f"{_setting_names(e['loc'])}: {e['msg']}" for e in exc.errors(include_url=False)
             )
             raise ConfigError(f"invalid configuration: {problems}") from exc
+
+
+def _setting_names(loc: tuple[int | str, ...]) -> str:
+    """``FACEPIPE_MAX_FRAMES (--max-frames)``: where a bad value may have come from."""
+    if not loc:
+        return "?"
+    return f"{env_name(str(loc[0]))} ({flag_name(str(loc[0]))})"
 
 
 def env_name(field: str) -> str:

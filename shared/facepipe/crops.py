@@ -5,12 +5,24 @@ from __future__ import annotations
 
 import base64
 import io
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
 from PIL import Image
 
 from facepipe.errors import InvalidMessage
+
+# Crop sides an embedder can take: InceptionResnetV1 needs at least 75 pixels a side (smaller
+# inputs shrink to nothing in its stem) and FACEPIPE_IMAGE_SIZE stops at 1024; dlib takes
+# exactly its 150×150 chip. Checked from the PNG header, before decoding.
+FACENET_CROP_SIDES = (75, 1024)
+DLIB_CROP_SIDES = (150, 150)
+
+
+def crop_sides(embedder: str) -> tuple[int, int]:
+    """(smallest, largest) side of a crop ``embedder`` takes."""
+    return DLIB_CROP_SIDES if embedder == "dlib" else FACENET_CROP_SIDES
 
 
 def encode_png(crop: np.ndarray) -> bytes:
@@ -22,11 +34,24 @@ def encode_png(crop: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def decode_png(data: bytes) -> np.ndarray:
-    """PNG bytes → uint8 HxWx3 array."""
+def decode_png(data: bytes, sides: tuple[int, int] | None = None) -> np.ndarray:
+    """PNG bytes → uint8 HxWx3 array; with ``sides`` (smallest, largest), a crop whose header
+    says it is smaller or larger is refused before decoding."""
     try:
-        with Image.open(io.BytesIO(data), formats=["PNG"]) as img:
-            return np.asarray(img.convert("RGB"), dtype=np.uint8).copy()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # DecompressionBombWarning: the sides decide
+            with Image.open(io.BytesIO(data), formats=["PNG"]) as img:
+                if sides is not None:
+                    low, high = sides
+                    width, height = img.size
+                    if not (low <= width <= high and low <= height <= high):
+                        within = f"{low}x{low}" if low == high else f"{low} to {high} pixels a side"
+                        raise InvalidMessage(
+                            f"face crop is {width}x{height} pixels; this embedder takes {within}"
+                        )
+                return np.asarray(img.convert("RGB"), dtype=np.uint8).copy()
+    except InvalidMessage:
+        raise
     except Exception as exc:  # PIL raises many types for bad bytes
         raise InvalidMessage(f"face crop is not a valid PNG ({exc})") from exc
 
@@ -35,12 +60,12 @@ def crop_to_b64(crop: np.ndarray) -> str:
     return base64.b64encode(encode_png(crop)).decode("ascii")
 
 
-def crop_from_b64(text: str) -> np.ndarray:
+def crop_from_b64(text: str, sides: tuple[int, int] | None = None) -> np.ndarray:
     try:
         data = base64.b64decode(text, validate=True)
     except ValueError as exc:
         raise InvalidMessage(f"face crop is not valid base64 ({exc})") from exc
-    return decode_png(data)
+    return decode_png(data, sides)
 
 
 def standardize(crops: Sequence[np.ndarray]) -> np.ndarray:

@@ -102,6 +102,7 @@ class FaceDetector:
         self.image_size = image_size
         self.margin = margin
         self.min_probability = min_probability
+        self.min_face_size = min_face_size
         self.cropper: FaceCropper = cropper or FacenetCropper(image_size, margin)
         self.device = resolve_device(device)
         self.mtcnn = MTCNN(
@@ -115,7 +116,10 @@ class FaceDetector:
 
     def detect(self, image: Image.Image) -> list[DetectedFace]:
         """All faces of an RGB image, largest first (MTCNN's order), above ``min_probability``,
-        each with the crop of :attr:`cropper`."""
+        each with the crop of :attr:`cropper`. An image whose short side is under
+        ``min_face_size`` holds no face MTCNN can find (it would fail on it: no pyramid scale)."""
+        if min(image.size) * (12.0 / self.min_face_size) < 12:  # MTCNN's own first-scale test
+            return []
         boxes, probs, points = self.mtcnn.detect(image, landmarks=True)
         if boxes is None:
             return []

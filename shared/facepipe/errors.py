@@ -39,10 +39,29 @@ class PayloadTooLarge(InvalidRequest):
 
 
 class InvalidMessage(FacepipeError):
-    """A queue message that does not follow the task schema."""
+    """A queue message that does not follow the task schema.
+
+    ``permanent`` ones can never succeed: recognition answers them with an ``error`` result
+    (when the message's request_id can be read) instead of failing the record into retries.
+    """
 
     code = "invalid_message"
     status = 422
+    permanent = True
+
+
+class PayloadMissing(InvalidMessage):
+    """The claim-check object a task names is gone (expired, or never written)."""
+
+    code = "payload_missing"
+
+
+class EmbedderMismatch(InvalidMessage):
+    """A task cut for another embedder: a deployment mismatch, not a bad message, so the record
+    fails (and is retried, then dead-lettered) until both functions agree."""
+
+    code = "embedder_mismatch"
+    permanent = False
 
 
 class ConfigError(FacepipeError):

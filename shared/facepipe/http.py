@@ -3,10 +3,59 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
+from collections.abc import Mapping
 from typing import Any
 
-from facepipe.errors import FacepipeError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from facepipe.errors import FacepipeError, InvalidRequest
+
+
+class _Http(BaseModel):
+    method: str
+
+
+class _RequestContext(BaseModel):
+    http: _Http
+
+
+class FunctionUrlEvent(BaseModel):
+    """The parts of a Function URL event (payload format 2.0) detection reads."""
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+    body: str | None = None
+    is_base64_encoded: bool = Field(False, alias="isBase64Encoded")
+    request_context: _RequestContext = Field(alias="requestContext")
+
+
+def request_body(event: Mapping[str, Any]) -> bytes:
+    """The body of a Function URL POST, as the bytes the client sent (Lambda base64-encodes
+    binary bodies). Raises :class:`InvalidRequest`: 405 for another method, 400 for no body."""
+    try:
+        parsed = FunctionUrlEvent.model_validate(event)
+    except ValidationError as exc:
+        raise InvalidRequest(
+            "the event is not a Function URL request (payload format 2.0); invoke the function "
+            "through its Function URL"
+        ) from exc
+    if parsed.request_context.http.method.upper() != "POST":
+        raise InvalidRequest(
+            'only POST is supported: POST a JSON frame or {"frames": [...]}',
+            code="method_not_allowed",
+            status=405,
+        )
+    if not parsed.body:
+        raise InvalidRequest('the body is empty; POST a JSON frame or {"frames": [...]}')
+    if not parsed.is_base64_encoded:
+        return parsed.body.encode("utf-8", "surrogatepass")
+    try:
+        return base64.b64decode(parsed.body, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise InvalidRequest("the event body is flagged base64 but is not base64") from exc
 
 
 def json_response(status: int, body: Any) -> dict[str, Any]:

@@ -9,6 +9,7 @@ import re
 import uuid
 from typing import Annotated, Any, Literal
 
+import pydantic_core
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from facepipe.errors import InvalidMessage, InvalidRequest
@@ -16,7 +17,11 @@ from facepipe.errors import InvalidMessage, InvalidRequest
 # request_ids become S3 key parts and log fields: keep them to a safe alphabet.
 REQUEST_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:#@=+-]{0,127}$"
 _REQUEST_ID_RE = re.compile(REQUEST_ID_PATTERN)
-MAX_FILENAME = 255
+MAX_FILENAME = 255  # the default of FACEPIPE_MAX_FILENAME; no filename is ever longer
+# Characters no filename may hold: C0/C1 controls and the two BMP non-characters, which SQS
+# refuses in a message body (it allows #x9 #xA #xD #x20-#xD7FF #xE000-#xFFFD #x10000-#x10FFFF).
+_FILENAME_BAD_RE = re.compile("[\x00-\x1f\x7f-\x9f\ufffe\uffff]")
+MAX_VALIDATION_ERRORS = 5  # fields named in one error message; the rest are counted
 
 
 def new_request_id() -> str:
@@ -24,7 +29,7 @@ def new_request_id() -> str:
 
 
 def check_request_id(value: str) -> str:
-    if not _REQUEST_ID_RE.match(value):
+    if not _REQUEST_ID_RE.fullmatch(value):
         raise ValueError(
             "request_id must be 1-128 characters of letters, digits and ._:#@=+- "
             "starting with a letter or digit"
@@ -33,11 +38,21 @@ def check_request_id(value: str) -> str:
 
 
 RequestId = Annotated[str, AfterValidator(check_request_id)]
+
+
+def check_printable(value: str) -> str:
+    if _FILENAME_BAD_RE.search(value):
+        raise ValueError("must not contain control characters")
+    return value
+
+
+Filename = Annotated[str, Field(max_length=MAX_FILENAME), AfterValidator(check_printable)]
+TimingName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_]{1,32}$")]
 _ALBUM_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
 def check_album(value: str) -> str:
-    if not _ALBUM_RE.match(value):
+    if not _ALBUM_RE.fullmatch(value):
         raise ValueError("album name must be 1-64 letters, digits and ._- starting with one")
     return value
 
@@ -59,7 +74,7 @@ class FrameIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     request_id: RequestId = Field(default_factory=new_request_id)
-    filename: str = Field("", max_length=MAX_FILENAME)
+    filename: Filename = ""
     content: str = Field(min_length=1)
     album: AlbumRequest | None = None
 
@@ -72,7 +87,9 @@ class DetectRequest(BaseModel):
     frames: list[FrameIn] = Field(min_length=1)
 
     @classmethod
-    def parse(cls, body: Any, *, max_frames: int) -> DetectRequest:
+    def parse(
+        cls, body: Any, *, max_frames: int, max_filename: int = MAX_FILENAME
+    ) -> DetectRequest:
         if not isinstance(body, dict):
             raise InvalidRequest(
                 'the body must be a JSON object: {"request_id", "filename", "content"} '
@@ -94,62 +111,131 @@ class DetectRequest(BaseModel):
         ids = [f.request_id for f in request.frames]
         if len(set(ids)) != len(ids):
             raise InvalidRequest("request_id values must be unique within one request")
+        for index, frame in enumerate(request.frames):
+            if len(frame.filename) > max_filename:
+                where = f"frames.{index}.filename" if "frames" in body else "filename"
+                raise InvalidRequest(
+                    f"{where}: {len(frame.filename)} characters, over the limit of "
+                    f"{max_filename} (FACEPIPE_MAX_FILENAME): send a shorter name"
+                )
         return request
 
 
+_PLAIN_NAME_RE = re.compile(r"[A-Za-z0-9_\[\]-]{1,40}")
+
+
+def _field_name(part: int | str) -> str:
+    """A location part of a validation error: an unknown field's name comes from the input, so
+    it is shown escaped and short (no control characters reach logs, queues or answers)."""
+    if isinstance(part, int) or _PLAIN_NAME_RE.fullmatch(part):
+        return str(part)
+    shown = ascii(part)
+    return shown if len(shown) <= 40 else shown[:36] + "...'"
+
+
 def describe_validation(exc: ValidationError) -> str:
-    """pydantic errors → one readable line naming each bad field (never echoes the values)."""
+    """pydantic errors → one readable line naming each bad field (never echoes the values);
+    at most :data:`MAX_VALIDATION_ERRORS` are spelled out, so the line stays short."""
+    errors = exc.errors(include_input=False, include_url=False)
     parts = []
-    for err in exc.errors(include_input=False, include_url=False):
-        loc = ".".join(str(p) for p in err["loc"]) or "body"
-        parts.append(f"{loc}: {err['msg']}")
+    for err in errors[:MAX_VALIDATION_ERRORS]:
+        loc = ".".join(_field_name(p) for p in err["loc"]) or "body"
+        parts.append(f"{loc[:100]}: {err['msg'][:200]}")
+    if len(errors) > MAX_VALIDATION_ERRORS:
+        parts.append(f"and {len(errors) - MAX_VALIDATION_ERRORS} more errors")
     return "; ".join(parts)
 
 
 # --- queue task (detection → recognition) ---------------------------------------------------
+Point = Annotated[list[float], Field(min_length=2, max_length=2)]
+
+
 class FaceCrop(BaseModel):
+    model_config = ConfigDict(allow_inf_nan=False)
+
     box: list[float] = Field(min_length=4, max_length=4)
-    probability: float
-    landmarks: list[list[float]] = Field(default_factory=list)
-    crop_png: str = Field(description="base64 PNG of the uint8 RGB crop")
+    probability: float = Field(ge=0.0, le=1.0)
+    landmarks: list[Point] = Field(default_factory=list, max_length=100)
+    crop_png: str = Field(min_length=1, description="base64 PNG of the uint8 RGB crop")
 
 
 class FaceTask(BaseModel):
     """One frame's faces on the request queue. When the message would be too large the faces go
     to S3 (claim check) and ``payload_key`` names the object holding ``faces``."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     version: Literal[1] = 1
     request_id: RequestId
-    filename: str = ""
-    width: int
-    height: int
-    detector: str = "mtcnn"
+    filename: Filename = ""
+    width: int = Field(ge=1, le=1_000_000)
+    height: int = Field(ge=1, le=1_000_000)
+    detector: str = Field(default="mtcnn", max_length=64)
     embedder: str = Field(
         "vggface2",
+        max_length=64,
         description="the embedder the crops were cut for (FACEPIPE_EMBEDDER of detection); "
         "tasks from before it was recorded carry facenet crops",
     )
     faces: list[FaceCrop] = Field(default_factory=list)
-    payload_key: str | None = None
+    payload_key: Annotated[str, AfterValidator(check_printable)] | None = Field(
+        default=None, min_length=1, max_length=1024
+    )
     album: AlbumRequest | None = None
-    timings_ms: dict[str, float] = Field(default_factory=dict)
+    timings_ms: dict[TimingName, float] = Field(default_factory=dict, max_length=32)
     sent_at: float = Field(description="epoch seconds when detection sent the task")
 
     @classmethod
-    def parse_json(cls, text: str) -> FaceTask:
+    def parse_json(cls, text: str | bytes) -> FaceTask:
         try:
             return cls.model_validate_json(text)
         except ValidationError as exc:
-            raise InvalidMessage(describe_validation(exc)) from exc
+            raise InvalidMessage(
+                f"the queue message is not a valid face task: {describe_validation(exc)}; "
+                "tasks are written by the detection function"
+            ) from exc
 
 
 class FacePayload(BaseModel):
     """The S3 object of a claim-checked task."""
 
-    request_id: str
+    model_config = ConfigDict(extra="forbid")
+
+    request_id: RequestId
     faces: list[FaceCrop]
+
+    @classmethod
+    def parse_json(cls, data: str | bytes, key: str) -> FacePayload:
+        try:
+            return cls.model_validate_json(data)
+        except ValidationError as exc:
+            raise InvalidMessage(
+                f"claim-check payload {key} is not valid: {describe_validation(exc)}"
+            ) from exc
+
+
+def readable_request_id(body: str | bytes, attribute: object = None) -> str | None:
+    """The request_id of a queue message that may be malformed, so that its ``error`` result
+    can still reach the client: the ``request_id`` message attribute, else the body's
+    ``request_id`` field (the rest of the body may be invalid, or even cut short). Only a value
+    that is a valid request_id counts; ``None`` when there is none.
+
+    >>> readable_request_id('{"request_id": "r1", "width": "wide"}')
+    'r1'
+    >>> readable_request_id("not json", "r2"), readable_request_id("not json")
+    ('r2', None)
+    """
+    candidates: list[object] = [attribute]
+    try:
+        data = pydantic_core.from_json(body, allow_partial=True)
+    except ValueError:
+        data = None
+    if isinstance(data, dict):
+        candidates.append(data.get("request_id"))
+    for value in candidates:
+        if isinstance(value, str) and _REQUEST_ID_RE.fullmatch(value):
+            return value
+    return None
 
 
 # --- result (recognition → response queue) ----------------------------------------------------

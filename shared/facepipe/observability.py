@@ -44,14 +44,18 @@ def record_detection(report: DetectionReport, elapsed_ms: float) -> None:
     )
 
 
-def record_results(results: Sequence[Result], failed: int, elapsed_ms: float) -> None:
-    """Metrics and one log line for a recognition batch."""
+def record_results(
+    results: Sequence[Result], failed: int, elapsed_ms: float, *, duplicates: int = 0
+) -> None:
+    """Metrics and one log line for a recognition batch (``duplicates``: records whose request
+    already had its result, so nothing was posted)."""
     faces = [f for r in results for f in r.faces]
     metrics.add_metric(name="FramesRecognized", unit=MetricUnit.Count, value=len(results))
     metrics.add_metric(name="FacesRecognized", unit=MetricUnit.Count, value=len(faces))
     unknown = sum(1 for f in faces if f.name == "unknown")
     metrics.add_metric(name="UnknownFaces", unit=MetricUnit.Count, value=unknown)
     metrics.add_metric(name="RecordsFailed", unit=MetricUnit.Count, value=failed)
+    metrics.add_metric(name="DuplicatesSkipped", unit=MetricUnit.Count, value=duplicates)
     metrics.add_metric(name="RecognitionLatency", unit=MetricUnit.Milliseconds, value=elapsed_ms)
     for result in results:
         wait = result.timings_ms.get("queue_wait")
@@ -63,6 +67,7 @@ def record_results(results: Sequence[Result], failed: int, elapsed_ms: float) ->
             "request_ids": [r.request_id for r in results],
             "faces": len(faces),
             "failed": failed,
+            "duplicates": duplicates,
             "elapsed_ms": elapsed_ms,
         },
     )

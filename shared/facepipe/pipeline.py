@@ -50,7 +50,9 @@ class LocalPipeline:
         request_id = request_id or new_request_id()
         start = time.perf_counter()
         try:
-            image = decode_image(data, max_pixels=self.settings.max_pixels)
+            image = decode_image(
+                data, max_pixels=self.settings.max_pixels, formats=self.settings.accepted_formats
+            )
         except FacepipeError as exc:
             return Result(
                 request_id=request_id,

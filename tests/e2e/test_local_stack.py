@@ -134,9 +134,11 @@ def test_body_over_6_mb_is_a_413_from_the_url(local: LocalStack) -> None:
 def test_poisoned_message_goes_to_the_dlq_and_the_good_ones_still_finish(
     local: LocalStack,
 ) -> None:
-    """Lambda's ESM semantics with ReportBatchItemFailures: the poisoned record is reported,
-    never deleted, received maxReceiveCount times and then moved to the DLQ by SQS; the good
-    records of its batches are deleted and get their results."""
+    """Lambda's ESM semantics with ReportBatchItemFailures: a poisoned record nobody can be
+    answered for (no request_id anywhere) is reported, never deleted, received maxReceiveCount
+    times and then moved to the DLQ by SQS; the good records of its batches are deleted and get
+    their results. A malformed record whose request_id can be read gets an ``error`` result
+    instead, once, and is deleted."""
     info = local.info()
     sqs = local.aws.sqs
     queue = info["request_queue_url"]
@@ -145,7 +147,7 @@ def test_poisoned_message_goes_to_the_dlq_and_the_good_ones_still_finish(
     template_timeout = local.aws.template["Resources"]["RequestQueue"]["Properties"][
         "VisibilityTimeout"
     ]
-    poison_rid, good = new_id("poison"), [new_id("good"), new_id("good")]
+    answered_rid, good = new_id("malformed"), [new_id("good"), new_id("good")]
     # As an operator could: a short visibility timeout (still above the 1 s batching window),
     # so failures come back in seconds.
     sqs.set_queue_attributes(QueueUrl=queue, Attributes={"VisibilityTimeout": "2"})
@@ -155,18 +157,27 @@ def test_poisoned_message_goes_to_the_dlq_and_the_good_ones_still_finish(
         poison_id = sqs.send_message(
             QueueUrl=queue,
             MessageBody="not json",
-            MessageAttributes={"request_id": {"DataType": "String", "StringValue": poison_rid}},
+            MessageAttributes={"origin": {"DataType": "String", "StringValue": "e2e"}},
         )["MessageId"]
+        sqs.send_message(
+            QueueUrl=queue,
+            MessageBody="not json either",
+            MessageAttributes={"request_id": {"DataType": "String", "StringValue": answered_rid}},
+        )
         status, _ = post_json(
             info["function_url"], {"frames": [frame("astronaut.jpg", rid) for rid in good]}
         )
         assert status == 202
 
-        got, extra = collect(sqs, info["response_queue_url"], good)
+        got, extra = collect(sqs, info["response_queue_url"], [*good, answered_rid])
         assert {rid: [r.status for r in rs] for rid, rs in got.items()} == {
             good[0]: ["ok"],
             good[1]: ["ok"],
+            answered_rid: ["error"],
         }
+        error = got[answered_rid][0].error
+        assert error is not None
+        assert error.code == "invalid_message"
         dead: list[dict[str, Any]] = []
         deadline = time.monotonic() + 60
         while not dead and time.monotonic() < deadline:
@@ -176,16 +187,15 @@ def test_poisoned_message_goes_to_the_dlq_and_the_good_ones_still_finish(
             QueueUrl=queue, Attributes={"VisibilityTimeout": str(template_timeout)}
         )
 
-    assert extra == []  # no result for the poisoned request
+    assert extra == []  # no result for the poisoned record, one for the malformed one
     assert [(m["MessageId"], m["Body"]) for m in dead] == [(poison_id, "not json")]
-    assert dead[0]["MessageAttributes"]["request_id"]["StringValue"] == poison_rid
+    assert dead[0]["MessageAttributes"]["origin"]["StringValue"] == "e2e"
     seen = [o for o in source.outcomes if poison_id in o.message_ids]
     assert [o.receive_counts[poison_id] for o in seen] == list(range(1, max_receive + 1))
     for outcome in seen:
         assert poison_id in outcome.failed
         assert poison_id not in outcome.deleted
-        if len(outcome.message_ids) > 1:  # alone, every record failed: Powertools raises
-            assert outcome.error is None  # with others, a reported item failure
+        assert outcome.error is None  # a reported item failure, even alone in its batch
     good_outcomes = [o for o in source.outcomes if set(o.deleted) - {poison_id}]
     assert good_outcomes, "the good records were deleted"
     assert queue_counts(sqs, queue) == (0, 0)

@@ -195,6 +195,11 @@ def test_many_faces_go_through_s3_claim_check(
     assert (got.status, len(got.faces)) == ("ok", 9)
     listed = aws.s3.list_objects_v2(Bucket=bucket, Prefix="payloads/t-crowd/")
     assert listed.get("KeyCount", 0) == 0
+    # The same message again (SQS delivers at least once): its payload is gone, but the ledger
+    # knows the request has its result, so the record is done with nothing posted.
+    assert recognize(recognition, queued) == {"batchItemFailures": []}
+    assert results(aws) == {}
+    assert aws.drain(aws.outputs["DeadLetterQueueUrl"], wait_seconds=0) == []
 
 
 @pytest.mark.parametrize(
@@ -289,30 +294,101 @@ def test_batch_of_real_tasks_gets_one_result_each(
         assert r.faces[0].box[0] > 150
 
 
-def test_poisoned_record_fails_only_itself(
+def test_malformed_records_get_an_error_result_or_fail_alone(
     aws: LocalAws, detection: ModuleType, recognition: ModuleType
 ) -> None:
+    """A malformed message whose request_id can be read (its message attribute, or the body's
+    field, even in a body cut short) gets a final ``error`` result and counts as done; one whose
+    request_id cannot be read fails alone, so SQS redrives it to the DLQ."""
     post(detection, {"request_id": "p-good", "content": b64(SAMPLES / "astronaut.jpg")})
     good = tasks(aws)
-    poison = [
-        {"Body": "not json", "MessageId": "poison-1"},
-        {
-            "Body": json.dumps(
-                {
-                    "request_id": "p-bad",
-                    "width": 1,
-                    "height": 1,
-                    "sent_at": 0,
-                    "faces": [{"box": [0, 0, 1, 1], "probability": 1, "crop_png": "bm90IGEgcG5n"}],
-                }
-            ),
-            "MessageId": "poison-2",
-        },
+    bad_crop = {
+        "request_id": "p-bad",
+        "width": 1,
+        "height": 1,
+        "sent_at": 0,
+        "faces": [{"box": [0, 0, 1, 1], "probability": 1, "crop_png": "bm90IGEgcG5n"}],
+    }
+    records = [
+        ("poison-1", "not json", None),  # nothing names its request: fails, goes to the DLQ
+        ("good", good[0]["Body"], "p-good"),
+        ("poison-2", json.dumps(bad_crop), None),  # request_id from the body
+        ("poison-3", "not json either", "p-attr"),  # request_id from the message attribute
+        ("poison-4", '{"request_id": "p-cut", "width": 1', None),  # a body cut short
+        ("poison-5", '{"request_id": "bad id", "width": 1}', None),  # not a valid request_id
     ]
-    response = recognize(recognition, [poison[0], *good, poison[1]])
+    event = sqs_event(
+        [body for _, body, _ in records],
+        message_ids=[mid for mid, _, _ in records],
+        request_ids=[rid for _, _, rid in records],
+    )
+    response = recognition.handler(event, FakeContext())
     failed = sorted(f["itemIdentifier"] for f in response["batchItemFailures"])
-    assert failed == ["poison-1", "poison-2"]
-    assert list(results(aws)) == ["p-good"]
+    assert failed == ["poison-1", "poison-5"]
+    got = results(aws)
+    assert sorted(got) == ["p-attr", "p-bad", "p-cut", "p-good"]
+    assert got["p-good"].status == "ok"
+    for rid in ("p-attr", "p-bad", "p-cut"):
+        assert got[rid].status == "error"
+        assert got[rid].error is not None
+        assert got[rid].error.code == "invalid_message"
+    assert got["p-bad"].error is not None
+    assert "face crop is not a valid PNG" in got["p-bad"].error.message
+    assert got["p-cut"].error is not None
+    assert "not a valid face task" in got["p-cut"].error.message
+
+
+def test_a_batch_of_only_unreadable_records_is_reported_not_raised(
+    recognition: ModuleType,
+) -> None:
+    event = sqs_event(["not json", "{}"], message_ids=["u-1", "u-2"])
+    response = recognition.handler(event, FakeContext())
+    assert sorted(f["itemIdentifier"] for f in response["batchItemFailures"]) == ["u-1", "u-2"]
+
+
+def test_missing_claim_check_is_an_error_result_but_a_failing_s3_is_retried(
+    aws: LocalAws, recognition: ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def task(rid: str) -> str:
+        key = f"payloads/{rid}/gone.json"
+        return json.dumps(
+            {"request_id": rid, "width": 9, "height": 9, "sent_at": 0, "payload_key": key}
+        )
+
+    gone = sqs_event([task("cc-gone")], message_ids=["cc-1"])
+    assert recognition.handler(gone, FakeContext()) == {"batchItemFailures": []}
+    result = results(aws)["cc-gone"]
+    assert (result.status, result.error and result.error.code) == ("error", "payload_missing")
+    # S3 answering with anything but "no such key" is transient: the record fails, to be retried.
+    monkeypatch.setattr(recognition.SERVICE.payloads, "bucket", "no-such-bucket")
+    broken = sqs_event([task("cc-retry")], message_ids=["cc-2"])
+    response = recognition.handler(broken, FakeContext())
+    assert response == {"batchItemFailures": [{"itemIdentifier": "cc-2"}]}
+    assert results(aws) == {}
+
+
+def test_a_payload_key_outside_the_requests_prefix_is_refused(
+    aws: LocalAws, recognition: ModuleType
+) -> None:
+    bucket = aws.outputs["BucketName"]
+    aws.s3.put_object(Bucket=bucket, Key="payloads/other/x.json", Body=b"{}")
+    body = json.dumps(
+        {
+            "request_id": "pk-1",
+            "width": 9,
+            "height": 9,
+            "sent_at": 0,
+            "payload_key": "payloads/other/x.json",
+        }
+    )
+    response = recognition.handler(sqs_event([body], message_ids=["pk"]), FakeContext())
+    assert response == {"batchItemFailures": []}
+    result = results(aws)["pk-1"]
+    assert result.error is not None
+    assert "payloads/pk-1/" in result.error.message
+    # Not read, so not deleted either: the object belongs to someone else.
+    aws.s3.head_object(Bucket=bucket, Key="payloads/other/x.json")
+    aws.s3.delete_object(Bucket=bucket, Key="payloads/other/x.json")
 
 
 def test_gallery_from_s3_names_the_person(aws: LocalAws, detection: ModuleType) -> None:
@@ -339,8 +415,12 @@ def test_gallery_from_s3_names_the_person(aws: LocalAws, detection: ModuleType) 
     strangers = Gallery(["x", "y"], rng.normal(size=(2, 512)))
     aws.s3.put_object(Bucket=bucket, Key="gallery/gallery.pt", Body=strangers.to_pt_bytes())
     unnamed = load_handler(aws, "RecognitionFunction")
-    assert recognize(unnamed, queued) == {"batchItemFailures": []}
-    assert results(aws)["g-1"].result == ["unknown"]
+    # Another request with the same face: g-1 has its one result already (the ledger).
+    again = json.loads(queued[0]["Body"]) | {"request_id": "g-2"}
+    assert recognize(unnamed, [{"Body": json.dumps(again), "MessageId": "m-g-2"}]) == {
+        "batchItemFailures": []
+    }
+    assert results(aws)["g-2"].result == ["unknown"]
     aws.s3.delete_object(Bucket=bucket, Key="gallery/gallery.pt")
 
 

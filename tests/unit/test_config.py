@@ -75,3 +75,16 @@ def test_markdown_table_and_readme_list_every_setting() -> None:
     for name in Settings.model_fields:
         assert f"`{env_name(name)}`" in table
         assert f"`{env_name(name)}`" in readme, f"README does not document {env_name(name)}"
+
+
+def test_accepted_formats_are_a_setting() -> None:
+    assert Settings.from_env({}).accepted_formats == {"JPEG", "PNG", "WEBP"}
+    s = Settings.from_env({"FACEPIPE_FORMATS": " jpg, png ,TIF"})
+    assert (s.formats, s.accepted_formats) == ("JPEG,PNG,TIFF", {"JPEG", "PNG", "TIFF"})
+    with pytest.raises(ConfigError, match=r"FACEPIPE_FORMATS \(--formats\).*SVG"):
+        Settings.from_env({"FACEPIPE_FORMATS": "jpeg,svg"})
+
+
+def test_an_image_size_the_embedder_cannot_take_is_refused() -> None:
+    with pytest.raises(ConfigError, match="FACEPIPE_IMAGE_SIZE"):
+        Settings.from_env({"FACEPIPE_IMAGE_SIZE": "64"})  # InceptionResnetV1 needs 75

@@ -8,7 +8,14 @@ import torch
 from facenet_pytorch import fixed_image_standardization
 from torchvision.transforms import functional as tvf
 
-from facepipe.crops import crop_from_b64, crop_to_b64, decode_png, encode_png, standardize
+from facepipe.crops import (
+    crop_from_b64,
+    crop_sides,
+    crop_to_b64,
+    decode_png,
+    encode_png,
+    standardize,
+)
 from facepipe.errors import InvalidMessage
 
 
@@ -39,3 +46,12 @@ def test_standardize_matches_facenet_post_process() -> None:
     theirs = torch.stack([fixed_image_standardization(tvf.to_tensor(np.float32(c))) for c in crops])
     assert ours.shape == (3, 3, 160, 160)
     assert torch.equal(ours, theirs)
+
+
+def test_crop_sides_are_checked_from_the_header_before_decoding() -> None:
+    crop = np.zeros((74, 74, 3), dtype=np.uint8)
+    with pytest.raises(InvalidMessage, match="74x74 pixels; this embedder takes 75 to 1024"):
+        decode_png(encode_png(crop), crop_sides("vggface2"))
+    with pytest.raises(InvalidMessage, match="takes 150x150"):
+        decode_png(encode_png(np.zeros((160, 160, 3), dtype=np.uint8)), crop_sides("dlib"))
+    assert decode_png(encode_png(crop)).shape == (74, 74, 3)  # no sides: anything

@@ -125,3 +125,30 @@ def test_pixel_limit_is_configurable() -> None:
     with pytest.raises(PayloadTooLarge, match="FACEPIPE_MAX_PIXELS"):
         decode_image(data, max_pixels=64 * 32 - 1)
     assert decode_image(data, max_pixels=64 * 32).size == (64, 32)
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ("aGk-aGk_", "URL-safe alphabet"),
+        ("aGk", "not a multiple of 4"),
+        ("aGk=aGk=", "may only end the text"),
+        ("aGk=====", "at most twice"),
+        ("aG*k", "character 2"),
+        ("data:image/png,aGk=", ";base64,"),
+    ],
+)
+def test_base64_errors_say_what_is_wrong(text: str, words: str) -> None:
+    with pytest.raises(InvalidRequest, match=words):
+        decode_base64(text)
+
+
+def test_tiff_and_gif_only_when_asked_for_and_never_multi_frame() -> None:
+    tiff = _encode(_gradient(), "TIFF")
+    with pytest.raises(InvalidImage, match=r"accepted format \(JPEG, PNG, WebP\)"):
+        decode_image(tiff, max_pixels=10_000)
+    assert decode_image(tiff, max_pixels=10_000, formats={"TIFF"}).size == (64, 32)
+    buf = io.BytesIO()
+    _gradient().save(buf, format="GIF", save_all=True, append_images=[_gradient().rotate(180)])
+    with pytest.raises(InvalidImage, match="animated or multi-page"):
+        decode_image(buf.getvalue(), max_pixels=10_000, formats={"GIF"})

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from facepipe.errors import InvalidMessage, InvalidRequest
-from facepipe.messages import DetectRequest, FaceTask, Result
+from facepipe.messages import DetectRequest, FaceTask, Result, readable_request_id
 
 
 def test_single_frame_body_and_generated_request_id() -> None:
@@ -83,3 +83,71 @@ def test_result_json_has_required_fields_and_omits_nulls() -> None:
     assert data["faces"] == []
     assert data["result"] == []
     assert "error" not in data
+
+
+@pytest.mark.parametrize("rid", ["ab\n", "ab\r\n", "a b", "-ab", "r" * 129, ""])
+def test_request_id_is_matched_whole(rid: str) -> None:
+    with pytest.raises(InvalidRequest, match="request_id"):
+        DetectRequest.parse({"request_id": rid, "content": "aGk="}, max_frames=4)
+
+
+@pytest.mark.parametrize("name", ["a\x00.jpg", "a\nb.jpg", "a\x85", "a\ufffe", "a\uffff"])
+def test_filenames_may_not_hold_control_characters(name: str) -> None:
+    with pytest.raises(InvalidRequest, match="filename"):
+        DetectRequest.parse({"filename": name, "content": "aGk="}, max_frames=4)
+
+
+def test_the_filename_limit_is_a_setting() -> None:
+    body = {"frames": [{"filename": "f" * 20, "content": "aGk="}]}
+    assert DetectRequest.parse(body, max_frames=4, max_filename=20).frames[0].filename
+    with pytest.raises(InvalidRequest, match=r"frames\.0\.filename: 21 .*FACEPIPE_MAX_FILENAME"):
+        DetectRequest.parse(
+            {"frames": [{"filename": "f" * 21, "content": "aGk="}]}, max_frames=4, max_filename=20
+        )
+
+
+def test_validation_messages_escape_unknown_names_and_stay_short() -> None:
+    body = {"content": "aGk=", "\uffff\r\n": 1, **{f"extra{i}": i for i in range(20)}}
+    with pytest.raises(InvalidRequest) as info:
+        DetectRequest.parse(body, max_frames=4)
+    message = info.value.message
+    assert "\uffff" not in message
+    assert "\r" not in message
+    assert "'\\uffff\\r\\n'" in message
+    assert "and 16 more errors" in message
+
+
+@pytest.mark.parametrize(
+    ("body", "attribute", "expected"),
+    [
+        ('{"request_id": "r1", "width": "wide"}', None, "r1"),  # schema-invalid body
+        ('{"request_id": "r1", "faces": [{"bo', None, "r1"),  # a body cut short
+        ('{"request_id": "r1', None, None),  # cut inside the id: not trusted
+        ("not json", "r2", "r2"),  # the message attribute
+        ('{"request_id": "r1"}', "r2", "r2"),  # the attribute first
+        ('{"request_id": "r1"}', "bad id", "r1"),  # an invalid attribute is skipped
+        ('{"request_id": "r 1"}', None, None),  # only valid request_ids count
+        ('{"request_id": 7}', None, None),
+        ('["r1"]', None, None),
+        ("[" * 10_000, None, None),
+        ("", None, None),
+    ],
+)
+def test_readable_request_id(body: str, attribute: str | None, expected: str | None) -> None:
+    assert readable_request_id(body, attribute) == expected
+
+
+def test_task_numbers_must_be_finite_and_in_range() -> None:
+    face = {"box": [0, 0, 1, 1], "probability": 1, "crop_png": "x", "landmarks": [[1, 2]]}
+    base = {"request_id": "r1", "width": 4, "height": 3, "sent_at": 1.5, "faces": [face]}
+    FaceTask.parse_json(json.dumps(base))
+    for field, value in [("width", 0), ("height", -3), ("sent_at", float("inf"))]:
+        with pytest.raises(InvalidMessage, match=field):
+            FaceTask.parse_json(json.dumps({**base, field: value}))
+    for key, value in [
+        ("box", [0, 0, float("nan"), 1]),
+        ("probability", 1.5),
+        ("landmarks", [[1]]),
+    ]:
+        with pytest.raises(InvalidMessage, match=key):
+            FaceTask.parse_json(json.dumps({**base, "faces": [{**face, key: value}]}))

@@ -6,6 +6,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from facepipe.errors import PayloadMissing
+
 
 class S3PayloadStore:
     """Objects under ``prefix`` of ``bucket``; keys are ``<prefix><request_id>/<name>``."""
@@ -22,7 +24,20 @@ class S3PayloadStore:
         self.s3.put_object(Bucket=self.bucket, Key=key, Body=data, ContentType=content_type)
 
     def get(self, key: str) -> bytes:
-        return bytes(self.s3.get_object(Bucket=self.bucket, Key=key)["Body"].read())
+        """The object's bytes; :class:`PayloadMissing` when there is none (expired after a day,
+        or deleted after its result was posted). Other errors (throttling, 5xx) propagate."""
+        from botocore.exceptions import ClientError
+
+        try:
+            return bytes(self.s3.get_object(Bucket=self.bucket, Key=key)["Body"].read())
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "NoSuchKey":  # not NoSuchBucket
+                raise PayloadMissing(
+                    f"claim-check payload s3://{self.bucket}/{key} does not exist (payloads "
+                    "expire after a day and are deleted once their result is posted); send "
+                    "the frame again"
+                ) from exc
+            raise
 
     def delete(self, key: str) -> None:
         self.s3.delete_object(Bucket=self.bucket, Key=key)

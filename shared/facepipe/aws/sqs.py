@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from typing import Any
 
 from facepipe.aws.s3 import S3PayloadStore
+from facepipe.ledger import ResultSink
 from facepipe.messages import FacePayload, FaceTask, Result
 
 
@@ -39,7 +41,7 @@ class SqsDispatcher:
         self,
         sqs: Any,
         request_queue_url: str,
-        results: SqsResultSink,
+        results: ResultSink,
         payloads: S3PayloadStore | None,
         max_message_bytes: int,
     ) -> None:
@@ -66,3 +68,12 @@ class SqsDispatcher:
 
     def send_result(self, result: Result) -> None:
         self.results.send_result(result)
+
+
+def attribute_request_id(record: Mapping[str, Any]) -> str | None:
+    """The ``request_id`` message attribute of an SQS record as Lambda delivers it
+    (``messageAttributes.request_id.stringValue``), ``None`` when absent or not a string."""
+    attributes = record.get("messageAttributes")
+    attribute = attributes.get("request_id") if isinstance(attributes, Mapping) else None
+    value = attribute.get("stringValue") if isinstance(attribute, Mapping) else None
+    return value if isinstance(value, str) else None

@@ -17,7 +17,7 @@ from PIL import Image
 from facepipe.config import Settings
 from facepipe.crops import crop_to_b64
 from facepipe.detection import DetectedFace, FaceDetector
-from facepipe.errors import InvalidRequest
+from facepipe.errors import InvalidRequest, PayloadTooLarge
 from facepipe.frames import decode_base64, decode_image
 from facepipe.messages import (
     Accepted,
@@ -114,7 +114,11 @@ class Detection:
 
     def decode(self, content_b64: str) -> tuple[Image.Image, float]:
         start = time.perf_counter()
-        image = decode_image(decode_base64(content_b64), max_pixels=self.settings.max_pixels)
+        image = decode_image(
+            decode_base64(content_b64),
+            max_pixels=self.settings.max_pixels,
+            formats=self.settings.accepted_formats,
+        )
         return image, _ms(start)
 
 
@@ -153,11 +157,22 @@ class DetectionService:
         self.dispatcher = dispatcher
 
     def handle_body(self, body: str | bytes) -> DetectionReport:
+        settings = self.detection.settings
+        size = len(body.encode() if isinstance(body, str) else body)
+        if size > settings.max_body_bytes:
+            raise PayloadTooLarge(
+                f"the body is {size} bytes, over the limit of {settings.max_body_bytes} "
+                "(FACEPIPE_MAX_BODY_BYTES): send fewer or smaller frames per request"
+            )
         try:
             payload = json.loads(body)
-        except (ValueError, UnicodeDecodeError) as exc:
+        except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
             raise InvalidRequest(f"the body is not valid JSON ({exc})") from exc
-        request = DetectRequest.parse(payload, max_frames=self.detection.settings.max_frames)
+        except RecursionError as exc:
+            raise InvalidRequest("the body is not valid JSON: it is nested too deeply") from exc
+        request = DetectRequest.parse(
+            payload, max_frames=settings.max_frames, max_filename=settings.max_filename
+        )
         # Decode every frame first: one bad frame rejects the request before any is queued.
         decoded = []
         for index, frame in enumerate(request.frames):

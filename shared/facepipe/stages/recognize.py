@@ -16,10 +16,16 @@ from typing import Protocol
 import numpy as np
 
 from facepipe.album import AlbumEntry, AlbumStore
-from facepipe.crops import crop_from_b64
+from facepipe.crops import crop_from_b64, crop_sides
 from facepipe.detection import DetectedFace
-from facepipe.embedding import Embedder
-from facepipe.errors import FacepipeError, GalleryError, InvalidMessage
+from facepipe.embedding import EMBEDDERS, Embedder, embed_splitting
+from facepipe.errors import (
+    ConfigError,
+    EmbedderMismatch,
+    FacepipeError,
+    GalleryError,
+    InvalidMessage,
+)
 from facepipe.matching import DEFAULT_TOP_K, Gallery
 from facepipe.messages import (
     AlbumMatch,
@@ -32,6 +38,7 @@ from facepipe.messages import (
     Models,
     PersonMatch,
     Result,
+    readable_request_id,
 )
 from facepipe.stages.detect import FrameFaces, _ms
 
@@ -66,6 +73,7 @@ class Recognition:
         self.threshold = threshold
         self.top_k = top_k
         self.source = source
+        self.splits = 0  # batches split after running out of memory
 
     def recognize(
         self, frames: Sequence[FrameFaces], *, with_embeddings: bool = False
@@ -74,7 +82,7 @@ class Recognition:
             self.gallery = self.source.current()
         crops = [face.crop for frame in frames for face in frame.faces]
         start = time.perf_counter()
-        embeddings = self.embedder.embed(crops)
+        embeddings = embed_splitting(self.embedder, crops, self._split)
         embed_ms = _ms(start)
         start = time.perf_counter()
         matches = self.gallery.match(embeddings, self.threshold, self.top_k) if len(crops) else []
@@ -127,6 +135,10 @@ class Recognition:
                 )
             )
         return results
+
+    def _split(self, size: int) -> None:
+        self.splits += 1
+        _log.warning("out of memory embedding %d crops: embedding them in two halves", size)
 
 
 def check_gallery_embedder(gallery: Gallery, embedder: Embedder) -> None:
@@ -216,8 +228,11 @@ class GallerySource:
         return gallery
 
 
-def frame_from_task(task: FaceTask, faces: Sequence[FaceCrop]) -> FrameFaces:
-    """A queue task (with its faces, inline or fetched) → the in-memory frame."""
+def frame_from_task(
+    task: FaceTask, faces: Sequence[FaceCrop], sides: tuple[int, int] | None = None
+) -> FrameFaces:
+    """A queue task (with its faces, inline or fetched) → the in-memory frame; with ``sides``
+    (:func:`~facepipe.crops.crop_sides`) crops of another size are refused before decoding."""
     return FrameFaces(
         request_id=task.request_id,
         filename=task.filename,
@@ -228,7 +243,7 @@ def frame_from_task(task: FaceTask, faces: Sequence[FaceCrop]) -> FrameFaces:
                 box=(f.box[0], f.box[1], f.box[2], f.box[3]),
                 probability=f.probability,
                 landmarks=tuple((p[0], p[1]) for p in f.landmarks),
-                crop=crop_from_b64(f.crop_png),
+                crop=crop_from_b64(f.crop_png, sides),
             )
             for f in faces
         ],
@@ -258,6 +273,8 @@ class Outcome:
     task: FaceTask | None = None
     result: Result | None = None
     error: Exception | None = None
+    request_id: str | None = None  # as far as it could be read (for logs)
+    duplicate: bool = False  # the request's final result is already out: post nothing
 
 
 class PreparedBatch:
@@ -269,20 +286,33 @@ class PreparedBatch:
         self.outcomes = outcomes
         self.sink = sink
         self.payloads = payloads
+        self.duplicates = sum(o.duplicate for o in outcomes.values())
 
-    def finish(self, record_id: str) -> Result:
-        """Post the record's result; raises (→ partial batch failure) when it cannot."""
+    def finish(self, record_id: str) -> Result | None:
+        """Post the record's result (None: a duplicate, nothing posted); raises (→ partial
+        batch failure) when it cannot."""
         outcome = self.outcomes[record_id]
+        if outcome.duplicate:
+            return None
         if outcome.error is not None:
             raise outcome.error
-        assert outcome.result is not None and outcome.task is not None
+        assert outcome.result is not None  # no task: a malformed message's error result
+        skipped = getattr(self.sink, "skipped", 0)
         self.sink.send_result(outcome.result)
-        if outcome.task.payload_key and self.payloads is not None:
+        if getattr(self.sink, "skipped", 0) != skipped:  # the ledger had it already
+            self.duplicates += 1
+            return None
+        if outcome.task is not None and outcome.task.payload_key and self.payloads is not None:
             try:
                 self.payloads.delete(outcome.task.payload_key)
             except Exception:  # the result is out; the bucket's lifecycle rule is the backstop
                 _log.warning("could not delete claim-check payload", exc_info=True)
         return outcome.result
+
+    def request_id(self, record_id: str) -> str | None:
+        """The record's request_id, when it could be read (also from a malformed message)."""
+        outcome = self.outcomes.get(record_id)
+        return None if outcome is None else outcome.request_id
 
 
 class RecognitionService:
@@ -303,40 +333,103 @@ class RecognitionService:
     def _load(self, body: str) -> tuple[FaceTask, FrameFaces]:
         task = FaceTask.parse_json(body)
         embedder = self.recognition.embedder.name
-        if task.embedder != embedder:
+        if task.embedder not in EMBEDDERS:
             raise InvalidMessage(
+                f"the task names no known embedder (one of {', '.join(EMBEDDERS)}); tasks are "
+                "written by the detection function"
+            )
+        if task.embedder != embedder:
+            raise EmbedderMismatch(
                 f"task crops were made for {task.embedder} but this function embeds with "
                 f"{embedder}; set FACEPIPE_EMBEDDER the same on both functions"
             )
         faces: Sequence[FaceCrop] = task.faces
         if task.payload_key:
             if self.payloads is None:
-                raise InvalidMessage("task has a payload_key but no payload store is configured")
-            payload = FacePayload.model_validate_json(self.payloads.get(task.payload_key))
+                raise ConfigError("task has a payload_key but no payload store is configured")
+            key_for = getattr(self.payloads, "key_for", None)
+            home = key_for(task.request_id, "") if key_for is not None else ""
+            if not task.payload_key.startswith(home):
+                raise InvalidMessage(
+                    f"payload_key is not under {home}, where detection puts this request's "
+                    "claim checks"
+                )
+            key = task.payload_key
+            payload = FacePayload.parse_json(self.payloads.get(key), key)  # PayloadMissing
             if payload.request_id != task.request_id:
-                raise InvalidMessage(f"payload {task.payload_key} belongs to another request")
+                raise InvalidMessage(f"payload {key} belongs to another request")
             faces = payload.faces
-        return task, frame_from_task(task, faces)
+        frame = frame_from_task(task, faces, crop_sides(embedder))
+        if len({face.crop.shape for face in frame.faces}) > 1:
+            raise InvalidMessage("the task's face crops differ in size; one task's crops share one")
+        return task, frame
 
-    def prepare(self, bodies: Mapping[str, str]) -> PreparedBatch:
-        """``bodies``: record id → message body."""
+    def _refused(self, body: str, attribute: str | None, exc: Exception) -> Outcome:
+        """A record that cannot be recognised. A permanent problem (a malformed message, a
+        missing claim check) whose request_id can still be read becomes that request's final
+        ``error`` result; anything else (no readable request_id, a transient S3 error, a
+        deployment mismatch) fails the record: retried, then dead-lettered."""
+        request_id = readable_request_id(body, attribute)
+        if isinstance(exc, InvalidMessage) and exc.permanent and request_id is not None:
+            _log.warning("malformed message %s: error result (%s)", request_id, exc.code)
+            error = ErrorInfo(code=exc.code, message=exc.message)
+            result = Result(request_id=request_id, status="error", error=error)
+            return Outcome(result=result, request_id=request_id)
+        if not isinstance(exc, FacepipeError):
+            _log.warning("record failed: %r", exc)
+        return Outcome(error=exc, request_id=request_id)
+
+    def _finished(
+        self, bodies: Mapping[str, str], attributes: Mapping[str, str | None]
+    ) -> dict[str, str]:
+        """Records (record id → request_id) whose request already has its final result (the
+        sink's ledger says so): a redelivered or repeated message, dropped before any work —
+        its claim-check payload may already be gone."""
+        finished = getattr(self.sink, "finished", None)
+        if finished is None:
+            return {}
+        ids = {r: readable_request_id(b, attributes.get(r)) for r, b in bodies.items()}
+        done = finished(i for i in ids.values() if i is not None)
+        return {r: i for r, i in ids.items() if i is not None and i in done}
+
+    def prepare(
+        self, bodies: Mapping[str, str], request_ids: Mapping[str, str | None] | None = None
+    ) -> PreparedBatch:
+        """``bodies``: record id → message body; ``request_ids``: record id → the message's
+        ``request_id`` attribute (it names the request of a malformed body)."""
         outcomes: dict[str, Outcome] = {}
         loaded: list[tuple[str, FrameFaces]] = []
+        for record_id, request_id in self._finished(bodies, request_ids or {}).items():
+            outcomes[record_id] = Outcome(request_id=request_id, duplicate=True)
         for record_id, body in bodies.items():
+            if record_id in outcomes:
+                continue
             try:
                 task, frame = self._load(body)
-            except (FacepipeError, ValueError) as exc:
-                outcomes[record_id] = Outcome(error=exc)
+            except Exception as exc:
+                attribute = (request_ids or {}).get(record_id)
+                outcomes[record_id] = self._refused(body, attribute, exc)
                 continue
-            outcomes[record_id] = Outcome(task=task)
+            outcomes[record_id] = Outcome(task=task, request_id=task.request_id)
             loaded.append((record_id, frame))
-        if loaded:
-            frames = [frame for _, frame in loaded]
+        # One forward pass per crop size: a single one unless a producer sent odd crops.
+        groups: dict[tuple[int, ...], list[tuple[str, FrameFaces]]] = {}
+        for record_id, frame in loaded:
+            shape = frame.faces[0].crop.shape if frame.faces else ()
+            groups.setdefault(shape, []).append((record_id, frame))
+        for group in groups.values():
+            frames = [frame for _, frame in group]
             in_albums = any(frame.album for frame in frames)
-            results = self.recognition.recognize(frames, with_embeddings=in_albums)
-            if in_albums:
-                self._albums(frames, results)
-            for (record_id, _), result in zip(loaded, results, strict=True):
+            try:
+                results = self.recognition.recognize(frames, with_embeddings=in_albums)
+                if in_albums:
+                    self._albums(frames, results)
+            except Exception as exc:  # every record of the group fails (and is retried)
+                _log.exception("recognition failed for %d records", len(group))
+                for record_id, _ in group:
+                    outcomes[record_id].error = exc
+                continue
+            for (record_id, _), result in zip(group, results, strict=True):
                 outcomes[record_id].result = result
         return PreparedBatch(outcomes, self.sink, self.payloads)
 
