@@ -14,7 +14,7 @@ random weights for tests: numbers are consistent, names are meaningless, and eve
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -63,6 +63,48 @@ class Embedder(Protocol):
     def embed(self, crops: Sequence[np.ndarray]) -> np.ndarray:
         """uint8 HxWx3 crops → float32 ``(N, dim)`` unit rows."""
         ...
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Host ``MemoryError``, torch's CPU allocator failure, or CUDA out-of-memory."""
+    if isinstance(exc, MemoryError):
+        return True
+    text = str(exc).lower()
+    return isinstance(exc, RuntimeError) and (
+        "out of memory" in text or "can't allocate memory" in text
+    )
+
+
+def embed_splitting(
+    embedder: Embedder, crops: Sequence[np.ndarray], on_split: Callable[[int], None] | None = None
+) -> np.ndarray:
+    """``embedder.embed(crops)``; when that runs out of memory, each half in turn (recursively,
+    down to one crop), so a batch too large for the function's memory still completes. The
+    rows come back in the order of ``crops``; ``on_split`` is told the size of each batch that
+    had to be split."""
+    try:
+        return embedder.embed(crops)
+    except (MemoryError, RuntimeError) as exc:
+        if not is_out_of_memory(exc) or len(crops) < 2:
+            raise
+    _release_cached_memory()
+    if on_split is not None:
+        on_split(len(crops))
+    half = len(crops) // 2
+    return np.concatenate(
+        [
+            embed_splitting(embedder, crops[:half], on_split),
+            embed_splitting(embedder, crops[half:], on_split),
+        ]
+    )
+
+
+def _release_cached_memory() -> None:
+    import sys
+
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def default_match_threshold(embedder: str) -> float:

@@ -18,6 +18,7 @@ from facepipe.detection import FaceCropper, FaceDetector, FacenetCropper
 from facepipe.embedding import Embedder, FacenetEmbedder
 from facepipe.errors import ConfigError, GalleryError
 from facepipe.gallery_store import GalleryStore
+from facepipe.ledger import DynamoLedger, MemoryLedger, OncePerRequest, ResultLedger
 from facepipe.matching import Gallery
 from facepipe.stages.detect import Detection, DetectionService
 from facepipe.stages.recognize import (
@@ -99,6 +100,16 @@ def load_gallery(settings: Settings, s3: object | None = None) -> Gallery:
     return ServedGallery(settings, s3).load()
 
 
+def result_sink(settings: Settings, sqs: object) -> OncePerRequest:
+    """The response queue behind the ledger: one final result per request_id."""
+    ledger: ResultLedger = (
+        DynamoLedger(client("dynamodb", settings), settings.ledger_table)
+        if settings.ledger_table
+        else MemoryLedger()
+    )
+    return OncePerRequest(SqsResultSink(sqs, settings.response_queue_url), ledger)
+
+
 def detection_service(settings: Settings) -> DetectionService:
     _require(settings, "request_queue_url", "response_queue_url", "bucket")
     sqs = client("sqs", settings)
@@ -106,7 +117,7 @@ def detection_service(settings: Settings) -> DetectionService:
     dispatcher = SqsDispatcher(
         sqs,
         settings.request_queue_url,
-        SqsResultSink(sqs, settings.response_queue_url),
+        result_sink(settings, sqs),
         payloads,
         settings.max_message_bytes,
     )
@@ -134,7 +145,7 @@ def recognition_service(settings: Settings) -> RecognitionService:
     location = albums_location(settings)
     return RecognitionService(
         recognition,
-        SqsResultSink(client("sqs", settings), settings.response_queue_url),
+        result_sink(settings, client("sqs", settings)),
         S3PayloadStore(s3, settings.bucket, settings.payload_prefix),
         open_albums(location, s3 if location.startswith("s3://") else None),
     )

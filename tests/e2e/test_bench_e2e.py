@@ -3,37 +3,28 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import run_facepipe
 
 pytestmark = pytest.mark.slow
 
 
 def test_bench_e2e_on_the_local_stack(tmp_path: Path) -> None:
     out = tmp_path / "e2e.json"
-    proc = subprocess.run(
-        [
-            str(Path(sys.executable).with_name("facepipe")),
-            "bench",
-            "e2e",
-            "-n",
-            "12",
-            "--random-weights",
-            "--json-out",
-            str(out),
-            "--concurrency",
-            "3",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
+    proc = run_facepipe(
+        "bench",
+        "e2e",
+        "-n",
+        "12",
+        "--random-weights",
+        "--json-out",
+        str(out),
+        "--concurrency",
+        "3",
         timeout=600,
-        check=False,
     )
     assert proc.returncode == 0, proc.stderr
     summary = json.loads(proc.stdout)
@@ -49,3 +40,30 @@ def test_bench_e2e_on_the_local_stack(tmp_path: Path) -> None:
     assert set(stages) == {"detection", "queue_wait", "recognition"}
     assert summary["throughput_rps"] > 0
     assert "lost 0" in proc.stderr
+    (peak,) = summary["peak_memory_mb"].values()  # in-process: one process for everything
+    assert peak > 100
+
+
+def test_burst_under_the_rie_reports_each_stages_peak_memory() -> None:
+    """What `make bench-burst` runs (with -n 1000): each function in its own process."""
+    proc = run_facepipe(
+        "bench",
+        "e2e",
+        "-n",
+        "60",
+        "--random-weights",
+        "--runtime",
+        "rie",
+        "--concurrency",
+        "8",
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout)
+    assert (summary["requests"], summary["results"], summary["lost"]) == (60, 60, 0)
+    assert summary["duplicates"] == 0
+    memory = summary["peak_memory_mb"]
+    assert set(memory) == {"DetectionFunction", "RecognitionFunction"}
+    # Each runtime holds torch and a model: hundreds of MiB, within the template's memory sizes.
+    assert all(100 < mb < 3008 for mb in memory.values()), memory
+    assert "peak memory: RecognitionFunction:" in proc.stderr

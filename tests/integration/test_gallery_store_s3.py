@@ -8,6 +8,7 @@ import json
 import shutil
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -53,8 +54,11 @@ def bucket(aws: LocalAws) -> Iterator[str]:
 
 
 def _task() -> dict[str, str]:
+    """The shipped task under a new request_id each time: the result ledger answers a
+    request_id once, and every look at the gallery here is a new request."""
     event = json.loads((ROOT / "events" / "recognition-sqs.json").read_text())
-    return {"Body": event["Records"][0]["body"], "MessageId": "m-1"}
+    body = json.loads(event["Records"][0]["body"]) | {"request_id": f"hot-{uuid.uuid4().hex}"}
+    return {"Body": json.dumps(body), "MessageId": uuid.uuid4().hex}
 
 
 def _face_embedding(body: str) -> np.ndarray:
@@ -88,6 +92,7 @@ def test_recognition_picks_up_a_new_gallery_version_without_redeploy(
     assert source.refresh_seconds == REFRESH
     now = [time.monotonic()]  # the function's clock, moved by the test: no sleeping
     source.clock = lambda: now[0]
+    source._checked = now[0]  # the init's look at the gallery happens "now" on that clock
     assert _named(aws, handler) == ("person-a", ["person-a", "stranger"])
 
     # v2: person-a removed, person-b added (the same face, so it is named person-b).

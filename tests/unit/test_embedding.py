@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
 from facenet_pytorch import InceptionResnetV1
 
-from facepipe.embedding import FacenetEmbedder
+from facepipe.embedding import FacenetEmbedder, embed_splitting
 from facepipe.errors import ConfigError, WeightsUnavailable
-from tests.fakes import save_published_style_weights
+from tests.fakes import LimitedMemoryEmbedder, save_published_style_weights
 
 
 def _crops(n: int, seed: int = 0) -> list[np.ndarray]:
@@ -106,3 +107,29 @@ def test_cached_file_in_torch_home_is_used(tmp_path: Path, monkeypatch: pytest.M
 def test_bad_random_spec(weights: str) -> None:
     with pytest.raises(ConfigError, match="random:<int>"):
         FacenetEmbedder(weights=weights, device="cpu")
+
+
+def test_a_batch_that_runs_out_of_memory_is_embedded_in_halves(embedder: Any) -> None:
+    crops = _crops(11)
+    limited = LimitedMemoryEmbedder(embedder, max_batch=3)
+    splits: list[int] = []
+
+    rows = embed_splitting(limited, crops, splits.append)
+
+    np.testing.assert_allclose(rows, embedder.embed(crops), atol=1e-5)  # same rows, same order
+    assert splits == [11, 5, 6]  # 11 → 5 + 6 → (2 + 3) + (3 + 3)
+    assert max(n for n in limited.batches if n <= 3) == 3
+
+
+def test_other_errors_and_a_single_crop_out_of_memory_propagate(embedder: Any) -> None:
+    with pytest.raises(RuntimeError, match="can't allocate memory"):
+        embed_splitting(LimitedMemoryEmbedder(embedder, max_batch=0), _crops(1))
+
+    class Broken:
+        name, dim, weights_id = "vggface2", 512, "x"
+
+        def embed(self, crops: Any) -> np.ndarray:
+            raise RuntimeError("shape mismatch")
+
+    with pytest.raises(RuntimeError, match="shape mismatch"):
+        embed_splitting(Broken(), _crops(4))

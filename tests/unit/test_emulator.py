@@ -53,9 +53,20 @@ def test_outputs_name_the_emulated_resources(aws: LocalAws) -> None:
         "ResponseQueueUrl": aws.queue_urls()["ResponseQueue"],
         "DeadLetterQueueUrl": aws.queue_urls()["RequestDeadLetterQueue"],
         "BucketName": "facepipe-local-data",
+        "ResultLedgerTableName": "facepipe-local-ResultLedgerTable",
     }
     assert set(aws.outputs) < set(TEMPLATE["Outputs"])
     assert aws.outputs["RequestQueueUrl"].endswith("/facepipe-local-RequestQueue")
+
+
+def test_the_ledger_table_has_the_templates_key_and_ttl(aws: LocalAws) -> None:
+    (logical_id,) = template_resources("AWS::DynamoDB::Table")
+    name = aws.outputs["ResultLedgerTableName"]
+    table = aws.dynamodb.describe_table(TableName=name)["Table"]
+    assert table["KeySchema"] == [{"AttributeName": "request_id", "KeyType": "HASH"}]
+    ttl = aws.dynamodb.describe_time_to_live(TableName=name)["TimeToLiveDescription"]
+    assert (ttl["TimeToLiveStatus"], ttl["AttributeName"]) == ("ENABLED", "expires_at")
+    assert logical_id == "ResultLedgerTable"
 
 
 def test_queue_attributes_are_the_templates(aws: LocalAws) -> None:
@@ -119,6 +130,7 @@ def test_recognition_function_env(aws: LocalAws) -> None:
     assert env["FACEPIPE_EMBEDDER"] == "vggface2"
     assert env["FACEPIPE_MIN_FACE_PROBABILITY"] == "0.95"
     assert env["FACEPIPE_PAYLOAD_PREFIX"] == "payloads/"
+    assert env["FACEPIPE_LEDGER_TABLE"] == "facepipe-local-ResultLedgerTable"
     assert env["FACEPIPE_ENDPOINT_URL"] == aws.endpoint_url
     assert env["POWERTOOLS_SERVICE_NAME"] == "recognition"
     assert env["POWERTOOLS_LOG_LEVEL"] == "INFO"

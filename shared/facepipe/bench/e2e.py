@@ -12,7 +12,7 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -21,6 +21,9 @@ from facepipe.client.results import Received, ResultPoller
 from facepipe.client.sources import Frame, new_run_id
 from facepipe.client.stack import Endpoints
 from facepipe.config import Settings
+
+if TYPE_CHECKING:
+    from facepipe.local.stack import LocalStack
 
 # Per-stage time from each result's timings_ms: what each stage spent on that request.
 STAGES = {
@@ -57,18 +60,20 @@ def percentiles(values: Sequence[float]) -> dict[str, float]:
 
 
 @contextlib.contextmanager
-def local_endpoints(settings: Settings) -> Iterator[Endpoints]:
-    """Start the local stack for the run and stop it afterwards."""
+def local_endpoints(settings: Settings) -> Iterator[tuple[Endpoints, LocalStack]]:
+    """Start the local stack for the run (its endpoints, and the stack for its memory figures)
+    and stop it afterwards."""
     from facepipe.local.stack import LocalStack
 
     with LocalStack(settings) as stack:
         info = stack.info()
-        yield Endpoints(
+        endpoints = Endpoints(
             function_url=info["function_url"],
             response_queue_url=info["response_queue_url"],
             endpoint_url=info["endpoint_url"],
             region=info["region"],
         )
+        yield endpoints, stack
 
 
 def run_e2e(
@@ -159,4 +164,6 @@ def table(summary: dict[str, Any]) -> str:
     rows += [(f"stage: {k}", v) for k, v in summary["stage_ms"].items()]
     for name, p in rows:
         lines.append(f"{name:<22}{p['p50']:>10}{p['p95']:>10}{p['p99']:>10}{p['mean']:>10}")
+    for name, mb in summary.get("peak_memory_mb", {}).items():
+        lines.append(f"peak memory: {name}: {'unknown' if mb is None else f'{mb} MiB'}")
     return "\n".join(lines)

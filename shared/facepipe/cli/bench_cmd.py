@@ -79,9 +79,10 @@ def run_e2e_command(args: argparse.Namespace) -> int:
     out = reserve_stdout()  # in-process functions print their logs; stdout is for the JSON
     endpoints = resolve_endpoints(settings, local_info=args.local_info)
     with contextlib.ExitStack() as stack:
+        local = None
         if not endpoints.function_url:
             print("bench: starting the local stack", file=sys.stderr)
-            endpoints = stack.enter_context(local_endpoints(settings))
+            endpoints, local = stack.enter_context(local_endpoints(settings))
         summary = run_e2e(
             endpoints.require("function_url", "response_queue_url"),
             args.images or default_images(),
@@ -91,6 +92,9 @@ def run_e2e_command(args: argparse.Namespace) -> int:
             retries=settings.retries,
             sign=settings.sign,
         )
+        if local is not None:  # per stage under the RIE (--runtime rie), else the one process
+            summary["peak_memory_mb"] = local.peak_memory_mb()
+            summary["runtime"] = local.runtime
     print(table(summary), file=sys.stderr)
     text = json.dumps(summary, indent=2)
     print(text, file=out, flush=True)

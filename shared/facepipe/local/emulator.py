@@ -1,7 +1,8 @@
-"""Local AWS from ``template.yaml``: the stack's queues and bucket in a moto server.
+"""Local AWS from ``template.yaml``: the stack's queues, bucket and table in a moto server.
 
 The resources are read from the template, not written out a second time: every
-``AWS::SQS::Queue`` and ``AWS::S3::Bucket`` is created with its properties, in dependency order
+``AWS::SQS::Queue``, ``AWS::S3::Bucket`` and ``AWS::DynamoDB::Table`` is created with its
+properties, in dependency order
 (the dead-letter queue before the queue whose ``RedrivePolicy`` names it). A tiny evaluator of
 the intrinsics the template uses (``Ref``, ``Fn::GetAtt``, ``Fn::Sub``) resolves parameters to
 their defaults (or to ``parameters`` given here) and resources to what moto created, so
@@ -31,9 +32,11 @@ from facepipe.lifecycle import Service
 
 DEFAULT_STACK = "facepipe-local"
 REGION = "us-east-1"
+ACCOUNT = "123456789012"  # moto's default account
 DUMMY_CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
 QUEUE = "AWS::SQS::Queue"
 BUCKET = "AWS::S3::Bucket"
+TABLE = "AWS::DynamoDB::Table"
 FUNCTION = "AWS::Serverless::Function"
 DEFAULT_HANDLER = "app.handler"  # the images' CMD (ImageConfig.Command overrides it)
 
@@ -113,7 +116,7 @@ class Intrinsics:
         self.parameters = dict(parameters)
         self.pseudo = {
             "AWS::Region": REGION,
-            "AWS::AccountId": "123456789012",  # moto's default account
+            "AWS::AccountId": ACCOUNT,
             "AWS::Partition": "aws",
             "AWS::StackName": stack,
             "AWS::URLSuffix": "amazonaws.com",
@@ -133,7 +136,7 @@ class Intrinsics:
         except KeyError:
             raise TemplateError(
                 f"{logical_id}.{attribute} is not emulated locally (only SQS queues, S3 "
-                "buckets and parameters are)"
+                "buckets, DynamoDB tables and parameters are)"
             ) from None
 
     def sub(self, text: str, variables: Mapping[str, Any] | None = None) -> str:
@@ -172,7 +175,8 @@ class Intrinsics:
 
 
 class LocalAws(Service):
-    """A moto server on 127.0.0.1 holding the template's SQS queues and S3 bucket.
+    """A moto server on 127.0.0.1 holding the template's SQS queues, S3 bucket and DynamoDB
+    tables.
 
     Args:
         template: the SAM template; default: ``template.yaml`` found from the cwd upward.
@@ -183,7 +187,8 @@ class LocalAws(Service):
         quiet: silence the moto server's per-request log lines.
 
     After ``__enter__``: ``endpoint_url``, ``outputs`` (the template Outputs that refer only to
-    emulated resources, e.g. ``RequestQueueUrl``, ``BucketName``), ``sqs`` and ``s3`` clients.
+    emulated resources, e.g. ``RequestQueueUrl``, ``BucketName``), ``sqs``, ``s3`` and
+    ``dynamodb`` clients.
     Nothing is written to ``os.environ``.
     """
 
@@ -210,6 +215,7 @@ class LocalAws(Service):
         self.outputs: dict[str, str] = {}
         self.sqs: Any = None
         self.s3: Any = None
+        self.dynamodb: Any = None
         self._server: Any = None
 
     # --- lifecycle ---------------------------------------------------------------------------
@@ -226,6 +232,7 @@ class LocalAws(Service):
             self.endpoint_url = f"http://{host}:{port}"
             self.sqs = self.client("sqs")
             self.s3 = self.client("s3")
+            self.dynamodb = self.client("dynamodb")
             self._create_resources()
             self.outputs = self._outputs()
         except BaseException:
@@ -256,7 +263,7 @@ class LocalAws(Service):
         }
 
     def _creation_order(self) -> Iterator[tuple[str, dict[str, Any]]]:
-        pending = self.resources(QUEUE, BUCKET)
+        pending = self.resources(QUEUE, BUCKET, TABLE)
         done: set[str] = set()
         while pending:
             ready = [
@@ -275,6 +282,8 @@ class LocalAws(Service):
             properties = resource.get("Properties", {})
             if resource["Type"] == QUEUE:
                 self._create_queue(logical_id, properties)
+            elif resource["Type"] == TABLE:
+                self._create_table(logical_id, properties)
             else:
                 self._create_bucket(logical_id, properties)
 
@@ -316,6 +325,29 @@ class LocalAws(Service):
             "DomainName": f"{name}.s3.amazonaws.com",
         }
 
+    def _create_table(self, logical_id: str, properties: Mapping[str, Any]) -> None:
+        """The table with its keys and TTL; billing, encryption and backups are AWS's business."""
+        name = self.intrinsics.resolve(properties.get("TableName", f"{self.stack}-{logical_id}"))
+        if name in self.dynamodb.list_tables()["TableNames"]:
+            self._already_exists(f"table {name}")
+        self.dynamodb.create_table(
+            TableName=name,
+            AttributeDefinitions=self.intrinsics.evaluate(properties["AttributeDefinitions"]),
+            KeySchema=self.intrinsics.evaluate(properties["KeySchema"]),
+            BillingMode="PAY_PER_REQUEST",
+        )
+        ttl = self.intrinsics.evaluate(properties.get("TimeToLiveSpecification"))
+        if ttl and ttl.get("Enabled") in (True, "true"):
+            self.dynamodb.update_time_to_live(
+                TableName=name,
+                TimeToLiveSpecification={"AttributeName": ttl["AttributeName"], "Enabled": True},
+            )
+        self.intrinsics.resources[logical_id] = {
+            "Ref": name,
+            "TableName": name,
+            "Arn": f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/{name}",
+        }
+
     def _already_exists(self, what: str) -> None:
         raise TemplateError(
             f"{what} already exists: moto keeps one state per process, so two LocalAws with the "
@@ -328,6 +360,8 @@ class LocalAws(Service):
         for attributes in self.intrinsics.resources.values():
             if "QueueUrl" in attributes:
                 self.sqs.delete_queue(QueueUrl=attributes["QueueUrl"])
+            elif "TableName" in attributes:
+                self.dynamodb.delete_table(TableName=attributes["TableName"])
             elif "Arn" in attributes and attributes["Arn"].startswith("arn:aws:s3:::"):
                 bucket = attributes["Ref"]
                 pages = self.s3.get_paginator("list_object_versions").paginate(Bucket=bucket)

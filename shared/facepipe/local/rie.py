@@ -220,6 +220,35 @@ class RieFunction(Service):
                 f"the function answered non-JSON {raw[:200]!r}; function log:\n{self.log_text()}"
             ) from None
 
+    def runtime_pid(self) -> int | None:
+        """The function's runtime process (``python -m awslambdaric``, the RIE's child), as
+        Linux's /proc shows it; None when it is not running (or off Linux)."""
+        if self._process is None:
+            return None
+        for proc in Path("/proc").glob("[0-9]*"):
+            try:
+                parent = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                runtime = b"awslambdaric" in (proc / "cmdline").read_bytes().split(b"\0")
+                if parent == self._process.pid and runtime:
+                    return int(proc.name)
+            except (OSError, ValueError, IndexError):
+                continue
+        return None
+
+    def peak_rss_mb(self) -> float | None:
+        """The runtime process's peak resident memory (VmHWM) in MiB, None when unknown."""
+        pid = self.runtime_pid()
+        if pid is None:
+            return None
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            return None
+        for line in status.splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
+        return None
+
     def log_text(self) -> str:
         """Everything the RIE and the function printed so far."""
         if self.log_path is None or not self.log_path.exists():

@@ -186,6 +186,19 @@ class LocalStack(Service):
             "region": REGION,
         }
 
+    def peak_memory_mb(self) -> dict[str, float | None]:
+        """Peak resident memory so far: each function's runtime process under the RIE, or, with
+        in-process functions, this whole process (functions, Function URL and moto together)."""
+        if self.runtime == "rie":
+            return {
+                logical_id: invoker.function.peak_rss_mb()  # type: ignore[attr-defined]
+                for logical_id, invoker in self.invokers.items()
+            }
+        import resource
+
+        peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+        return {"in-process (all functions and the emulator)": round(peak_kib / 1024, 1)}
+
     def function_env(self, logical_id: str) -> dict[str, str]:
         """The template's environment for the function (pointed at local AWS), plus every
         setting the caller set, except where the stack's resources are."""
