@@ -32,17 +32,10 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def stack() -> Iterator[LocalStack]:
+    """One in-process stack for this module (conftest's ``local`` empties its queues)."""
     settings = Settings.from_env({}, weights="random:0")
     with LocalStack(settings, runtime="inprocess", stack="facepipe-faults") as local:
         yield local
-
-
-@pytest.fixture
-def local(stack: LocalStack) -> LocalStack:
-    info = stack.info()
-    for url in (info["response_queue_url"], info["dead_letter_queue_url"]):
-        stack.aws.drain(url, wait_seconds=0)
-    return stack
 
 
 def service(local: LocalStack) -> Any:

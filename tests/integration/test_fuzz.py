@@ -46,6 +46,7 @@ from facepipe.local.emulator import LocalAws
 from facepipe.local.events import function_url_event, sqs_event
 from facepipe.messages import REQUEST_ID_PATTERN, FaceTask, Result
 from tests.integration.test_handlers import FakeContext, load_handler
+from tests.integration.test_nasty_inputs import ERROR_CODES
 
 pytestmark = pytest.mark.fuzz
 
@@ -61,13 +62,6 @@ FUZZ = settings(
         HealthCheck.large_base_example,
     ],
 )
-ERROR_CODES = {
-    "invalid_request",
-    "invalid_image",
-    "payload_too_large",
-    "too_many_frames",
-    "method_not_allowed",
-}
 ID_RE = re.compile(REQUEST_ID_PATTERN)
 # What SQS refuses in a message body (it allows #x9 #xA #xD #x20-#xD7FF #xE000-#xFFFD and above).
 SQS_BAD_CHARS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")

@@ -79,7 +79,7 @@ def through_stack(
 ) -> tuple[list[tuple[str, Result]], list[tuple[str, str]]]:
     """Send each ``(photo id, bytes)`` with ``album`` to the stack and wait for the results →
     (``(photo id, result)`` in send order, ``(photo id, why)`` for those that got none)."""
-    from facepipe.client.http import RetryPolicy, Sender
+    from facepipe.client.http import Sender
     from facepipe.client.results import ResultPoller
     from facepipe.client.sources import Frame, RequestIds, new_run_id
 
@@ -91,14 +91,7 @@ def through_stack(
             sent.append((ids.make(photo), photo))
             yield Frame(sent[-1][0], photo, data, photo)  # the filename is the album's photo id
 
-    sender = Sender(
-        endpoints.function_url,
-        concurrency=settings.concurrency,
-        retry=RetryPolicy(retries=settings.retries),
-        sign=settings.sign,
-        region=settings.region,
-        fields={"album": album},
-    )
+    sender = Sender.from_settings(endpoints.function_url, settings, fields={"album": album})
     failed: list[tuple[str, str]] = []
     accepted: set[str] = set()
     with sender:

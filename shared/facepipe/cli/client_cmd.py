@@ -170,7 +170,7 @@ def _send(
     """Send the inputs' frames, reporting rejections on stderr (and, with ``echo``, each
     accepted request on stdout) → (the accepted ids with their origins, in send order; the
     number of frames rejected)."""
-    from facepipe.client.http import RetryPolicy, Sender
+    from facepipe.client.http import Sender
     from facepipe.client.output import Origin
     from facepipe.client.sources import Frame, iter_frames, new_run_id
 
@@ -187,13 +187,8 @@ def _send(
         video_fps=settings.video_fps,
         video_every=settings.video_every,
     )
-    sender = Sender(
-        endpoints.function_url,
-        concurrency=settings.concurrency,
-        retry=RetryPolicy(retries=settings.retries),
-        sign=settings.sign,
-        region=settings.region,
-        frames_per_request=args.frames_per_request,
+    sender = Sender.from_settings(
+        endpoints.function_url, settings, frames_per_request=args.frames_per_request
     )
     accepted: Origins = []
     with sender, console.progress("frame") as bar:

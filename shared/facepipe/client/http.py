@@ -37,6 +37,7 @@ import requests
 from requests.adapters import HTTPAdapter
 
 from facepipe.client.sources import Frame
+from facepipe.config import Settings
 from facepipe.errors import ConfigError
 
 SignMode = Literal["auto", "always", "never"]
@@ -271,6 +272,18 @@ class Sender:
         adapter = HTTPAdapter(pool_connections=1, pool_maxsize=concurrency, max_retries=0)
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
+
+    @classmethod
+    def from_settings(cls, function_url: str, settings: Settings, **kwargs: Any) -> Sender:
+        """A sender with the client settings (concurrency, retries, signing, region)."""
+        return cls(
+            function_url,
+            concurrency=settings.concurrency,
+            retry=RetryPolicy(retries=settings.retries),
+            sign=settings.sign,
+            region=settings.region,
+            **kwargs,
+        )
 
     def __enter__(self) -> Sender:
         return self
