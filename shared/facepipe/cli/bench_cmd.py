@@ -1,5 +1,6 @@
-"""``facepipe bench e2e -n 100`` (requests through a stack: latency, throughput, lost) and
-``facepipe bench match -n 1000000`` (top-k matching at scale: latency, recall, memory)."""
+"""``facepipe bench e2e -n 100`` (requests through a stack: latency, throughput, lost),
+``facepipe bench match -n 1000000`` (top-k matching at scale: latency, recall, memory) and
+``facepipe bench perf`` (against plain facenet-pytorch: speed, parity, cold start, cost)."""
 
 from __future__ import annotations
 
@@ -64,6 +65,41 @@ def register(sub: Any) -> None:
     )
     match.add_argument("--json-out", type=Path, help="also write the summary JSON here")
     match.set_defaults(func=run_match_command)
+    perf = bsub.add_parser(
+        "perf",
+        help="this pipeline against plain facenet-pytorch: speed, parity, GFLOP/s, cold start, "
+        "end to end, modelled cost (make bench)",
+        description="On the shipped samples (and the first 10 photos of ../shared/faces when "
+        "present), as they are and resized to 480p/720p/1080p: warm ms per frame of plain "
+        "facenet-pytorch (MTCNN(keep_all=True) + InceptionResnetV1) and of this pipeline's "
+        "detection + recognition, box IoU and embedding cosine per face, embedding GFLOP/s "
+        "against the float32 matmul peak, handler cold start against `import torch`, the "
+        "100-request local-stack run and the modelled Lambda + SQS cost per 1,000 frames. "
+        "Prints a table, writes the JSON and a PNG chart.",
+    )
+    perf.add_argument(
+        "--quick", action="store_true", help="smoke run: samples only, 2 repeats, e2e with -n 10"
+    )
+    perf.add_argument(
+        "--json-out",
+        type=Path,
+        default=Path("bench/results/latest.json"),
+        help="summary JSON (default bench/results/latest.json)",
+    )
+    perf.add_argument(
+        "--chart",
+        type=Path,
+        default=Path("bench/results/latest.png"),
+        help="PNG bar chart (default bench/results/latest.png)",
+    )
+    perf.add_argument("--no-e2e", action="store_true", help="skip the local-stack run")
+    perf.add_argument(
+        "--random-weights",
+        action="store_true",
+        help="seeded random weights (random:0) for both the reference and the pipeline",
+    )
+    add_settings_flags(perf)
+    perf.set_defaults(func=run_perf_command)
 
 
 def default_images() -> list[Path]:
@@ -102,6 +138,22 @@ def run_e2e_command(args: argparse.Namespace) -> int:
         args.json_out.parent.mkdir(parents=True, exist_ok=True)
         args.json_out.write_text(text + "\n")
     return 0 if summary["lost"] == 0 else 1
+
+
+def run_perf_command(args: argparse.Namespace) -> int:
+    from facepipe.bench.perf import chart, run_perf, table
+
+    settings = settings_from_args(args, weights="random:0" if args.random_weights else None)
+    out = reserve_stdout()  # in-process functions print their logs; stdout is for the JSON
+    summary = run_perf(settings, quick=args.quick, e2e=not args.no_e2e, log=sys.stderr)
+    print(table(summary), file=sys.stderr)
+    text = json.dumps(summary, indent=2)
+    args.json_out.parent.mkdir(parents=True, exist_ok=True)
+    args.json_out.write_text(text + "\n")
+    chart(summary, args.chart)
+    print(f"bench: wrote {args.json_out} and {args.chart}", file=sys.stderr)
+    print(text, file=out, flush=True)
+    return 0 if summary.get("e2e_lost") in (None, 0) else 1
 
 
 def run_match_command(args: argparse.Namespace) -> int:

@@ -1,0 +1,81 @@
+"""`facepipe bench perf --quick` (issue #7): the harness runs end to end and its JSON has the
+headline keys with sane values; same weights and same MTCNN, so parity with plain
+facenet-pytorch must hold."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from facepipe.bench.perf import iou, lambda_cost
+from tests.conftest import run_facepipe
+
+KEYS = (
+    "pipeline_vs_reference_ratio",
+    "parity_min_iou",
+    "parity_min_cosine",
+    "embed_gflops",
+    "sgemm_gflops",
+    "cold_start_overhead_s",
+    "e2e_p50_ms",
+    "e2e_p95_ms",
+    "e2e_lost",
+    "cost_per_1000_frames_usd",
+)
+
+
+@pytest.mark.slow
+def test_bench_perf_quick(tmp_path: Path) -> None:
+    out, png = tmp_path / "latest.json", tmp_path / "latest.png"
+    proc = run_facepipe(
+        "bench", "perf", "--quick", "--random-weights", "--no-e2e",
+        "--json-out", str(out), "--chart", str(png), "--threads", "2",
+        timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads(out.read_text())
+    assert json.loads(proc.stdout) == summary
+    assert set(KEYS) <= set(summary)
+    ratios = summary["pipeline_vs_reference_ratio"]
+    assert set(ratios) == {"native", "480p", "720p", "1080p", "overall"}
+    assert all(r > 0 for r in ratios.values())
+    assert summary["parity_faces"] >= 4  # two photos, one with two faces, at 4 resolutions
+    assert summary["parity_min_iou"] >= 0.99
+    assert summary["parity_min_cosine"] >= 0.999
+    assert summary["sgemm_gflops"] > 0 and summary["embed_gflops"] > 0
+    assert set(summary["cold_start_overhead_s"]) == {"detection", "recognition"}
+    assert summary["cold_start"]["import_torch_s"] > 0
+    assert summary["e2e_p50_ms"] is None and summary["e2e_lost"] is None  # --no-e2e
+    assert 0 < summary["cost_per_1000_frames_usd"] < 100
+    assert summary["cost"]["prices"]["lambda_gb_second_usd"] == 0.0000166667
+    assert summary["cost"]["memory_mb"] == {"detection": 2048, "recognition": 3008}
+    assert "parity" in proc.stderr and "ratio" in proc.stderr  # the table
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_iou() -> None:
+    assert iou((0, 0, 10, 10), (0, 0, 10, 10)) == 1.0
+    assert iou((0, 0, 10, 10), (5, 0, 15, 10)) == pytest.approx(50 / 150)
+    assert iou((0, 0, 1, 1), (2, 2, 3, 3)) == 0.0
+
+
+def test_lambda_cost_by_hand() -> None:
+    stage = {
+        "frames": 4,
+        "frames_with_faces": 2,
+        "detection_ms_per_frame": 100.0,
+        "recognition_ms_per_frame": 50.0,
+        "recognition_batch": 10,
+        "task_bytes_mean": 70_000.0,  # two 64 KB chunks
+        "result_bytes_mean": 600.0,
+    }
+    cost = lambda_cost(stage, 2048, 3008)
+    gbs = 0.0000166667
+    assert cost["detection_compute"] == pytest.approx(1000 * 0.1 * 2 * gbs, abs=1e-6)
+    assert cost["recognition_compute"] == pytest.approx(500 * 0.05 * 3008 / 1024 * gbs, abs=1e-6)
+    assert cost["lambda_requests"] == pytest.approx((1000 + 50) * 0.2e-6, abs=1e-6)
+    sqs = 500 * 2 + 1000 + 2 * 50 + 2 * 100
+    assert cost["sqs_requests"] == pytest.approx(sqs * 0.4e-6, abs=1e-6)
+    assert cost["total"] == pytest.approx(sum(v for k, v in cost.items() if k != "total"), abs=1e-5)
