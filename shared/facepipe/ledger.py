@@ -192,14 +192,17 @@ class DynamoLedger:
 
 
 class ResultSink(Protocol):
-    def send_result(self, result: Result) -> None: ...
+    """Where final results go (the response queue). ``send_result`` returns ``False`` when it
+    posted nothing because the request already had its result; anything else means posted."""
+
+    def send_result(self, result: Result) -> bool | None: ...
 
 
 class OncePerRequest:
     """A result sink that posts at most one final result per request_id (see the module doc).
 
-    ``posted`` and ``skipped`` count what it did; :meth:`send_result` raises
-    :class:`ResultInFlight` when another worker holds the request_id's claim.
+    ``posted`` and ``skipped`` count what it did; :meth:`send_result` returns whether it posted,
+    and raises :class:`ResultInFlight` when another worker holds the request_id's claim.
     """
 
     def __init__(self, sink: ResultSink, ledger: ResultLedger) -> None:
@@ -211,12 +214,12 @@ class OncePerRequest:
     def finished(self, request_ids: Iterable[str]) -> set[str]:
         return self.ledger.finished(request_ids)
 
-    def send_result(self, result: Result) -> None:
+    def send_result(self, result: Result) -> bool:
         claim = self.ledger.claim(result.request_id)
         if claim is Claim.DONE:
             self.skipped += 1
             _log.info("duplicate: the result of this request_id is already out")
-            return
+            return False
         if claim is Claim.BUSY:
             raise ResultInFlight(
                 f"request {result.request_id}: another worker is posting its result"
@@ -231,3 +234,4 @@ class OncePerRequest:
             self.ledger.complete(result.request_id, result.status)
         except Exception:  # posted: a lost completion only risks a duplicate the client drops
             _log.warning("result posted but not recorded in the ledger", exc_info=True)
+        return True

@@ -153,11 +153,15 @@ def actions_on_s3(role: dict[str, Any], arn: dict[str, str]) -> set[str]:
     return {a for a, r in grants(role) if a.startswith("s3:") and r == arn}
 
 
-def run_tool(name: str, *args: str) -> subprocess.CompletedProcess[str]:
-    exe = BIN / name
+def run_tool(
+    name: str, *args: str, exe: Path | None = None, **env_vars: str
+) -> subprocess.CompletedProcess[str]:
+    """``name ARGS`` (the venv's, unless ``exe`` is given) from the repo root, with
+    ``env_vars`` added to the environment."""
+    exe = exe or BIN / name
     if not exe.exists():
         pytest.skip(f"{name} is not installed next to {sys.executable}")
-    env = dict(os.environ, SAM_CLI_TELEMETRY="0")
+    env = dict(os.environ, SAM_CLI_TELEMETRY="0", **env_vars)
     return subprocess.run(
         [str(exe), *args],
         check=False,
@@ -260,16 +264,13 @@ def test_checkov_is_clean() -> None:
     exe = checkov_executable()
     if exe is None:
         pytest.skip("checkov is not installed (make install creates .venv-checkov)")
-    env = dict(os.environ, CKV_SKIP_PACKAGE_UPDATE_CHECK="true", BC_SKIP_MAPPING="TRUE")
     # cwd=ROOT: checkov reads .checkov.yaml (cloudformation only, --skip-download) from there.
-    proc = subprocess.run(
-        [str(exe), "-f", "template.yaml", "--output", "json"],
-        check=False,
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
+    proc = run_tool(
+        "checkov",
+        *("-f", "template.yaml", "--output", "json"),
+        exe=exe,
+        CKV_SKIP_PACKAGE_UPDATE_CHECK="true",
+        BC_SKIP_MAPPING="TRUE",
     )
     report = json.loads(proc.stdout)
     summary = report["summary"]

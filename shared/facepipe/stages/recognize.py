@@ -26,6 +26,7 @@ from facepipe.errors import (
     GalleryError,
     InvalidMessage,
 )
+from facepipe.ledger import ResultSink
 from facepipe.matching import DEFAULT_TOP_K, Gallery
 from facepipe.messages import (
     AlbumMatch,
@@ -262,10 +263,6 @@ class PayloadStore(Protocol):
     def delete(self, key: str) -> None: ...
 
 
-class ResultSink(Protocol):
-    def send_result(self, result: Result) -> None: ...
-
-
 @dataclass
 class Outcome:
     """What became of one record: its task (when it parsed) and result, or the error."""
@@ -297,9 +294,7 @@ class PreparedBatch:
         if outcome.error is not None:
             raise outcome.error
         assert outcome.result is not None  # no task: a malformed message's error result
-        skipped = getattr(self.sink, "skipped", 0)
-        self.sink.send_result(outcome.result)
-        if getattr(self.sink, "skipped", 0) != skipped:  # the ledger had it already
+        if self.sink.send_result(outcome.result) is False:  # the ledger had it already
             self.duplicates += 1
             return None
         if outcome.task is not None and outcome.task.payload_key and self.payloads is not None:
