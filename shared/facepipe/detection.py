@@ -1,4 +1,5 @@
-"""Face detection: facenet-pytorch MTCNN → boxes, probabilities, landmarks and lossless crops.
+"""Face detection: MTCNN (facenet-pytorch's networks and weights, :mod:`facepipe.mtcnn`'s fast
+path) → boxes, probabilities, landmarks and lossless crops.
 
 The crop that travels to recognition depends on the embedder, so cutting it is a step of its own
 (:class:`FaceCropper`) that :class:`FaceDetector` runs on the boxes it keeps: facenet-pytorch's
@@ -39,6 +40,26 @@ class FaceCropper(Protocol):
     def crops(self, image: Image.Image, boxes: Sequence[Sequence[float]]) -> list[np.ndarray]: ...
 
 
+def extract_face(
+    image: Image.Image, box: Sequence[float], image_size: int = 160, margin: int = 0
+) -> np.ndarray:
+    """facenet-pytorch's ``extract_face`` for a PIL image, as uint8 ``H×W×3``: the box widened
+    by ``margin`` crop pixels, clipped to the frame, truncated to integers, cropped and resized
+    bilinearly by PIL. Same arithmetic (pass the box as MTCNN's float32 values) and so the same
+    pixels, without importing facenet-pytorch's package (which imports torchvision)."""
+    mx = margin * (box[2] - box[0]) / (image_size - margin)
+    my = margin * (box[3] - box[1]) / (image_size - margin)
+    width, height = image.size
+    region = (
+        int(max(box[0] - mx / 2, 0)),
+        int(max(box[1] - my / 2, 0)),
+        int(min(box[2] + mx / 2, width)),
+        int(min(box[3] + my / 2, height)),
+    )
+    face = image.crop(region).resize((image_size, image_size), Image.Resampling.BILINEAR)
+    return np.asarray(face, dtype=np.uint8)
+
+
 class FacenetCropper:
     """facenet-pytorch's ``extract_face`` crop, bit for bit (what ``MTCNN`` itself returns).
 
@@ -55,20 +76,12 @@ class FacenetCropper:
         self.kind = kind
 
     def crops(self, image: Image.Image, boxes: Sequence[Sequence[float]]) -> list[np.ndarray]:
-        from facenet_pytorch import extract_face
-
-        return [
-            # extract_face returns the PIL crop's uint8 values as float: exact round trip
-            extract_face(image, box, self.image_size, self.margin)
-            .permute(1, 2, 0)
-            .numpy()
-            .astype(np.uint8)
-            for box in boxes
-        ]
+        return [extract_face(image, box, self.image_size, self.margin) for box in boxes]
 
 
 class FaceDetector:
-    """MTCNN with facenet-pytorch's own defaults, keeping every face above a probability floor.
+    """MTCNN with facenet-pytorch's own defaults (``MTCNN(keep_all=True)``), keeping every face
+    above a probability floor.
 
     Args:
         image_size: side of each facenet crop (facenet-pytorch default 160).
@@ -97,7 +110,7 @@ class FaceDetector:
         device: str = "auto",
         cropper: FaceCropper | None = None,
     ) -> None:
-        from facenet_pytorch import MTCNN
+        from facepipe.mtcnn import Mtcnn
 
         self.image_size = image_size
         self.margin = margin
@@ -105,14 +118,7 @@ class FaceDetector:
         self.min_face_size = min_face_size
         self.cropper: FaceCropper = cropper or FacenetCropper(image_size, margin)
         self.device = resolve_device(device)
-        self.mtcnn = MTCNN(
-            image_size=image_size,
-            margin=margin,
-            min_face_size=min_face_size,
-            keep_all=True,
-            post_process=False,
-            device=self.device,
-        )
+        self.mtcnn = Mtcnn(min_face_size=min_face_size, device=self.device)
 
     def detect(self, image: Image.Image) -> list[DetectedFace]:
         """All faces of an RGB image, largest first (MTCNN's order), above ``min_probability``,
@@ -120,13 +126,13 @@ class FaceDetector:
         ``min_face_size`` holds no face MTCNN can find (it would fail on it: no pyramid scale)."""
         if min(image.size) * (12.0 / self.min_face_size) < 12:  # MTCNN's own first-scale test
             return []
-        boxes, probs, points = self.mtcnn.detect(image, landmarks=True)
-        if boxes is None:
-            return []
+        boxes, points = self.mtcnn.detect(
+            np.asarray(image if image.mode == "RGB" else image.convert("RGB"))
+        )
         kept = [
-            (box, prob, pts)
-            for box, prob, pts in zip(boxes, probs, points, strict=True)
-            if float(prob) >= self.min_probability
+            (row[:4], row[4], pts)
+            for row, pts in zip(boxes, points, strict=True)
+            if float(row[4]) >= self.min_probability
         ]
         crops = self.cropper.crops(image, [box for box, _, _ in kept])
         return [

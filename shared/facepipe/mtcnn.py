@@ -1,0 +1,416 @@
+"""MTCNN face detection, facenet-pytorch's networks and weights on a faster path.
+
+facenet-pytorch's ``detect_face`` spends most of a large frame's time outside its networks:
+every pyramid level and every candidate box is resampled with its own
+``interpolate(mode="area")`` call (hundreds per frame), candidate crops are cut one by one in a
+Python loop, and the 2×2 max-pool of the P-net runs torch's generic pooling kernel on the
+largest feature maps. Importing it also imports torchvision (and with it ``torch._dynamo``,
+1.2 s of cold start) for one NMS call.
+
+:class:`Mtcnn` runs the same algorithm step for step (same scales, thresholds, NMS order and
+box arithmetic) with that glue replaced:
+
+- one integral image per frame (exact integer sums) serves every pyramid level and every R-/O-net
+  crop: an area-resampled pixel is a window sum divided by its height, then its width, which is
+  exactly what torch's adaptive average pooling computes, so the inputs are bit-identical;
+- all candidate crops of a stage are gathered in one vectorised step;
+- the P-net's 2×2/stride-2 ceil-mode max-pool is a reshape and a max (same values);
+- NMS is a small greedy loop in NumPy (torchvision's rule: suppress IoU > threshold, stable
+  descending score order), so torchvision is never imported.
+
+The networks are facenet-pytorch's P-, R- and O-net architectures (the same layer names, so its
+``data/{p,r,o}net.pt`` load unchanged) in :class:`PNet`, :class:`RNet`, :class:`ONet`; a unit
+test checks them against facenet-pytorch's own modules output for output, and the benchmark
+(``make bench``) reports box IoU and embedding cosine against plain facenet-pytorch.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+# facenet-pytorch's MTCNN defaults.
+THRESHOLDS = (0.6, 0.7, 0.7)
+FACTOR = 0.709
+
+
+def weights_dir() -> Path:
+    """facenet-pytorch's ``data`` folder (its bundled MTCNN weights), found without importing
+    the package (whose ``__init__`` imports torchvision)."""
+    spec = importlib.util.find_spec("facenet_pytorch")
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError("facenet-pytorch is not installed (it ships the MTCNN weights)")
+    return Path(next(iter(spec.submodule_search_locations))) / "data"
+
+
+class PNet(nn.Module):
+    """MTCNN P-net (facenet-pytorch's ``PNet``, same parameters)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 10, kernel_size=3)
+        self.prelu1 = nn.PReLU(10)
+        self.pool1 = nn.MaxPool2d(2, 2, ceil_mode=True)
+        self.conv2 = nn.Conv2d(10, 16, kernel_size=3)
+        self.prelu2 = nn.PReLU(16)
+        self.conv3 = nn.Conv2d(16, 32, kernel_size=3)
+        self.prelu3 = nn.PReLU(32)
+        self.conv4_1 = nn.Conv2d(32, 2, kernel_size=1)
+        self.conv4_2 = nn.Conv2d(32, 4, kernel_size=1)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.pool1(self.prelu1(self.conv1(x)))
+        x = self.prelu3(self.conv3(self.prelu2(self.conv2(x))))
+        return self.conv4_2(x), torch.softmax(self.conv4_1(x), dim=1)
+
+
+class RNet(nn.Module):
+    """MTCNN R-net (facenet-pytorch's ``RNet``, same parameters)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 28, kernel_size=3)
+        self.prelu1 = nn.PReLU(28)
+        self.pool1 = nn.MaxPool2d(3, 2, ceil_mode=True)
+        self.conv2 = nn.Conv2d(28, 48, kernel_size=3)
+        self.prelu2 = nn.PReLU(48)
+        self.pool2 = nn.MaxPool2d(3, 2, ceil_mode=True)
+        self.conv3 = nn.Conv2d(48, 64, kernel_size=2)
+        self.prelu3 = nn.PReLU(64)
+        self.dense4 = nn.Linear(576, 128)
+        self.prelu4 = nn.PReLU(128)
+        self.dense5_1 = nn.Linear(128, 2)
+        self.dense5_2 = nn.Linear(128, 4)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.pool1(self.prelu1(self.conv1(x)))
+        x = self.pool2(self.prelu2(self.conv2(x)))
+        x = self.prelu3(self.conv3(x)).permute(0, 3, 2, 1).contiguous()
+        x = self.prelu4(self.dense4(x.view(x.shape[0], -1)))
+        return self.dense5_2(x), torch.softmax(self.dense5_1(x), dim=1)
+
+
+class ONet(nn.Module):
+    """MTCNN O-net (facenet-pytorch's ``ONet``, same parameters)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 32, kernel_size=3)
+        self.prelu1 = nn.PReLU(32)
+        self.pool1 = nn.MaxPool2d(3, 2, ceil_mode=True)
+        self.conv2 = nn.Conv2d(32, 64, kernel_size=3)
+        self.prelu2 = nn.PReLU(64)
+        self.pool2 = nn.MaxPool2d(3, 2, ceil_mode=True)
+        self.conv3 = nn.Conv2d(64, 64, kernel_size=3)
+        self.prelu3 = nn.PReLU(64)
+        self.pool3 = nn.MaxPool2d(2, 2, ceil_mode=True)
+        self.conv4 = nn.Conv2d(64, 128, kernel_size=2)
+        self.prelu4 = nn.PReLU(128)
+        self.dense5 = nn.Linear(1152, 256)
+        self.prelu5 = nn.PReLU(256)
+        self.dense6_1 = nn.Linear(256, 2)
+        self.dense6_2 = nn.Linear(256, 4)
+        self.dense6_3 = nn.Linear(256, 10)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        x = self.pool1(self.prelu1(self.conv1(x)))
+        x = self.pool2(self.prelu2(self.conv2(x)))
+        x = self.pool3(self.prelu3(self.conv3(x)))
+        x = self.prelu4(self.conv4(x)).permute(0, 3, 2, 1).contiguous()
+        x = self.prelu5(self.dense5(x.view(x.shape[0], -1)))
+        return self.dense6_2(x), self.dense6_3(x), torch.softmax(self.dense6_1(x), dim=1)
+
+
+def _load(net: nn.Module, name: str, device: str) -> nn.Module:
+    state = torch.load(weights_dir() / f"{name}.pt", map_location="cpu", weights_only=True)
+    net.load_state_dict(state)
+    return net.eval().to(device).to(memory_format=torch.channels_last)
+
+
+# ---- resampling from an integral image -----------------------------------------------------
+
+
+class Integral:
+    """Exact window sums of one uint8 RGB frame (OpenCV's integral image, ~5 ms at 1080p):
+    ``sums[y, x, c]`` is the sum of channel ``c`` over rows ``< y`` and columns ``< x``; int32
+    while that cannot overflow, else float64 (exact to 2**53)."""
+
+    def __init__(self, rgb: np.ndarray) -> None:
+        import cv2
+
+        self.height, self.width = rgb.shape[:2]
+        depth = cv2.CV_32S if self.height * self.width * 255 < 2**31 else cv2.CV_64F
+        self.sums = cv2.integral(rgb, sdepth=depth)
+        self.flat = self.sums.reshape(-1, 3)  # (H+1)(W+1) rows of 3 channel sums
+
+    def resize(self, out_h: int, out_w: int) -> torch.Tensor:
+        """The whole frame area-resampled to ``out_h × out_w``: ``1×3×out_h×out_w`` float32 in
+        channels-last memory, bit-identical to ``interpolate(frame, (out_h, out_w),
+        mode="area")``."""
+        ys, ye = _windows(self.height, out_h)
+        xs, xe = _windows(self.width, out_w)
+        rows = np.take(self.sums, ye, axis=0) - np.take(self.sums, ys, axis=0)
+        window = np.take(rows, xe, axis=1) - np.take(rows, xs, axis=1)
+        mean = _mean(window, (ye - ys)[:, None, None], (xe - xs)[None, :, None])
+        return mean[None].permute(0, 3, 1, 2)
+
+    def crops(
+        self, y0: np.ndarray, y1: np.ndarray, x0: np.ndarray, x1: np.ndarray, size: int
+    ) -> torch.Tensor:
+        """Each region ``[y0, y1) × [x0, x1)`` area-resampled to ``size × size``:
+        ``K×3×size×size`` float32 (channels-last memory), bit-identical to facenet-pytorch's
+        per-box ``imresample(img[:, :, y0:y1, x0:x1], (size, size))``."""
+        ys, ye = _box_windows(y0, y1, size)  # (K, size) each
+        xs, xe = _box_windows(x0, x1, size)
+        stride = self.width + 1
+
+        def corner(y: np.ndarray, x: np.ndarray) -> np.ndarray:
+            flat = (y[:, :, None] * stride + x[:, None, :]).reshape(-1)
+            return np.take(self.flat, flat, axis=0).reshape(len(y0), size, size, 3)
+
+        window = corner(ye, xe) - corner(ys, xe) - corner(ye, xs) + corner(ys, xs)
+        mean = _mean(window, (ye - ys)[:, :, None, None], (xe - xs)[:, None, :, None])
+        return mean.permute(0, 3, 1, 2)
+
+
+def _windows(size_in: int, size_out: int) -> tuple[np.ndarray, np.ndarray]:
+    """torch's adaptive pooling windows: ``[floor(i·in/out), ceil((i+1)·in/out))``."""
+    i = np.arange(size_out, dtype=np.int64)
+    return (i * size_in) // size_out, ((i + 1) * size_in + size_out - 1) // size_out
+
+
+def _box_windows(start: np.ndarray, end: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    length = (end - start).astype(np.int64)[:, None]
+    i = np.arange(size, dtype=np.int64)[None, :]
+    offset = start.astype(np.int64)[:, None]
+    return offset + (i * length) // size, offset + ((i + 1) * length + size - 1) // size
+
+
+def _mean(window: np.ndarray, heights: np.ndarray, widths: np.ndarray) -> torch.Tensor:
+    """Window sums → means as torch's kernel computes them: float32 sum / height / width
+    (``heights``/``widths`` broadcast against ``window``)."""
+    out = torch.from_numpy(window.astype(np.float32))
+    out /= torch.from_numpy(heights.astype(np.float32))
+    out /= torch.from_numpy(widths.astype(np.float32))
+    return out
+
+
+# ---- box arithmetic, as facenet-pytorch's detect_face does it -------------------------------
+
+
+def _nms(boxes: torch.Tensor, scores: torch.Tensor, threshold: float) -> torch.Tensor:
+    """Greedy NMS with torchvision's rule (IoU > threshold suppresses; stable descending score
+    order; float32 arithmetic), indices of the kept boxes, best first."""
+    b = boxes.numpy()
+    x1, y1, x2, y2 = b[:, 0], b[:, 1], b[:, 2], b[:, 3]
+    areas = (x2 - x1) * (y2 - y1)
+    order = np.argsort(-scores.numpy(), kind="stable")
+    keep = []
+    zero = np.float32(0)
+    while order.size:
+        i, rest = order[0], order[1:]
+        keep.append(i)
+        w = np.maximum(zero, np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest]))
+        h = np.maximum(zero, np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]))
+        inter = w * h
+        order = rest[inter / (areas[i] + areas[rest] - inter) <= threshold]
+    return torch.as_tensor(np.asarray(keep, dtype=np.int64))
+
+
+def _nms_min(boxes: torch.Tensor, scores: torch.Tensor, threshold: float) -> torch.Tensor:
+    """facenet-pytorch's ``nms_numpy(..., "Min")`` (the O-net stage): overlap over the smaller
+    box, +1 pixel areas, NumPy's default argsort."""
+    b = boxes.numpy()
+    x1, y1, x2, y2 = b[:, 0], b[:, 1], b[:, 2], b[:, 3]
+    area = (x2 - x1 + 1) * (y2 - y1 + 1)
+    order = np.argsort(scores.numpy())
+    keep = []
+    while order.size:
+        i, rest = order[-1], order[:-1]
+        keep.append(i)
+        w = np.maximum(0.0, np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest]) + 1)
+        h = np.maximum(0.0, np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]) + 1)
+        order = rest[(w * h) / np.minimum(area[i], area[rest]) <= threshold]
+    return torch.as_tensor(np.asarray(keep, dtype=np.int64))
+
+
+def _candidates(reg: torch.Tensor, probs: torch.Tensor, scale: float, threshold: float) -> Any:
+    """P-net output map → candidate boxes ``[x1, y1, x2, y2, score, 4 × regression]``."""
+    mask = probs[0] >= threshold
+    where = mask.nonzero()
+    score = probs[0][mask]
+    offsets = reg[0][:, mask].permute(1, 0)
+    cells = where.to(reg.dtype).flip(1)
+    q1 = ((2 * cells + 1) / scale).floor()
+    q2 = ((2 * cells + 12) / scale).floor()
+    return torch.cat([q1, q2, score.unsqueeze(1), offsets], dim=1)
+
+
+def _bbreg(boxes: torch.Tensor, reg: torch.Tensor) -> torch.Tensor:
+    w = boxes[:, 2] - boxes[:, 0] + 1
+    h = boxes[:, 3] - boxes[:, 1] + 1
+    b1 = boxes[:, 0] + reg[:, 0] * w
+    b2 = boxes[:, 1] + reg[:, 1] * h
+    b3 = boxes[:, 2] + reg[:, 2] * w
+    b4 = boxes[:, 3] + reg[:, 3] * h
+    boxes[:, :4] = torch.stack([b1, b2, b3, b4]).permute(1, 0)
+    return boxes
+
+
+def _square(boxes: torch.Tensor) -> torch.Tensor:
+    """facenet-pytorch's ``rerec``: each box → the square on its centre, side its longer side."""
+    h = boxes[:, 3] - boxes[:, 1]
+    w = boxes[:, 2] - boxes[:, 0]
+    side = torch.max(w, h)
+    boxes[:, 0] = boxes[:, 0] + w * 0.5 - side * 0.5
+    boxes[:, 1] = boxes[:, 1] + h * 0.5 - side * 0.5
+    boxes[:, 2:4] = boxes[:, :2] + side.repeat(2, 1).permute(1, 0)
+    return boxes
+
+
+def _regions(boxes: torch.Tensor, width: int, height: int) -> tuple[np.ndarray, ...]:
+    """Integer pixel regions ``[y0, y1) × [x0, x1)`` of boxes clipped to the frame (``pad``)."""
+    b = boxes.trunc().int().numpy()
+    x, y = np.maximum(b[:, 0], 1), np.maximum(b[:, 1], 1)
+    ex, ey = np.minimum(b[:, 2], width), np.minimum(b[:, 3], height)
+    return y - 1, ey, x - 1, ex
+
+
+def _in_chunks(net: nn.Module, data: torch.Tensor, size: int = 512) -> tuple[torch.Tensor, ...]:
+    """``net`` over ``data`` in batches of ``size`` (facenet-pytorch's ``fixed_batch_process``:
+    the same batch shapes, so the same kernels and the same numbers)."""
+    outs = [net(data[i : i + size]) for i in range(0, len(data), size)]
+    return tuple(torch.cat(parts, dim=0) for parts in zip(*outs, strict=True))
+
+
+class Mtcnn:
+    """MTCNN with facenet-pytorch's weights and defaults (``MTCNN(keep_all=True)``), on the
+    fast path described in the module docstring.
+
+    Args:
+        min_face_size: smallest face searched for, in pixels (facenet-pytorch default 20).
+        thresholds: P-, R-, O-net score thresholds.
+        factor: pyramid scale step.
+        device: torch device.
+
+    Example:
+        >>> import numpy as np
+        >>> from PIL import Image
+        >>> boxes, points = Mtcnn().detect(np.asarray(Image.open("samples/astronaut.jpg")))
+        >>> boxes.shape, points.shape
+        ((1, 5), (1, 5, 2))
+    """
+
+    def __init__(
+        self,
+        min_face_size: int = 20,
+        thresholds: tuple[float, float, float] = THRESHOLDS,
+        factor: float = FACTOR,
+        device: str = "cpu",
+    ) -> None:
+        self.min_face_size = min_face_size
+        self.thresholds = thresholds
+        self.factor = factor
+        self.device = device
+        self.pnet = _load(PNet(), "pnet", device)
+        self.rnet = _load(RNet(), "rnet", device)
+        self.onet = _load(ONet(), "onet", device)
+
+    def scales(self, height: int, width: int) -> list[float]:
+        """The image pyramid's scales (facenet-pytorch's loop)."""
+        m = 12.0 / self.min_face_size
+        minl = min(height, width) * m
+        scales, scale = [], m
+        while minl >= 12:
+            scales.append(scale)
+            scale *= self.factor
+            minl *= self.factor
+        return scales
+
+    def detect(self, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Faces of one uint8 ``H×W×3`` RGB frame: ``boxes`` ``(N, 5)`` float32 rows
+        ``[x1, y1, x2, y2, probability]`` and ``points`` ``(N, 5, 2)`` landmarks, largest box
+        first (``MTCNN.detect``'s order with its default ``select_largest=True``)."""
+        with torch.inference_mode():
+            boxes, points = self._detect(np.ascontiguousarray(rgb, dtype=np.uint8))
+        boxes_np, points_np = boxes.cpu().numpy(), points.cpu().numpy()
+        if len(boxes_np):
+            area = (boxes_np[:, 2] - boxes_np[:, 0]) * (boxes_np[:, 3] - boxes_np[:, 1])
+            order = np.argsort(area)[::-1]
+            boxes_np, points_np = boxes_np[order], points_np[order]
+        return boxes_np, points_np
+
+    def _prepare(self, data: torch.Tensor) -> torch.Tensor:
+        return ((data - 127.5) * 0.0078125).to(self.device)
+
+    def _detect(self, rgb: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        height, width = rgb.shape[:2]
+        empty = torch.zeros(0, 5), torch.zeros(0, 5, 2)
+        scales = self.scales(height, width)
+        if not scales:
+            return empty
+        integral = Integral(rgb)
+        # Stage 1: P-net over the pyramid, NMS per scale, then across scales.
+        found = []
+        for scale in scales:
+            level = integral.resize(int(height * scale + 1), int(width * scale + 1))
+            reg, probs = self.pnet(self._prepare(level))
+            cand = _candidates(reg.cpu(), probs[:, 1].cpu(), scale, self.thresholds[0])
+            found.append(cand[_nms(cand[:, :4], cand[:, 4], 0.5)])
+        boxes = torch.cat(found, dim=0)
+        boxes = boxes[_nms(boxes[:, :4], boxes[:, 4], 0.7)]
+        if not len(boxes):
+            return empty
+        regw = boxes[:, 2] - boxes[:, 0]
+        regh = boxes[:, 3] - boxes[:, 1]
+        qq1 = boxes[:, 0] + boxes[:, 5] * regw
+        qq2 = boxes[:, 1] + boxes[:, 6] * regh
+        qq3 = boxes[:, 2] + boxes[:, 7] * regw
+        qq4 = boxes[:, 3] + boxes[:, 8] * regh
+        boxes = _square(torch.stack([qq1, qq2, qq3, qq4, boxes[:, 4]]).permute(1, 0))
+
+        # Stage 2: R-net on 24×24 crops of the candidates.
+        boxes, crops = self._crops(integral, boxes, 24)
+        reg, probs = _in_chunks(self.rnet, self._prepare(crops))
+        score = probs[:, 1].cpu()
+        keep = score > self.thresholds[1]
+        boxes = torch.cat((boxes[keep, :4], score[keep].unsqueeze(1)), dim=1)
+        moves = reg.cpu()[keep]
+        pick = _nms(boxes[:, :4], boxes[:, 4], 0.7)
+        boxes = _square(_bbreg(boxes[pick], moves[pick]))
+        if not len(boxes):
+            return empty
+
+        # Stage 3: O-net on 48×48 crops: scores, box regression, landmarks.
+        boxes, crops = self._crops(integral, boxes, 48)
+        reg, marks, probs = (t.cpu() for t in _in_chunks(self.onet, self._prepare(crops)))
+        score = probs[:, 1]
+        keep = score > self.thresholds[2]
+        marks = marks[keep].permute(1, 0)
+        boxes = torch.cat((boxes[keep, :4], score[keep].unsqueeze(1)), dim=1)
+        moves = reg[keep]
+        w = boxes[:, 2] - boxes[:, 0] + 1
+        h = boxes[:, 3] - boxes[:, 1] + 1
+        points_x = w.repeat(5, 1) * marks[:5, :] + boxes[:, 0].repeat(5, 1) - 1
+        points_y = h.repeat(5, 1) * marks[5:10, :] + boxes[:, 1].repeat(5, 1) - 1
+        points = torch.stack((points_x, points_y)).permute(2, 1, 0)
+        boxes = _bbreg(boxes, moves)
+        pick = _nms_min(boxes[:, :4], boxes[:, 4], 0.7)
+        return boxes[pick], points[pick]
+
+    @staticmethod
+    def _crops(
+        integral: Integral, boxes: torch.Tensor, size: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The boxes with a non-empty region in the frame, and their ``size²`` crops."""
+        y0, y1, x0, x1 = _regions(boxes, integral.width, integral.height)
+        valid = (y1 > y0) & (x1 > x0)
+        if not valid.all():
+            boxes = boxes[torch.from_numpy(valid)]
+            y0, y1, x0, x1 = y0[valid], y1[valid], x0[valid], x1[valid]
+        return boxes, integral.crops(y0, y1, x0, x1, size)

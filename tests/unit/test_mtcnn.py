@@ -1,0 +1,139 @@
+"""The fast MTCNN path against facenet-pytorch itself: same networks, bit-identical resampling,
+the same crops, and the same faces on real photos at several resolutions."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from facenet_pytorch import MTCNN, extract_face
+from facenet_pytorch.models import mtcnn as facenet_mtcnn
+from PIL import Image
+from torch.nn.functional import interpolate
+
+from facepipe.detection import extract_face as our_extract_face
+from facepipe.mtcnn import Integral, Mtcnn, ONet, PNet, RNet, _load
+from tests.conftest import SAMPLES
+
+PHOTOS = [SAMPLES / "astronaut.jpg", SAMPLES / "frames" / "obama-and-biden.jpg"]
+
+
+@pytest.fixture(scope="module")
+def reference() -> MTCNN:
+    return MTCNN(keep_all=True, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def fast() -> Mtcnn:
+    return Mtcnn()
+
+
+@pytest.mark.parametrize(
+    ("ours", "theirs", "side"),
+    [
+        (PNet, facenet_mtcnn.PNet, 37),
+        (RNet, facenet_mtcnn.RNet, 24),
+        (ONet, facenet_mtcnn.ONet, 48),
+    ],
+)
+def test_networks_are_facenets(ours, theirs, side) -> None:  # type: ignore[no-untyped-def]
+    """Same architecture and weights: our channels-last modules give facenet-pytorch's outputs."""
+    name = theirs.__name__.lower()
+    mine, ref = _load(ours(), name, "cpu"), theirs(pretrained=True).eval()
+    x = torch.rand(5, 3, side, side) * 2 - 1
+    with torch.inference_mode():
+        for a, b in zip(mine(x.contiguous(memory_format=torch.channels_last)), ref(x), strict=True):
+            assert a.shape == b.shape
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def _photo(height: int | None = None) -> np.ndarray:
+    image = Image.open(PHOTOS[1]).convert("RGB")
+    if height:
+        image = image.resize((round(image.width * height / image.height), height))
+    return np.asarray(image)
+
+
+@pytest.mark.parametrize("height", [None, 333, 1080])
+def test_pyramid_is_torch_area_interpolation_bit_for_bit(height: int | None) -> None:
+    rgb = _photo(height)
+    frame = torch.from_numpy(rgb.copy())[None].permute(0, 3, 1, 2).float()
+    integral = Integral(rgb)
+    for scale in Mtcnn().scales(*rgb.shape[:2]):
+        size = (int(rgb.shape[0] * scale + 1), int(rgb.shape[1] * scale + 1))
+        assert torch.equal(integral.resize(*size), interpolate(frame, size=size, mode="area"))
+
+
+def test_box_crops_are_facenets_per_box_resampling_bit_for_bit() -> None:
+    rgb = _photo()
+    frame = torch.from_numpy(rgb.copy())[None].permute(0, 3, 1, 2).float()
+    rng = np.random.default_rng(0)
+    h, w = rgb.shape[:2]
+    y0 = rng.integers(0, h - 1, 50)
+    x0 = rng.integers(0, w - 1, 50)
+    y1 = np.minimum(h, y0 + rng.integers(1, 400, 50))
+    x1 = np.minimum(w, x0 + rng.integers(1, 400, 50))
+    for size in (24, 48):
+        ours = Integral(rgb).crops(y0, y1, x0, x1, size)
+        theirs = torch.cat(
+            [
+                interpolate(frame[:, :, a:b, c:d], size=(size, size), mode="area")
+                for a, b, c, d in zip(y0, y1, x0, x1, strict=True)
+            ]
+        )
+        assert torch.equal(ours, theirs)
+
+
+def test_large_frames_use_an_exact_wider_integral() -> None:
+    """Past 2**31 / 255 pixels an int32 integral would overflow: float64 sums stay exact."""
+    rgb = np.full((3000, 2900, 3), 255, np.uint8)
+    integral = Integral(rgb)
+    assert integral.sums.dtype == np.float64
+    assert torch.equal(integral.resize(7, 5), torch.full((1, 3, 7, 5), 255.0))
+
+
+def test_extract_face_is_facenets(reference: MTCNN) -> None:
+    image = Image.open(PHOTOS[1]).convert("RGB")
+    boxes, _ = reference.detect(image)
+    boxes = [*boxes, np.array([-20.5, -3.2, 90.7, 2000.1], np.float32)]  # clipped at every edge
+    for box in boxes:
+        for size, margin in ((160, 0), (160, 32), (96, 10)):
+            theirs = extract_face(image, box, size, margin).permute(1, 2, 0).numpy()
+            assert np.array_equal(our_extract_face(image, box, size, margin), theirs)
+
+
+@pytest.mark.parametrize("height", [None, 480, 720, 1080])
+@pytest.mark.parametrize("photo", PHOTOS, ids=lambda p: p.name)
+def test_same_faces_as_facenet_mtcnn(reference: MTCNN, fast: Mtcnn, photo, height) -> None:  # type: ignore[no-untyped-def]
+    image = Image.open(photo).convert("RGB")
+    if height:
+        image = image.resize((round(image.width * height / image.height), height))
+    ref_boxes, ref_probs, ref_points = reference.detect(image, landmarks=True)
+    boxes, points = fast.detect(np.asarray(image))
+    assert len(boxes) == len(ref_boxes) > 0
+    # Convolutions in channels-last memory sum in another order: the last bits may differ.
+    np.testing.assert_allclose(boxes[:, :4], np.asarray(ref_boxes, np.float32), atol=1e-3)
+    np.testing.assert_allclose(boxes[:, 4], np.asarray(ref_probs, np.float32), atol=1e-5)
+    np.testing.assert_allclose(points, np.asarray(ref_points, np.float32), atol=1e-3)
+
+
+def test_blank_and_tiny_frames_have_no_faces(fast: Mtcnn) -> None:
+    boxes, points = fast.detect(np.zeros((200, 300, 3), np.uint8))
+    assert boxes.shape == (0, 5)
+    assert points.shape == (0, 5, 2)
+    assert fast.detect(np.zeros((10, 10, 3), np.uint8))[0].shape == (0, 5)
+
+
+def test_detector_does_not_import_torchvision() -> None:
+    """torchvision (through facenet-pytorch's package __init__) costs ~1.2 s of cold start."""
+    code = (
+        "import sys; from facepipe.detection import FaceDetector; FaceDetector(); "
+        "print('torchvision' in sys.modules, 'facenet_pytorch' in sys.modules)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=300
+    )
+    assert out.stdout.split() == ["False", "False"]
