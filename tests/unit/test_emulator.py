@@ -167,6 +167,21 @@ def test_intrinsics_resolve_getatt_and_sub(aws: LocalAws) -> None:
         aws.intrinsics.resolve({"Ref": "DetectionFunction"})
 
 
+def test_conditions_and_fn_if_follow_parameters() -> None:
+    """The template's conditions (here IsTracing) pick each branch of ``Fn::If``."""
+    traced = LocalAws(ROOT / "template.yaml", {"Tracing": "Active"}, stack="facepipe-cond")
+    default = LocalAws(ROOT / "template.yaml", stack="facepipe-cond")
+    choice = {"Fn::If": ["IsTracing", "false", "true"]}
+    assert traced.intrinsics.resolve(choice) == "false"
+    assert default.intrinsics.resolve(choice) == "true"
+    assert default.intrinsics.condition("HasAlarmTopic") is False
+    nested = {"Fn::Not": [{"Fn::Or": [{"Condition": "IsTracing"}, {"Condition": "HasAlarmTopic"}]}]}
+    default.intrinsics.conditions["Neither"] = nested
+    assert default.intrinsics.condition("Neither") is True
+    with pytest.raises(TemplateError, match="not defined"):
+        default.intrinsics.condition("Missing")
+
+
 def test_find_template_searches_upward() -> None:
     assert find_template(ROOT / "functions" / "detection") == ROOT / "template.yaml"
 

@@ -359,7 +359,12 @@ def test_url_auth_parameter_defaults_to_iam_and_warns_about_none(template: dict[
 def test_globals(template: dict[str, Any]) -> None:
     glob = template["Globals"]["Function"]
     assert glob["Architectures"] == ["x86_64"]
-    assert glob["Tracing"] == "Active"
+    # X-Ray is opt-in: its SDK import costs ~0.36 s of every cold start.
+    assert glob["Tracing"] == {"Ref": "Tracing"}
+    assert template["Parameters"]["Tracing"]["Default"] == "PassThrough"
+    assert glob["Environment"]["Variables"]["POWERTOOLS_TRACE_DISABLED"] == {
+        "Fn::If": ["IsTracing", "false", "true"]
+    }
 
 
 def test_container_image_metadata(template: dict[str, Any]) -> None:
@@ -390,12 +395,13 @@ def test_functions_are_image_lambdas(cfn: dict[str, Any]) -> None:
         assert props["MemorySize"] == memory
         assert props["Timeout"] == timeout
         assert props["Architectures"] == ["x86_64"]
-        assert props["TracingConfig"] == {"Mode": "Active"}
+        assert props["TracingConfig"] == {"Mode": {"Ref": "Tracing"}}
 
 
 def test_function_environment(cfn: dict[str, Any]) -> None:
     common = {
         "POWERTOOLS_METRICS_NAMESPACE": "facepipe",
+        "POWERTOOLS_TRACE_DISABLED": {"Fn::If": ["IsTracing", "false", "true"]},
         "POWERTOOLS_LOG_LEVEL": {"Ref": "LogLevel"},
         "FACEPIPE_BUCKET": {"Ref": "DataBucket"},
         "FACEPIPE_REQUEST_QUEUE_URL": {"Ref": "RequestQueue"},

@@ -62,6 +62,21 @@ def median_ms(fn: Callable[[], object], repeats: int, warmup: int = 1) -> float:
     return statistics.median(times)
 
 
+def paired_median_ms(
+    first: Callable[[], object], second: Callable[[], object], repeats: int
+) -> tuple[float, float]:
+    """Medians of two workloads timed in alternation, one warm-up each."""
+    first()
+    second()
+    times: tuple[list[float], list[float]] = ([], [])
+    for _ in range(repeats):
+        for fn, out in ((first, times[0]), (second, times[1])):
+            start = time.perf_counter()
+            fn()
+            out.append((time.perf_counter() - start) * 1000.0)
+    return statistics.median(times[0]), statistics.median(times[1])
+
+
 # ---- frames -------------------------------------------------------------------------------
 
 
@@ -212,11 +227,14 @@ def compare(
     repeats: int,
     log: Callable[[str], None] = lambda _: None,
 ) -> dict[str, Any]:
-    """Warm per-frame medians of both paths (interleaved, one warm-up each), per resolution."""
+    """Warm per-frame medians of both paths, per resolution. The two run in turns (reference,
+    pipeline, reference, …) after one warm-up each, so a burst of load from elsewhere on a
+    shared machine hits both alike."""
     rows: list[dict[str, Any]] = []
     for frame in frames:
-        ref_ms = median_ms(partial(reference.run, frame.image), repeats)
-        pipe_ms = median_ms(partial(pipeline.run, frame), repeats)
+        ref_ms, pipe_ms = paired_median_ms(
+            partial(reference.run, frame.image), partial(pipeline.run, frame), repeats
+        )
         rows.append(
             {
                 "frame": frame.name,

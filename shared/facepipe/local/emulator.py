@@ -4,7 +4,7 @@ The resources are read from the template, not written out a second time: every
 ``AWS::SQS::Queue``, ``AWS::S3::Bucket`` and ``AWS::DynamoDB::Table`` is created with its
 properties, in dependency order
 (the dead-letter queue before the queue whose ``RedrivePolicy`` names it). A tiny evaluator of
-the intrinsics the template uses (``Ref``, ``Fn::GetAtt``, ``Fn::Sub``) resolves parameters to
+the intrinsics the template uses (``Ref``, ``Fn::GetAtt``, ``Fn::Sub``, ``Fn::If``) resolves parameters to
 their defaults (or to ``parameters`` given here) and resources to what moto created, so
 :meth:`LocalAws.function_env` returns the environment each function would get in AWS.
 
@@ -107,13 +107,20 @@ def _references(value: Any) -> set[str]:
 
 
 class Intrinsics:
-    """Evaluates ``Ref``/``Fn::GetAtt``/``Fn::Sub`` over parameters and created resources.
+    """Evaluates ``Ref``/``Fn::GetAtt``/``Fn::Sub``/``Fn::If`` over parameters, the template's
+    conditions and created resources.
 
     ``resources`` maps a logical id to its attributes; ``"Ref"`` is what ``!Ref`` returns.
     """
 
-    def __init__(self, parameters: Mapping[str, str], stack: str) -> None:
+    def __init__(
+        self,
+        parameters: Mapping[str, str],
+        stack: str,
+        conditions: Mapping[str, Any] | None = None,
+    ) -> None:
         self.parameters = dict(parameters)
+        self.conditions = dict(conditions or {})
         self.pseudo = {
             "AWS::Region": REGION,
             "AWS::AccountId": ACCOUNT,
@@ -166,12 +173,37 @@ class Intrinsics:
         if set(value) == {"Fn::Sub"}:
             arg = value["Fn::Sub"]
             return self.sub(arg) if isinstance(arg, str) else self.sub(arg[0], arg[1])
+        if set(value) == {"Fn::If"}:
+            name, when_true, when_false = value["Fn::If"]
+            return self.evaluate(when_true if self.condition(name) else when_false)
         if len(value) == 1 and next(iter(value)).startswith("Fn::"):
             raise TemplateError(f"intrinsic {next(iter(value))} is not emulated locally")
         return {k: self.evaluate(v) for k, v in value.items()}
 
     def resolve(self, value: Any) -> str:
         return _text(self.evaluate(value))
+
+    def condition(self, name: str) -> bool:
+        """The template condition ``name`` (``Fn::Equals``/``Not``/``And``/``Or``/``Condition``
+        over parameters)."""
+        if name not in self.conditions:
+            raise TemplateError(f"condition {name} is not defined in the template")
+        return self._truth(self.conditions[name])
+
+    def _truth(self, value: Any) -> bool:
+        if isinstance(value, dict) and len(value) == 1:
+            ((op, args),) = value.items()
+            if op == "Fn::Equals":
+                return self.resolve(args[0]) == self.resolve(args[1])
+            if op == "Fn::Not":
+                return not self._truth(args[0])
+            if op == "Fn::And":
+                return all(self._truth(a) for a in args)
+            if op == "Fn::Or":
+                return any(self._truth(a) for a in args)
+            if op == "Condition":
+                return self.condition(args)
+        raise TemplateError(f"condition {value!r} is not emulated locally")
 
 
 class LocalAws(Service):
@@ -209,7 +241,7 @@ class LocalAws(Service):
             raise TemplateError(f"unknown template parameters: {', '.join(sorted(unknown))}")
         values = {k: _text(p["Default"]) for k, p in declared.items() if "Default" in p}
         values.update({k: _text(v) for k, v in (parameters or {}).items()})
-        self.intrinsics = Intrinsics(values, stack)
+        self.intrinsics = Intrinsics(values, stack, self.template.get("Conditions"))
         self.quiet = quiet
         self.endpoint_url = ""
         self.outputs: dict[str, str] = {}
