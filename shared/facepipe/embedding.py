@@ -9,6 +9,9 @@ Facenet weights come from, in order: the file ``FACEPIPE_WEIGHTS`` names (the co
 bake the VGGFace2 file in at build time), else facenet-pytorch's own cache
 (``$TORCH_HOME/checkpoints``) or download. ``random:<seed>`` builds the network with seeded
 random weights for tests: numbers are consistent, names are meaningless, and every result says so.
+
+How the network is built and run (fast cold start, ONNX Runtime on CPU, the opt-in lossy
+bfloat16) is :mod:`facepipe.facenet_runtime`'s; ``FACEPIPE_EMBED_MODE`` chooses.
 """
 
 from __future__ import annotations
@@ -16,12 +19,21 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
 from facepipe.crops import standardize
 from facepipe.errors import ConfigError, WeightsUnavailable
+from facepipe.facenet_runtime import (
+    EMBED_MODES,
+    LOSSY_MODES,
+    facenet_module,
+    make_runner,
+    model_from_state,
+    normalize,
+    random_model,
+)
 from facepipe.torch_runtime import resolve_device
 
 # The files facenet-pytorch downloads for each pretrained set (its load_weights()).
@@ -119,9 +131,8 @@ def default_match_threshold(embedder: str) -> float:
 
 def facenet_cache_path(embedder: str) -> Path:
     """Where facenet-pytorch caches (and looks for) the weights of ``embedder``."""
-    from facenet_pytorch.models.inception_resnet_v1 import get_torch_home
-
-    return Path(get_torch_home()) / "checkpoints" / WEIGHT_FILES[embedder]
+    torch_home = facenet_module("models.inception_resnet_v1").get_torch_home()
+    return Path(torch_home) / "checkpoints" / WEIGHT_FILES[embedder]
 
 
 def file_digest(path: Path) -> str:
@@ -137,6 +148,19 @@ def file_digest(path: Path) -> str:
     return digest.hexdigest()
 
 
+def load_state(path: Path) -> dict[str, Any]:
+    """``torch.load`` of a state_dict file, memory-mapped when the file is in torch's zip
+    format (the model then shares the page cache's pages instead of a private copy of 100 MB);
+    older (pre-1.6, non-zip) files are read whole."""
+    import torch
+
+    try:
+        state: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except RuntimeError:  # not a zip file: mmap is not possible
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    return state
+
+
 class FacenetEmbedder:
     """InceptionResnetV1 → 512-d unit embeddings of 160×160 uint8 RGB crops.
 
@@ -146,6 +170,12 @@ class FacenetEmbedder:
             ``"random:<seed>"`` (exactly ``torch.manual_seed(seed);
             InceptionResnetV1(pretrained=None).eval()``).
         device: torch device string, or ``"auto"``.
+        mode: how the network runs (``FACEPIPE_EMBED_MODE``, see
+            :mod:`facepipe.facenet_runtime`): ``auto`` (ONNX Runtime on CPU, folded torch
+            elsewhere), ``onnxruntime``, ``torch``, ``eager`` or the lossy ``bfloat16``.
+
+    ``model`` is always the plain eval facenet-pytorch module holding the weights (the parity
+    reference); ``embed`` runs the mode's own copy of them.
 
     Example:
         >>> import numpy as np
@@ -156,13 +186,22 @@ class FacenetEmbedder:
 
     dim = 512
 
-    def __init__(self, embedder: str = "vggface2", weights: str = "", device: str = "auto"):
+    def __init__(
+        self,
+        embedder: str = "vggface2",
+        weights: str = "",
+        device: str = "auto",
+        mode: str = "auto",
+    ):
         import torch
-        from facenet_pytorch import InceptionResnetV1
 
         if embedder not in WEIGHT_FILES:
             raise ConfigError(
                 f"unknown embedder {embedder!r}; choose one of {', '.join(WEIGHT_FILES)}"
+            )
+        if mode not in EMBED_MODES:
+            raise ConfigError(
+                f"FACEPIPE_EMBED_MODE={mode!r}: choose one of {', '.join(EMBED_MODES)}"
             )
         self.name = embedder
         self.device = resolve_device(device)
@@ -171,23 +210,32 @@ class FacenetEmbedder:
                 seed = int(weights[len(RANDOM_PREFIX) :])
             except ValueError as exc:
                 raise ConfigError(f"FACEPIPE_WEIGHTS={weights!r}: expected random:<int>") from exc
-            torch.manual_seed(seed)
-            model = InceptionResnetV1(pretrained=None).eval()
+            model = random_model(seed)
             self.weights_id = f"random:{seed}"
         else:
             path = self._locate(weights)
-            model = InceptionResnetV1(pretrained=None).eval()
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            state = load_state(path)
             # The published files include the classifier head; embeddings do not use it.
             state = {k: v for k, v in state.items() if not k.startswith("logits.")}
             try:
-                model.load_state_dict(state)
+                model = model_from_state(state)
             except RuntimeError as exc:
                 raise WeightsUnavailable(
                     f"{path} is not an InceptionResnetV1 state_dict ({exc})"
                 ) from exc
             self.weights_id = f"{embedder}:sha256:{file_digest(path)[:16]}"
         self.model = model.to(self.device)
+        try:
+            self.mode, self._run = make_runner(
+                mode, self.model, self.device, torch.get_num_threads()
+            )
+        except (ValueError, ImportError) as exc:
+            raise ConfigError(f"FACEPIPE_EMBED_MODE={mode}: {exc}") from exc
+
+    @property
+    def is_lossy(self) -> bool:
+        """True when ``embed`` differs from facenet-pytorch by more than float32 rounding."""
+        return self.mode in LOSSY_MODES
 
     @property
     def is_random(self) -> bool:
@@ -206,8 +254,7 @@ class FacenetEmbedder:
         if cached.is_file():
             return cached
         try:
-            from facenet_pytorch.models.utils.download import download_url_to_file
-
+            download_url_to_file = facenet_module("models.utils.download").download_url_to_file
             cached.parent.mkdir(parents=True, exist_ok=True)
             download_url_to_file(WEIGHT_URLS[self.name], str(cached), progress=False)
         except Exception as exc:  # no network, proxy, disk: all mean the same to the user
@@ -222,14 +269,9 @@ class FacenetEmbedder:
 
     def embed(self, crops: Sequence[np.ndarray]) -> np.ndarray:
         """Embed uint8 HxWx3 crops in one forward pass → float32 (N, 512) unit vectors."""
-        import torch
-
         if len(crops) == 0:
             return np.zeros((0, self.dim), dtype=np.float32)
-        batch = torch.from_numpy(standardize(crops)).to(self.device)
-        with torch.inference_mode():
-            out = self.model(batch)
-        return out.float().cpu().numpy()
+        return normalize(self._run(standardize(crops)))
 
 
 def default_weights_note(weights_id: str) -> str | None:
