@@ -47,6 +47,16 @@ class Settings(BaseModel):
         "auto", description="Torch device; `auto` picks CUDA when present, else CPU."
     )
     threads: int = Field(0, ge=0, description="Torch intra-op threads; 0 keeps torch's default.")
+    embed_mode: Literal["auto", "onnxruntime", "torch", "eager", "bfloat16"] = Field(
+        "auto",
+        description=(
+            "How the facenet embedder runs: `auto` (ONNX Runtime on CPU, batch norms folded: "
+            "1.9× eager torch's throughput at float32 parity; torch elsewhere), `onnxruntime`, "
+            "`torch` (folded, channels_last), `eager` (plain facenet-pytorch), or `bfloat16` "
+            "(lossy: cosine about 0.99999 to float32; fast only on CPUs with AMX/AVX-512 BF16). "
+            "Threads: `FACEPIPE_THREADS`."
+        ),
+    )
     # --- detection ----------------------------------------------------------------------------
     image_size: int = Field(
         160,
@@ -63,6 +73,16 @@ class Settings(BaseModel):
         ge=0.0,
         le=1.0,
         description="Detection threshold: faces MTCNN scores lower are dropped as false faces.",
+    )
+    max_detect_side: int = Field(
+        0,
+        ge=0,
+        description=(
+            "Detect on the frame downscaled so its longer side is at most this many pixels "
+            "(0: full size); boxes map back and crops come from the full frame. Faster on large "
+            "frames, but faces under `min_face_size` × (longer side / this) pixels are missed "
+            '(README "Performance").'
+        ),
     )
     # --- matching -----------------------------------------------------------------------------
     gallery: str = Field(

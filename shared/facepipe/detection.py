@@ -88,6 +88,9 @@ class FaceDetector:
         margin: margin around the box in crop pixels (facenet-pytorch default 0).
         min_face_size: smallest face MTCNN looks for, in pixels (default 20).
         min_probability: faces scored below this are dropped as MTCNN's false faces.
+        max_side: when > 0, MTCNN runs on the frame downscaled (bilinear) so that its longer
+            side is at most this; boxes and landmarks are scaled back and crops cut from the
+            full frame. Faces smaller than ``min_face_size`` in the downscaled frame are missed.
         device: torch device string, or ``"auto"``.
         cropper: the crop step; default ``FacenetCropper(image_size, margin)``.
 
@@ -107,6 +110,7 @@ class FaceDetector:
         margin: int = 0,
         min_face_size: int = 20,
         min_probability: float = 0.95,
+        max_side: int = 0,
         device: str = "auto",
         cropper: FaceCropper | None = None,
     ) -> None:
@@ -116,19 +120,30 @@ class FaceDetector:
         self.margin = margin
         self.min_probability = min_probability
         self.min_face_size = min_face_size
+        self.max_side = max_side
         self.cropper: FaceCropper = cropper or FacenetCropper(image_size, margin)
         self.device = resolve_device(device)
         self.mtcnn = Mtcnn(min_face_size=min_face_size, device=self.device)
 
     def detect(self, image: Image.Image) -> list[DetectedFace]:
         """All faces of an RGB image, largest first (MTCNN's order), above ``min_probability``,
-        each with the crop of :attr:`cropper`. An image whose short side is under
-        ``min_face_size`` holds no face MTCNN can find (it would fail on it: no pyramid scale)."""
-        if min(image.size) * (12.0 / self.min_face_size) < 12:  # MTCNN's own first-scale test
+        each with the crop of :attr:`cropper` (cut from ``image`` itself, also when detection
+        ran downscaled). An image whose short side is under ``min_face_size`` holds no face
+        MTCNN can find (it would fail on it: no pyramid scale)."""
+        rgb = image if image.mode == "RGB" else image.convert("RGB")
+        if self.max_side and max(rgb.size) > self.max_side:
+            scale = self.max_side / max(rgb.size)
+            size = (max(1, round(rgb.width * scale)), max(1, round(rgb.height * scale)))
+            rgb = rgb.resize(size, Image.Resampling.BILINEAR)
+        if min(rgb.size) * (12.0 / self.min_face_size) < 12:  # MTCNN's own first-scale test
             return []
-        boxes, points = self.mtcnn.detect(
-            np.asarray(image if image.mode == "RGB" else image.convert("RGB"))
-        )
+        boxes, points = self.mtcnn.detect(np.asarray(rgb))
+        if rgb.size != image.size:  # back to the full frame's pixels
+            sx, sy = np.float32(image.width / rgb.width), np.float32(image.height / rgb.height)
+            boxes[:, [0, 2]] *= sx
+            boxes[:, [1, 3]] *= sy
+            points[:, :, 0] *= sx
+            points[:, :, 1] *= sy
         kept = [
             (row[:4], row[4], pts)
             for row, pts in zip(boxes, points, strict=True)

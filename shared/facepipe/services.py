@@ -54,6 +54,7 @@ def make_detector(settings: Settings) -> FaceDetector:
         margin=settings.margin,
         min_face_size=settings.min_face_size,
         min_probability=settings.min_face_probability,
+        max_side=settings.max_detect_side,
         device=settings.device,
         cropper=make_cropper(settings),
     )
@@ -66,7 +67,9 @@ def make_embedder(settings: Settings) -> Embedder:
         from facepipe.dlib_embedder import DlibEmbedder
 
         return DlibEmbedder(settings.weights, settings.device)
-    return FacenetEmbedder(settings.embedder, settings.weights, settings.device)
+    return FacenetEmbedder(
+        settings.embedder, settings.weights, settings.device, settings.embed_mode
+    )
 
 
 class ServedGallery:

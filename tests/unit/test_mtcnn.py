@@ -137,3 +137,27 @@ def test_detector_does_not_import_torchvision() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=300
     )
     assert out.stdout.split() == ["False", "False"]
+
+
+def test_max_detect_side_finds_the_same_faces_in_full_frame_pixels() -> None:
+    """Detection on a downscaled 1080p frame: boxes come back in the frame's own pixels, close to
+    full-size detection, and crops are cut from the full frame."""
+    from facepipe.detection import FaceDetector
+
+    image = Image.open(PHOTOS[1]).convert("RGB")
+    image = image.resize((round(image.width * 1080 / image.height), 1080))
+    full = FaceDetector().detect(image)
+    small = FaceDetector(max_side=640).detect(image)
+    assert len(small) == len(full) == 2
+    for a in small:
+        b = min(full, key=lambda f: abs(f.box[0] - a.box[0]) + abs(f.box[1] - a.box[1]))
+        ix = max(0.0, min(a.box[2], b.box[2]) - max(a.box[0], b.box[0]))
+        iy = max(0.0, min(a.box[3], b.box[3]) - max(a.box[1], b.box[1]))
+        area = (a.box[2] - a.box[0]) * (a.box[3] - a.box[1])
+        union = area + (b.box[2] - b.box[0]) * (b.box[3] - b.box[1]) - ix * iy
+        assert ix * iy / union > 0.85
+        assert all(abs(p - q) < 15 for (p, _), (q, _) in zip(a.landmarks, b.landmarks, strict=True))
+        assert a.crop.shape == (160, 160, 3)
+        assert np.array_equal(a.crop, our_extract_face(image, np.float32(a.box)))
+    # smaller than the limit: untouched
+    assert [f.box for f in FaceDetector(max_side=4000).detect(image)] == [f.box for f in full]

@@ -4,9 +4,10 @@ The resources are read from the template, not written out a second time: every
 ``AWS::SQS::Queue``, ``AWS::S3::Bucket`` and ``AWS::DynamoDB::Table`` is created with its
 properties, in dependency order
 (the dead-letter queue before the queue whose ``RedrivePolicy`` names it). A tiny evaluator of
-the intrinsics the template uses (``Ref``, ``Fn::GetAtt``, ``Fn::Sub``, ``Fn::If``) resolves parameters to
-their defaults (or to ``parameters`` given here) and resources to what moto created, so
-:meth:`LocalAws.function_env` returns the environment each function would get in AWS.
+the intrinsics the template uses (``Ref``, ``Fn::GetAtt``, ``Fn::Sub``, ``Fn::If`` over its
+conditions) resolves parameters to their defaults (or to ``parameters`` given here) and
+resources to what moto created, so :meth:`LocalAws.function_env` returns the environment each
+function would get in AWS.
 
 Example:
     >>> with LocalAws() as aws:  # doctest: +SKIP
