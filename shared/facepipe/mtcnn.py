@@ -27,6 +27,9 @@ test checks them against facenet-pytorch's own modules output for output, and th
 from __future__ import annotations
 
 import importlib.util
+import itertools
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -154,8 +157,14 @@ class Integral:
         mode="area")``."""
         ys, ye = _windows(self.height, out_h)
         xs, xe = _windows(self.width, out_w)
-        rows = np.take(self.sums, ye, axis=0) - np.take(self.sums, ys, axis=0)
-        window = np.take(rows, xe, axis=1) - np.take(rows, xs, axis=1)
+        window = np.empty((out_h, out_w, 3), np.float32)  # exact: window sums stay < 2**24
+
+        def part(rows: slice) -> None:
+            band = np.take(self.sums, ye[rows], axis=0) - np.take(self.sums, ys[rows], axis=0)
+            right, left = np.take(band, xe, axis=1), np.take(band, xs, axis=1)
+            np.subtract(right, left, out=window[rows], casting="unsafe")
+
+        _in_parallel(part, out_h)
         mean = _mean(window, (ye - ys)[:, None, None], (xe - xs)[None, :, None])
         return mean[None].permute(0, 3, 1, 2)
 
@@ -168,14 +177,37 @@ class Integral:
         ys, ye = _box_windows(y0, y1, size)  # (K, size) each
         xs, xe = _box_windows(x0, x1, size)
         stride = self.width + 1
+        window = np.empty((len(y0), size, size, 3), np.float32)
 
-        def corner(y: np.ndarray, x: np.ndarray) -> np.ndarray:
-            flat = (y[:, :, None] * stride + x[:, None, :]).reshape(-1)
-            return np.take(self.flat, flat, axis=0).reshape(len(y0), size, size, 3)
+        def part(boxes: slice) -> None:
+            def corner(y: np.ndarray, x: np.ndarray) -> np.ndarray:
+                flat = (y[boxes, :, None] * stride + x[boxes, None, :]).reshape(-1)
+                return np.take(self.flat, flat, axis=0).reshape(-1, size, size, 3)
 
-        window = corner(ye, xe) - corner(ys, xe) - corner(ye, xs) + corner(ys, xs)
+            sums = corner(ye, xe) - corner(ys, xe) - corner(ye, xs) + corner(ys, xs)
+            window[boxes] = sums
+
+        _in_parallel(part, len(y0))
         mean = _mean(window, (ye - ys)[:, :, None, None], (xe - xs)[:, None, :, None])
         return mean.permute(0, 3, 1, 2)
+
+
+_POOLS: dict[int, ThreadPoolExecutor] = {}
+
+
+def _in_parallel(part: Callable[[slice], None], length: int) -> None:
+    """``part`` over ``range(length)`` cut in one slice per torch thread, run concurrently:
+    NumPy's gathers release the GIL, so the resampling uses the cores the networks use."""
+    threads = torch.get_num_threads()
+    if threads < 2 or length < 2 * threads:
+        part(slice(0, length))
+        return
+    if threads not in _POOLS:
+        _POOLS[threads] = ThreadPoolExecutor(threads, thread_name_prefix="mtcnn")
+    bounds = np.linspace(0, length, threads + 1).astype(int)
+    pieces = [slice(int(a), int(b)) for a, b in itertools.pairwise(bounds)]
+    for future in [_POOLS[threads].submit(part, piece) for piece in pieces]:
+        future.result()
 
 
 def _windows(size_in: int, size_out: int) -> tuple[np.ndarray, np.ndarray]:
@@ -194,7 +226,7 @@ def _box_windows(start: np.ndarray, end: np.ndarray, size: int) -> tuple[np.ndar
 def _mean(window: np.ndarray, heights: np.ndarray, widths: np.ndarray) -> torch.Tensor:
     """Window sums → means as torch's kernel computes them: float32 sum / height / width
     (``heights``/``widths`` broadcast against ``window``)."""
-    out = torch.from_numpy(window.astype(np.float32))
+    out = torch.from_numpy(window)
     out /= torch.from_numpy(heights.astype(np.float32))
     out /= torch.from_numpy(widths.astype(np.float32))
     return out

@@ -10,7 +10,7 @@ import logging
 from botocore.exceptions import ClientError
 
 from facepipe.album import albums_location, open_albums
-from facepipe.aws.clients import client
+from facepipe.aws.clients import LazyClient, client
 from facepipe.aws.s3 import S3PayloadStore
 from facepipe.aws.sqs import SqsDispatcher, SqsResultSink
 from facepipe.config import Settings
@@ -116,7 +116,8 @@ def result_sink(settings: Settings, sqs: object) -> OncePerRequest:
 def detection_service(settings: Settings) -> DetectionService:
     _require(settings, "request_queue_url", "response_queue_url", "bucket")
     sqs = client("sqs", settings)
-    payloads = S3PayloadStore(client("s3", settings), settings.bucket, settings.payload_prefix)
+    s3 = LazyClient("s3", settings)  # only oversized tasks go through S3
+    payloads = S3PayloadStore(s3, settings.bucket, settings.payload_prefix)
     dispatcher = SqsDispatcher(
         sqs,
         settings.request_queue_url,
