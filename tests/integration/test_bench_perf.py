@@ -52,6 +52,10 @@ def test_bench_perf_quick(tmp_path: Path) -> None:
     assert summary["cost"]["prices"]["lambda_gb_second_usd"] == 0.0000166667
     assert summary["cost"]["memory_mb"] == {"detection": 2048, "recognition": 3008}
     assert "parity" in proc.stderr and "ratio" in proc.stderr  # the table
+    levers = summary["embed_levers"]["levers"]  # the default and the lossy opt-in, vs eager
+    assert set(levers) == {"eager", "onnxruntime", "bfloat16"}
+    assert levers["onnxruntime"]["min_cosine_vs_eager"] > 0.99999
+    assert levers["bfloat16"]["lossy"] and 0.99 < levers["bfloat16"]["min_cosine_vs_eager"] < 1
     side = summary["max_detect_side"]  # the opt-in lever, with its own parity
     assert side["side"] == 640 and side["frames"] >= 2
     assert side["ratio"]["overall"] > 0 and side["parity_min_iou"] > 0.5

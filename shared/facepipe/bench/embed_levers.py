@@ -36,31 +36,16 @@ from typing import Any
 import numpy as np
 
 from facepipe import facenet_runtime as fr
+from facepipe.bench.timing import FACENET_GFLOP_PER_FACE, gflops, median_ms, sgemm_ms
 from facepipe.crops import standardize
 
 BATCH = 10
-# As facepipe.bench.perf (not imported from there: perf may import this module).
-FACENET_GFLOP_PER_FACE = 2.84
 Run = Callable[[np.ndarray], np.ndarray]
-
-
-def median_ms(fn: Callable[[], object], repeats: int, warmup: int = 1) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - start) * 1000.0)
-    return statistics.median(times)
 
 
 def sgemm_gflops(n: int = 2048, repeats: int = 5) -> float:
     """float32 ``torch.matmul`` of two n×n matrices: 2n³ FLOP over the median time."""
-    import torch
-
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    return 2 * n**3 / (median_ms(lambda: torch.matmul(a, b), repeats, warmup=2) / 1000) / 1e9
+    return gflops(2 * n**3, sgemm_ms(n, repeats))
 
 
 def _torch_module(model: Any, channels_last: bool = False) -> Run:

@@ -24,14 +24,15 @@ from typing import Any, TextIO
 import numpy as np
 from PIL import Image
 
+from facepipe.bench.timing import FACENET_GFLOP_PER_FACE, median_ms, sgemm_ms
 from facepipe.config import Settings
 from facepipe.frames import decode_image
 
-# InceptionResnetV1 forward pass on one 160×160 face, in GFLOP (multiply-add = 2 FLOP).
-FACENET_GFLOP_PER_FACE = 2.84
 HEIGHTS = (480, 720, 1080)
 # The opt-in maximum detection side the benchmark measures (its own parity figure).
 MAX_SIDE_LEVER = 640
+# `--quick` measures only these embedder levers (the full run measures all of them).
+QUICK_EMBED_LEVERS = ("eager", "onnxruntime", "bfloat16")
 # Published prices (us-east-1, checked 2026): Lambda x86 per GB-second and per request, SQS
 # standard queue per request (each 64 KB chunk of a message is billed as one request).
 PRICES = {
@@ -51,17 +52,6 @@ def log_to(stream: TextIO | None) -> Callable[[str], None]:
             print(f"bench: {message}", file=stream, flush=True)
 
     return log
-
-
-def median_ms(fn: Callable[[], object], repeats: int, warmup: int = 1) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - start) * 1000.0)
-    return statistics.median(times)
 
 
 def paired_median_ms(
@@ -308,9 +298,7 @@ def sgemm_gflops(n: int = 2048, repeats: int = 10) -> dict[str, Any]:
     """float32 ``torch.matmul`` of two n×n matrices (torch's configured threads): 2n³ FLOP."""
     import torch
 
-    a = torch.randn(n, n, dtype=torch.float32)
-    b = torch.randn(n, n, dtype=torch.float32)
-    ms = median_ms(lambda: torch.matmul(a, b), repeats, warmup=2)
+    ms = sgemm_ms(n, repeats)
     return {
         "n": n,
         "repeats": repeats,
@@ -553,6 +541,12 @@ def run_perf(
     out["embed"] = embed_throughput(
         pipeline.local.recognition.embedder, crops, defaults["batch_size"], repeats
     )
+    say("embedder levers")
+    from facepipe.bench.embed_levers import embed_levers
+
+    out["embed_levers"] = embed_levers(
+        repeats=1 if quick else 3, levers=QUICK_EMBED_LEVERS if quick else None
+    )
     say("stage durations and cost model")
     out["stages"] = stage_durations(pipeline, frames, defaults["batch_size"], repeats)
     out["cost"] = cost_model(out["stages"], defaults)
@@ -639,6 +633,13 @@ def table(summary: dict[str, Any]) -> str:
         f"${PRICES['sqs_request_usd'] * 1e6:.2f}/1M requests): "
         f"${summary['cost_per_1000_frames_usd']:.4f} vs Rekognition $1.00",
     ]
+    levers = (summary.get("embed_levers") or {}).get("levers", {})
+    for name, lever in levers.items():
+        lines.append(
+            f"embedder lever {name:<20}{lever['ms_batch_10']:>8.1f} ms / 10 faces "
+            f"{lever['fraction_of_sgemm']:>6.1%} of peak, 1 - cosine "
+            f"{1 - lever['min_cosine_vs_eager']:.1e}{' (lossy, opt-in)' if lever['lossy'] else ''}"
+        )
     side = summary.get("max_detect_side") or {}
     if side.get("frames"):
         lines.append(

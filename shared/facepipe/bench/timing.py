@@ -1,0 +1,36 @@
+"""Timing helpers shared by the benchmarks: medians after warm-up, and the machine's float32
+matmul peak that throughput is compared with."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+
+# InceptionResnetV1 forward pass on one 160×160 face, in GFLOP (multiply-add = 2 FLOP).
+FACENET_GFLOP_PER_FACE = 2.84
+
+
+def median_ms(fn: Callable[[], object], repeats: int, warmup: int = 1) -> float:
+    """Median wall time of ``fn`` in milliseconds over ``repeats`` runs after ``warmup``."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - start) * 1000.0)
+    return statistics.median(times)
+
+
+def sgemm_ms(n: int = 2048, repeats: int = 5) -> float:
+    """Median milliseconds of a float32 ``torch.matmul`` of two n×n matrices (2n³ FLOP) on
+    torch's configured threads."""
+    import torch
+
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    return median_ms(lambda: torch.matmul(a, b), repeats, warmup=2)
+
+
+def gflops(flop: float, ms: float) -> float:
+    return flop / (ms / 1000) / 1e9
