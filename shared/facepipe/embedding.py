@@ -28,11 +28,14 @@ from facepipe.errors import ConfigError, WeightsUnavailable
 from facepipe.facenet_runtime import (
     EMBED_MODES,
     LOSSY_MODES,
+    baked_onnx,
     facenet_module,
     make_runner,
     model_from_state,
     normalize,
+    onnx_runner,
     random_model,
+    resolve_mode,
 )
 from facepipe.torch_runtime import resolve_device
 
@@ -173,6 +176,11 @@ class FacenetEmbedder:
         mode: how the network runs (``FACEPIPE_EMBED_MODE``, see
             :mod:`facepipe.facenet_runtime`): ``auto`` (ONNX Runtime on CPU, folded torch
             elsewhere), ``onnxruntime``, ``torch``, ``eager`` or the lossy ``bfloat16``.
+        threads: intra-op threads of the runner (0: torch's, one per core).
+
+    A weights file with a matching baked graph beside it (``<file>.onnx``, see
+    :func:`facepipe.facenet_runtime.bake_onnx`; the recognition image has one) runs that graph
+    on ONNX Runtime directly: no torch import, no module built, unless ``model`` is asked for.
 
     ``model`` is always the plain eval facenet-pytorch module holding the weights (the parity
     reference); ``embed`` runs the mode's own copy of them.
@@ -192,9 +200,8 @@ class FacenetEmbedder:
         weights: str = "",
         device: str = "auto",
         mode: str = "auto",
+        threads: int = 0,
     ):
-        import torch
-
         if embedder not in WEIGHT_FILES:
             raise ConfigError(
                 f"unknown embedder {embedder!r}; choose one of {', '.join(WEIGHT_FILES)}"
@@ -205,32 +212,62 @@ class FacenetEmbedder:
             )
         self.name = embedder
         self.device = resolve_device(device)
+        self._model: Any = None
+        self._path: Path | None = None
         if weights.startswith(RANDOM_PREFIX):
             try:
                 seed = int(weights[len(RANDOM_PREFIX) :])
             except ValueError as exc:
                 raise ConfigError(f"FACEPIPE_WEIGHTS={weights!r}: expected random:<int>") from exc
-            model = random_model(seed)
+            self._model = random_model(seed).to(self.device)
             self.weights_id = f"random:{seed}"
         else:
-            path = self._locate(weights)
-            state = load_state(path)
-            # The published files include the classifier head; embeddings do not use it.
-            state = {k: v for k, v in state.items() if not k.startswith("logits.")}
-            try:
-                model = model_from_state(state)
-            except RuntimeError as exc:
-                raise WeightsUnavailable(
-                    f"{path} is not an InceptionResnetV1 state_dict ({exc})"
-                ) from exc
-            self.weights_id = f"{embedder}:sha256:{file_digest(path)[:16]}"
-        self.model = model.to(self.device)
+            self._path = self._locate(weights)
+            digest = file_digest(self._path)
+            self.weights_id = f"{embedder}:sha256:{digest[:16]}"
+            baked = baked_onnx(self._path, digest)
+            if baked is not None and self._resolve(mode) == "onnxruntime":
+                # The image's cold start: a session from the baked graph, no torch at all.
+                self.mode, self._run = "onnxruntime", onnx_runner(baked, threads)
+                return
         try:
             self.mode, self._run = make_runner(
-                mode, self.model, self.device, torch.get_num_threads()
+                mode, self.model, self.device, self._threads(threads)
             )
         except (ValueError, ImportError) as exc:
             raise ConfigError(f"FACEPIPE_EMBED_MODE={mode}: {exc}") from exc
+
+    def _resolve(self, mode: str) -> str:
+        try:
+            return resolve_mode(mode, self.device)
+        except ValueError as exc:
+            raise ConfigError(f"FACEPIPE_EMBED_MODE={mode}: {exc}") from exc
+
+    @staticmethod
+    def _threads(threads: int) -> int:
+        if threads > 0:
+            return threads
+        import torch
+
+        return torch.get_num_threads()
+
+    @property
+    def model(self) -> Any:
+        """The plain eval facenet-pytorch ``InceptionResnetV1`` holding the weights (the parity
+        reference; the torch modes run a copy of it), built on first use when ``embed`` runs
+        the baked ONNX graph."""
+        if self._model is None:
+            assert self._path is not None
+            state = load_state(self._path)
+            # The published files include the classifier head; embeddings do not use it.
+            state = {k: v for k, v in state.items() if not k.startswith("logits.")}
+            try:
+                self._model = model_from_state(state).to(self.device)
+            except RuntimeError as exc:
+                raise WeightsUnavailable(
+                    f"{self._path} is not an InceptionResnetV1 state_dict ({exc})"
+                ) from exc
+        return self._model
 
     @property
     def is_lossy(self) -> bool:

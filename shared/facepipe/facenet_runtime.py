@@ -34,6 +34,7 @@ import importlib.util
 import sys
 import types
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -338,8 +339,10 @@ def onnxruntime_available() -> bool:
     return importlib.util.find_spec("onnxruntime") is not None
 
 
-def onnx_runner(model: Module, threads: int) -> Runner:
-    """An ONNX Runtime CPU session of :func:`onnx_model` with ``threads`` intra-op threads."""
+def onnx_runner(model: Module | str | Path, threads: int) -> Runner:
+    """An ONNX Runtime CPU session of :func:`onnx_model` (or of a baked ``.onnx`` file, see
+    :func:`bake_onnx`) with ``threads`` intra-op threads (0: ONNX Runtime's default, one per
+    physical core, as torch's)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -349,7 +352,8 @@ def onnx_runner(model: Module, threads: int) -> Runner:
     # Do not keep the threads spinning after a batch: the process also runs torch (detection
     # in the local pipeline, gallery work), and on a 2-core Lambda spinning steals from it.
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    session = ort.InferenceSession(onnx_model(model), options, providers=["CPUExecutionProvider"])
+    source = str(model) if isinstance(model, str | Path) else onnx_model(model)
+    session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
     # The Python session keeps the serialized model (94 MB) only to rebuild itself on another
     # provider after a failure (its own comment calls that "bad"); with CPU alone that never
     # happens, so let it go. The session's C++ side has its own copy of the weights.
@@ -408,6 +412,35 @@ def make_runner(mode: str, model: Module, device: str, threads: int) -> tuple[st
         return mode, torch_runner(model, device)
     precision = "bfloat16" if mode == "bfloat16" else "float32"
     return mode, torch_runner(fold_batch_norms(model), device, precision, channels_last=True)
+
+
+# ---- the graph baked at image build ---------------------------------------------------------
+
+
+def baked_onnx_path(weights: Path) -> Path:
+    """Where :func:`bake_onnx` puts the graph of a weights file: ``<weights>.onnx``."""
+    return weights.with_name(weights.name + ".onnx")
+
+
+def bake_onnx(model: Module, weights: Path, digest: str) -> Path:
+    """Write :func:`onnx_model` of ``model`` (built from ``weights``, whose sha256 is
+    ``digest``) beside the weights, with a ``.sha256`` sidecar naming that source digest. The
+    recognition image bakes it at build time (``facepipe weights fetch``), so a cold start opens
+    an ONNX Runtime session from the file and builds no torch module and no graph at all."""
+    path = baked_onnx_path(weights)
+    path.write_bytes(onnx_model(model))
+    path.with_name(path.name + ".sha256").write_text(f"{digest}  {weights.name}\n")
+    return path
+
+
+def baked_onnx(weights: Path, digest: str) -> Path | None:
+    """The baked graph of ``weights`` when there is one made from exactly that file (the
+    sidecar names its digest); ``None`` otherwise (absent, or stale after the weights changed)."""
+    path = baked_onnx_path(weights)
+    sidecar = path.with_name(path.name + ".sha256")
+    if not path.is_file() or not sidecar.is_file():
+        return None
+    return path if sidecar.read_text().split()[:1] == [digest] else None
 
 
 def normalize(raw: np.ndarray) -> np.ndarray:

@@ -68,7 +68,7 @@ def make_embedder(settings: Settings) -> Embedder:
 
         return DlibEmbedder(settings.weights, settings.device)
     return FacenetEmbedder(
-        settings.embedder, settings.weights, settings.device, settings.embed_mode
+        settings.embedder, settings.weights, settings.device, settings.embed_mode, settings.threads
     )
 
 

@@ -13,6 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -91,8 +92,13 @@ def test_the_weight_baking_step_runs(tmp_path: Path) -> None:
     subprocess.run([str(facepipe), *argv[1:]], check=True, capture_output=True, timeout=120)
     baked = tmp_path / "out" / "vggface2.pt"
     assert (tmp_path / "out" / "vggface2.pt.sha256").is_file()
+    assert (tmp_path / "out" / "vggface2.pt.onnx").is_file()  # the graph cold starts open
     emb = FacenetEmbedder(weights=str(baked), device="cpu")
     assert emb.weights_id.startswith("vggface2:sha256:")
+    assert emb._model is None  # ran from the baked graph: no torch module was built
     x = torch.zeros(1, 3, 160, 160)
     with torch.no_grad():
         assert torch.allclose(emb.model(x), model(x), atol=1e-6)
+        want = torch.nn.functional.normalize(model(x), dim=1).numpy()
+    got = emb.embed([np.full((160, 160, 3), 127, np.uint8)])  # standardizes to ~0
+    assert float(got[0] @ want[0]) > 0.999

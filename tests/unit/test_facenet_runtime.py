@@ -122,6 +122,45 @@ def test_state_dict_file_loads_without_random_initialisation(tmp_path: Path) -> 
     np.testing.assert_allclose(got, eager, atol=1e-5)
 
 
+def test_baked_graph_runs_without_torch_and_matches_eager(tmp_path: Path) -> None:
+    """The image's cold start: weights + the graph ``weights fetch`` baked beside them; the
+    embedder opens the graph in ONNX Runtime and never imports torch."""
+    model = fr.random_model(5)
+    path = tmp_path / "vggface2.pt"
+    torch.save(model.state_dict(), path)
+    from facepipe.embedding import file_digest
+
+    fr.bake_onnx(model, path, file_digest(path))
+    crops = _crops(3, seed=2)
+    got = FacenetEmbedder(weights=str(path), device="cpu").embed(crops)
+    want = fr.normalize(_eager(model, crops))
+    assert (got * want).sum(1).min() > MIN_COSINE
+    code = textwrap.dedent(f"""
+        import sys
+        from facepipe.embedding import FacenetEmbedder
+        e = FacenetEmbedder(weights={str(path)!r}, device="auto")
+        import numpy as np
+        e.embed([np.zeros((160, 160, 3), np.uint8)])
+        print(e.mode, "torch" in sys.modules)
+    """)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=300
+    )
+    assert out.stdout.split() == ["onnxruntime", "False"]
+
+
+def test_stale_baked_graph_is_ignored(tmp_path: Path) -> None:
+    """A graph baked from other weights (sidecar digest differs) is not used."""
+    path = tmp_path / "w.pt"
+    torch.save(fr.random_model(1).state_dict(), path)
+    fr.bake_onnx(fr.random_model(2), path, "0" * 64)  # made from something else
+    emb = FacenetEmbedder(weights=str(path), device="cpu")
+    assert emb._model is not None  # built from the file itself
+    crops = _crops(2)
+    want = fr.normalize(_eager(fr.random_model(1), crops))
+    assert (emb.embed(crops) * want).sum(1).min() > MIN_COSINE
+
+
 def test_misshapen_state_dict_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "w.pt"
     state = InceptionResnetV1(pretrained=None).state_dict()

@@ -470,20 +470,23 @@ def _time_process(code: str, env: dict[str, str]) -> float:
 
 
 def weights_file_like_the_image(weights: str, folder: Path) -> str:
-    """``random:<seed>`` saved as a state_dict file with its ``.sha256`` sidecar, as the
-    recognition image bakes the VGGFace2 file: a cold start then loads a 94 MB file as in
-    production instead of computing a random initialisation. Other values pass through."""
+    """``random:<seed>`` saved as the recognition image bakes the VGGFace2 file
+    (``facepipe weights fetch``): the state_dict with its ``.sha256`` sidecar and the baked ONNX
+    graph, so a cold start loads what production loads instead of computing a random
+    initialisation. Other values pass through."""
     if not weights.startswith("random:"):
         return weights
     import torch
 
     from facepipe.embedding import file_digest
-    from facepipe.facenet_runtime import random_model
+    from facepipe.facenet_runtime import bake_onnx, random_model
 
     path = folder / "weights.pt"
-    torch.save(random_model(int(weights.split(":", 1)[1])).state_dict(), path)
+    model = random_model(int(weights.split(":", 1)[1]))
+    torch.save(model.state_dict(), path)
     digest = file_digest(path)
     path.with_name(path.name + ".sha256").write_text(f"{digest}  {path.name}\n")
+    bake_onnx(model, path, digest)
     return str(path)
 
 
