@@ -2,6 +2,7 @@
 
 Thin shell: the batch is prepared in one call into ``facepipe`` (all crops embedded together),
 then Powertools' BatchProcessor posts each record's result and reports only the failed records.
+``facepipe worker --stage recognition`` runs the same service and per-record code off Lambda.
 """
 
 from __future__ import annotations
@@ -19,9 +20,9 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from facepipe.aws.sqs import attribute_request_id
 from facepipe.config import Settings
-from facepipe.messages import Result
-from facepipe.observability import logger, metrics, record_results, tracer
+from facepipe.observability import logger, metrics, tracer
 from facepipe.services import recognition_service
+from facepipe.worker.stages import RecognitionWork
 
 # Cold start: InceptionResnetV1 weights, the gallery and boto3 clients, once per environment.
 SERVICE = recognition_service(Settings.from_env())
@@ -35,27 +36,20 @@ processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failu
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     start = time.perf_counter()
     records = event.get("Records", [])
-    batch = SERVICE.prepare(
-        {r["messageId"]: r["body"] for r in records},
-        {r["messageId"]: attribute_request_id(r) for r in records},
+    # The same per-record code as `facepipe worker` (facepipe.worker.stages.RecognitionWork).
+    work = RecognitionWork(
+        SERVICE.prepare(
+            {r["messageId"]: r["body"] for r in records},
+            {r["messageId"]: attribute_request_id(r) for r in records},
+        )
     )
-    done: list[Result] = []
 
     def finish(record: SQSRecord) -> None:
-        logger.append_keys(request_id=batch.request_id(record.message_id))
-        try:
-            result = batch.finish(record.message_id)
-        except Exception as exc:
-            logger.warning("record failed", extra={"error": type(exc).__name__, "detail": str(exc)})
-            raise
-        if result is not None:  # None: a duplicate of a request already answered
-            done.append(result)
+        work.finish(record.message_id)
 
     response = process_partial_response(
         event=event, record_handler=finish, processor=processor, context=context
     )
-    logger.remove_keys(["request_id"])
     failed = len(response.get("batchItemFailures", []))
-    elapsed_ms = round((time.perf_counter() - start) * 1000, 3)
-    record_results(done, failed, elapsed_ms, duplicates=batch.duplicates)
+    work.record(failed, round((time.perf_counter() - start) * 1000, 3))
     return response

@@ -135,6 +135,14 @@ class Settings(BaseModel):
         ge=1024,
         description="Most bytes of one HTTP request body (the Function URL's own limit is 6 MB).",
     )
+    max_object_bytes: int = Field(
+        20_971_520,
+        ge=1024,
+        description=(
+            "S3 ingress: most bytes of one uploaded photo; larger objects get a "
+            "`payload_too_large` result without being downloaded."
+        ),
+    )
     max_filename: int = Field(
         MAX_FILENAME, ge=1, le=MAX_FILENAME, description="Most characters of a frame's filename."
     )
@@ -157,6 +165,17 @@ class Settings(BaseModel):
     response_queue_url: str = Field("", description="SQS queue results are posted to.")
     bucket: str = Field("", description="S3 bucket for claim-check payloads and the gallery.")
     payload_prefix: str = Field("payloads/", description="Key prefix of claim-check payloads.")
+    ingest_prefix: str = Field(
+        "input/",
+        description="S3 ingress: photos uploaded under this bucket key prefix are processed.",
+    )
+    output_prefix: str = Field(
+        "output/",
+        description=(
+            "S3 ingress: each photo's result is written to this prefix + its key without the "
+            "ingest prefix + `.json`."
+        ),
+    )
     ledger_table: str = Field(
         "",
         description=(
@@ -196,6 +215,74 @@ class Settings(BaseModel):
     port: int = Field(
         0, ge=0, le=65535, description="Local stack: Function URL port on 127.0.0.1 (0: any free)."
     )
+    # --- worker (`facepipe worker`, README "Workers on EC2/ECS") ------------------------------
+    stage: Literal["recognition", "detection", "both"] = Field(
+        "recognition",
+        description=(
+            "Worker: which queue `facepipe worker` consumes: `recognition` (the request queue, "
+            "as the recognition function), `detection` (the S3 ingest queue) or `both` (one "
+            "thread each)."
+        ),
+    )
+    ingest_queue_url: str = Field(
+        "",
+        description=(
+            "Worker, detection stage: the S3 ingest queue to consume (the stack's `IngestQueue`)."
+        ),
+    )
+    worker_wait_seconds: int = Field(
+        20, ge=0, le=20, description="Worker: SQS long-poll wait per receive (WaitTimeSeconds)."
+    )
+    worker_batch_size: int = Field(
+        10,
+        ge=1,
+        le=100,
+        description="Worker: most messages per batch (receives of up to 10 are gathered).",
+    )
+    worker_batch_window_seconds: float = Field(
+        0.0,
+        ge=0,
+        le=300,
+        description=(
+            "Worker: how long to keep receiving to fill a batch after its first message (0: "
+            "one receive makes the batch)."
+        ),
+    )
+    worker_visibility_timeout: int = Field(
+        120,
+        ge=3,
+        le=43200,
+        description=(
+            "Worker: visibility timeout of received messages, renewed every third of it while "
+            "their batch runs; a worker that dies hands its messages back after this long."
+        ),
+    )
+    worker_grace_seconds: float = Field(
+        25.0,
+        ge=0,
+        description=(
+            "Worker: on SIGTERM/SIGINT, how long the in-flight batch may take to finish; what "
+            "is left then is released (visibility 0). Keep it under the platform's stop timeout "
+            "(ECS: 30 s by default)."
+        ),
+    )
+    worker_health_host: str = Field(
+        "127.0.0.1", description="Worker: address of the `GET /healthz` endpoint."
+    )
+    worker_health_port: int = Field(
+        8080, ge=0, le=65535, description="Worker: port of `GET /healthz` (0: any free port)."
+    )
+    worker_heartbeat_seconds: float = Field(
+        60.0, gt=0, description="Worker: seconds between heartbeat log lines."
+    )
+    worker_stuck_seconds: float = Field(
+        300.0,
+        gt=0,
+        description=(
+            "Worker: `/healthz` answers 503 when a stage has made no progress (no receive "
+            "returned, no record finished) for this long."
+        ),
+    )
 
     @field_validator("formats")
     @classmethod
@@ -209,6 +296,15 @@ class Settings(BaseModel):
                 + ", ".join(sorted(SUPPORTED_FORMATS))
             )
         return ",".join(sorted(set(names)))
+
+    @field_validator("ingest_prefix", "output_prefix")
+    @classmethod
+    def _key_prefix(cls, value: str) -> str:
+        if not value.endswith("/") or value.startswith("/") or "//" in value:
+            raise ValueError(
+                "must be a key prefix such as `input/`: ending in /, not starting with /"
+            )
+        return value
 
     @property
     def accepted_formats(self) -> frozenset[str]:

@@ -47,6 +47,8 @@ def check_printable(value: str) -> str:
 
 
 Filename = Annotated[str, Field(max_length=MAX_FILENAME), AfterValidator(check_printable)]
+# S3 keys are at most 1024 bytes; a result's copy is written to such a key (S3 ingress).
+OutputKey = Annotated[str, Field(min_length=1, max_length=1024), AfterValidator(check_printable)]
 TimingName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_]{1,32}$")]
 _ALBUM_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
@@ -182,6 +184,10 @@ class FaceTask(BaseModel):
         default=None, min_length=1, max_length=1024
     )
     album: AlbumRequest | None = None
+    output_key: OutputKey | None = Field(
+        default=None,
+        description="S3 ingress: the data bucket key the final result is also written to",
+    )
     timings_ms: dict[TimingName, float] = Field(default_factory=dict, max_length=32)
     sent_at: float = Field(description="epoch seconds when detection sent the task")
 
@@ -302,6 +308,11 @@ class Result(BaseModel):
     timings_ms: dict[str, float] = Field(default_factory=dict)
     album: AlbumOutcome | None = None
     error: ErrorInfo | None = None
+    output_key: str | None = Field(
+        default=None,
+        description="S3 ingress: the data bucket key this result is also written to "
+        "(output/<input key without input/>.json)",
+    )
 
     def to_json(self) -> str:
         return self.model_dump_json(exclude_none=True)

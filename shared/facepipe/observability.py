@@ -6,8 +6,9 @@ Logs carry request_ids, counts and timings, never image bytes, crops or embeddin
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
@@ -15,13 +16,20 @@ from aws_lambda_powertools.metrics import MetricUnit
 from facepipe.messages import Result
 from facepipe.stages.detect import DetectionReport
 
+if TYPE_CHECKING:
+    from facepipe.stages.ingest import Ingested
+
 # The template sets POWERTOOLS_SERVICE_NAME per function (detection, recognition) and
 # POWERTOOLS_METRICS_NAMESPACE; outside Lambda both default to "facepipe".
 SERVICE = os.environ.get("POWERTOOLS_SERVICE_NAME", "facepipe")
 logger = Logger(service=SERVICE)
-metrics = Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "facepipe"))
+NAMESPACE = os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "facepipe")
+metrics = Metrics(namespace=NAMESPACE)
 
 F = TypeVar("F", bound=Callable[..., Any])
+# Powertools keeps one metric set per process, whatever the Metrics instance: a worker running
+# both stages adds and flushes a batch's metrics under this lock, so batches never mix.
+METRICS_LOCK = threading.RLock()
 
 
 class NoTracer:
@@ -103,3 +111,41 @@ def record_results(
             "elapsed_ms": elapsed_ms,
         },
     )
+
+
+def record_ingest(done: Sequence[Ingested], failed: int, elapsed_ms: float) -> None:
+    """Metrics and one log line for an S3-ingress batch (uploaded photos)."""
+    counts = {status: sum(1 for d in done if d.status == status) for status in _INGEST_STATUSES}
+    metrics.add_metric(name="ObjectsIngested", unit=MetricUnit.Count, value=len(done))
+    metrics.add_metric(
+        name="FacesDetected", unit=MetricUnit.Count, value=sum(d.faces for d in done)
+    )
+    metrics.add_metric(name="FramesWithoutFaces", unit=MetricUnit.Count, value=counts["no_face"])
+    metrics.add_metric(name="ObjectsRejected", unit=MetricUnit.Count, value=counts["error"])
+    metrics.add_metric(name="RecordsFailed", unit=MetricUnit.Count, value=failed)
+    metrics.add_metric(name="DuplicatesSkipped", unit=MetricUnit.Count, value=counts["duplicate"])
+    metrics.add_metric(name="DetectionLatency", unit=MetricUnit.Milliseconds, value=elapsed_ms)
+    logger.info(
+        "objects ingested",
+        extra={
+            "objects": [
+                {"request_id": d.request_id, "key": d.key, "status": d.status, "faces": d.faces}
+                | ({"error": d.error} if d.error else {})
+                for d in done
+            ],
+            "failed": failed,
+            "elapsed_ms": elapsed_ms,
+        },
+    )
+
+
+_INGEST_STATUSES = ("queued", "no_face", "error", "duplicate", "skipped")
+
+
+def flush_metrics(service: str) -> None:
+    """Write the metrics added so far as one EMF line with the dimension ``service`` (a worker's
+    stage: ``detection`` | ``recognition``, the functions' own, so the dashboard counts both).
+    Outside Lambda nothing flushes at the end of an invocation: the worker calls this per batch,
+    holding :data:`METRICS_LOCK` around adding and flushing."""
+    if metrics.metric_set:  # Powertools warns about an empty flush
+        Metrics(namespace=NAMESPACE, service=service).flush_metrics()

@@ -11,16 +11,17 @@ from botocore.exceptions import ClientError
 
 from facepipe.album import albums_location, open_albums
 from facepipe.aws.clients import LazyClient, client
-from facepipe.aws.s3 import S3PayloadStore
+from facepipe.aws.s3 import S3ObjectReader, S3PayloadStore, S3ResultCopies
 from facepipe.aws.sqs import SqsDispatcher, SqsResultSink
 from facepipe.config import Settings
 from facepipe.detection import FaceCropper, FaceDetector, FacenetCropper
 from facepipe.embedding import Embedder, FacenetEmbedder
 from facepipe.errors import ConfigError, GalleryError
 from facepipe.gallery_store import GalleryStore
-from facepipe.ledger import DynamoLedger, MemoryLedger, OncePerRequest, ResultLedger
+from facepipe.ledger import DynamoLedger, MemoryLedger, OncePerRequest, ResultLedger, ResultSink
 from facepipe.matching import Gallery
 from facepipe.stages.detect import Detection, DetectionService
+from facepipe.stages.ingest import IngestService
 from facepipe.stages.recognize import (
     GallerySource,
     Recognition,
@@ -103,14 +104,18 @@ def load_gallery(settings: Settings, s3: object | None = None) -> Gallery:
     return ServedGallery(settings, s3).load()
 
 
-def result_sink(settings: Settings, sqs: object) -> OncePerRequest:
-    """The response queue behind the ledger: one final result per request_id."""
+def result_sink(settings: Settings, sqs: object, s3: object | None = None) -> OncePerRequest:
+    """The response queue behind the ledger: one final result per request_id. With ``s3``,
+    S3-ingress results are also written to their ``output_key`` in the bucket."""
     ledger: ResultLedger = (
         DynamoLedger(client("dynamodb", settings), settings.ledger_table)
         if settings.ledger_table
         else MemoryLedger()
     )
-    return OncePerRequest(SqsResultSink(sqs, settings.response_queue_url), ledger)
+    sink: ResultSink = SqsResultSink(sqs, settings.response_queue_url)
+    if s3 is not None:
+        sink = S3ResultCopies(sink, s3, settings.bucket, settings.output_prefix)
+    return OncePerRequest(sink, ledger)
 
 
 def detection_service(settings: Settings) -> DetectionService:
@@ -121,11 +126,28 @@ def detection_service(settings: Settings) -> DetectionService:
     dispatcher = SqsDispatcher(
         sqs,
         settings.request_queue_url,
-        result_sink(settings, sqs),
+        result_sink(settings, sqs, s3),
         payloads,
         settings.max_message_bytes,
     )
     return DetectionService(Detection(settings, make_detector(settings)), dispatcher)
+
+
+def ingest_service(settings: Settings, detection: DetectionService) -> IngestService:
+    """S3 ingress on top of the detection function's own service: the same detector, limits
+    and dispatcher (one image, two handlers)."""
+    dispatcher = detection.dispatcher
+    results = getattr(dispatcher, "results", None)
+    return IngestService(
+        detection.detection,
+        dispatcher,
+        # lazy: the Function URL function builds this too (same module) but never reads S3
+        S3ObjectReader(LazyClient("s3", settings)),
+        ingest_prefix=settings.ingest_prefix,
+        output_prefix=settings.output_prefix,
+        max_object_bytes=settings.max_object_bytes,
+        finished=getattr(results, "finished", None),
+    )
 
 
 def recognition_service(settings: Settings) -> RecognitionService:
@@ -149,7 +171,7 @@ def recognition_service(settings: Settings) -> RecognitionService:
     location = albums_location(settings)
     return RecognitionService(
         recognition,
-        result_sink(settings, client("sqs", settings)),
+        result_sink(settings, client("sqs", settings), s3),
         S3PayloadStore(s3, settings.bucket, settings.payload_prefix),
         open_albums(location, s3 if location.startswith("s3://") else None),
     )

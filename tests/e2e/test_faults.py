@@ -173,8 +173,17 @@ class Throttle:
         self.sqs.meta.events.unregister("before-send.sqs.SendMessage", self)
 
 
+def response_sqs(local: LocalStack) -> Any:
+    """The SQS client behind the recognition service's result sink (the ledger's sink wraps the
+    S3-ingress output writer, which wraps the response queue's sink)."""
+    sink: Any = service(local).sink
+    while not hasattr(sink, "sqs"):
+        sink = sink.sink
+    return sink.sqs
+
+
 def test_a_throttled_result_send_is_retried_with_backoff(local: LocalStack) -> None:
-    sqs = service(local).sink.sink.sqs
+    sqs = response_sqs(local)
     rid = new_id("throttled")
     with Throttle(sqs, local.info()["response_queue_url"], times=3) as throttle:
         status, _ = post_json(local.info()["function_url"], frame("astronaut.jpg", rid))
@@ -186,7 +195,7 @@ def test_a_throttled_result_send_is_retried_with_backoff(local: LocalStack) -> N
 
 
 def test_a_failing_result_send_fails_the_record_and_the_retry_posts_once(local: LocalStack) -> None:
-    sqs = service(local).sink.sink.sqs
+    sqs = response_sqs(local)
     source = local.event_sources[0]
     rid = new_id("send-fails")
     with short_visibility(local, 4):

@@ -23,6 +23,7 @@ from PIL import Image
 
 from facepipe.local.emulator import LocalAws
 from facepipe.local.events import function_url_event, sqs_event
+from facepipe.local.invokers import _PER_FUNCTION_MODULES, _own_copies
 from facepipe.matching import Gallery
 from facepipe.messages import FaceTask, Result
 from tests.conftest import ROOT, SAMPLES
@@ -60,7 +61,10 @@ def load_handler(aws: LocalAws, logical_id: str, **extra_env: str) -> ModuleType
         assert spec is not None
         assert spec.loader is not None
         module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
+        # its own Logger/Metrics, built from its env (POWERTOOLS_SERVICE_NAME), as in Lambda:
+        # another test may have imported facepipe.observability with other settings
+        with _own_copies(_PER_FUNCTION_MODULES):
+            spec.loader.exec_module(module)
     return module
 
 
@@ -250,8 +254,7 @@ def test_base64_encoded_event_body(aws: LocalAws, detection: ModuleType) -> None
 def test_logs_and_metrics_carry_ids_not_images(
     aws: LocalAws, detection: ModuleType, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from facepipe.observability import logger
-
+    logger = detection.logger  # the handler's own (see load_handler)
     content = b64(SAMPLES / "astronaut.jpg")
     stream = io.StringIO()
     handler = logger.registered_handler

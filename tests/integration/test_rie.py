@@ -171,6 +171,8 @@ def test_detection_bad_content_is_a_400_and_queues_nothing(
         "RequestQueue": [],
         "RequestDeadLetterQueue": [],
         "ResponseQueue": [],
+        "IngestQueue": [],
+        "IngestDeadLetterQueue": [],
     }
 
 

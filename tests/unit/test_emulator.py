@@ -35,7 +35,13 @@ def aws() -> Iterator[LocalAws]:
 def test_every_queue_and_bucket_of_the_template_exists(aws: LocalAws) -> None:
     queues = template_resources("AWS::SQS::Queue")
     buckets = template_resources("AWS::S3::Bucket")
-    assert set(queues) == {"RequestQueue", "RequestDeadLetterQueue", "ResponseQueue"}
+    assert set(queues) == {
+        "RequestQueue",
+        "RequestDeadLetterQueue",
+        "ResponseQueue",
+        "IngestQueue",  # S3 ingress
+        "IngestDeadLetterQueue",
+    }
 
     urls = aws.sqs.list_queues()["QueueUrls"]
     assert sorted(u.rsplit("/", 1)[1] for u in urls) == sorted(
@@ -54,6 +60,10 @@ def test_outputs_name_the_emulated_resources(aws: LocalAws) -> None:
         "DeadLetterQueueUrl": aws.queue_urls()["RequestDeadLetterQueue"],
         "BucketName": "facepipe-local-data",
         "ResultLedgerTableName": "facepipe-local-ResultLedgerTable",
+        "IngestQueueUrl": aws.queue_urls()["IngestQueue"],
+        "IngestDeadLetterQueueUrl": aws.queue_urls()["IngestDeadLetterQueue"],
+        "IngestPrefix": "input/",
+        "OutputPrefix": "output/",
     }
     assert set(aws.outputs) < set(TEMPLATE["Outputs"])
     assert aws.outputs["RequestQueueUrl"].endswith("/facepipe-local-RequestQueue")
@@ -189,7 +199,7 @@ def test_find_template_searches_upward() -> None:
 def test_stop_shuts_the_server_down() -> None:
     with LocalAws(ROOT / "template.yaml", stack="facepipe-stop") as aws:
         sqs = aws.client("sqs")
-        assert len(sqs.list_queues(QueueNamePrefix="facepipe-stop-")["QueueUrls"]) == 3
+        assert len(sqs.list_queues(QueueNamePrefix="facepipe-stop-")["QueueUrls"]) == 5
         port = int(aws.endpoint_url.rsplit(":", 1)[1])
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection(("127.0.0.1", port), timeout=2).close()
@@ -199,12 +209,14 @@ def test_one_stack_at_a_time_per_process_and_a_clean_slate_after(aws: LocalAws) 
     # moto's state is per process: a second LocalAws of the same stack would share the queues.
     with pytest.raises(TemplateError, match="already exists"):
         LocalAws(ROOT / "template.yaml").start()
-    assert len(aws.sqs.list_queues()["QueueUrls"]) == 3  # the failed start removed only its own
+    assert len(aws.sqs.list_queues()["QueueUrls"]) == 5  # the failed start removed only its own
     with LocalAws(ROOT / "template.yaml", stack="facepipe-other") as other:
         other.sqs.send_message(QueueUrl=other.outputs["RequestQueueUrl"], MessageBody="x")
         other.s3.put_object(Bucket=other.outputs["BucketName"], Key="gallery/g.pt", Body=b"g")
     # Stopping deleted its queues and (versioned) bucket, not ours.
     assert sorted(u.rsplit("/", 1)[1] for u in aws.sqs.list_queues()["QueueUrls"]) == [
+        "facepipe-local-IngestDeadLetterQueue",
+        "facepipe-local-IngestQueue",
         "facepipe-local-RequestDeadLetterQueue",
         "facepipe-local-RequestQueue",
         "facepipe-local-ResponseQueue",

@@ -31,8 +31,14 @@ SAMCONFIG = ROOT / "samconfig.toml"
 BIN = Path(sys.executable).parent
 FAKE_IMAGE_URI = "123456789012.dkr.ecr.us-east-1.amazonaws.com/facepipe:latest"
 
-IMAGE_FUNCTIONS = ("DetectionFunction", "RecognitionFunction")
-QUEUES = ("RequestQueue", "RequestDeadLetterQueue", "ResponseQueue")
+IMAGE_FUNCTIONS = ("DetectionFunction", "RecognitionFunction", "IngestFunction")
+QUEUES = (
+    "RequestQueue",
+    "RequestDeadLetterQueue",
+    "ResponseQueue",
+    "IngestQueue",
+    "IngestDeadLetterQueue",
+)
 OUTPUT_KEYS = {
     "FunctionUrl",
     "RequestQueueUrl",
@@ -45,6 +51,9 @@ OUTPUT_KEYS = {
 PAYLOADS_ARN = {"Fn::Sub": "arn:${AWS::Partition}:s3:::${DataBucket}/payloads/*"}
 GALLERY_ARN = {"Fn::Sub": "arn:${AWS::Partition}:s3:::${DataBucket}/gallery/*"}
 ALBUMS_ARN = {"Fn::Sub": "arn:${AWS::Partition}:s3:::${DataBucket}/albums/*"}
+# S3 ingress (tests/unit/test_template_ingress.py)
+INPUT_ARN = {"Fn::Sub": "arn:${AWS::Partition}:s3:::${DataBucket}/${IngestPrefix}*"}
+OUTPUT_ARN = {"Fn::Sub": "arn:${AWS::Partition}:s3:::${DataBucket}/${OutputPrefix}*"}
 BUCKET_ARN = {"Fn::GetAtt": ["DataBucket", "Arn"]}
 LEDGER_ARN = {"Fn::GetAtt": ["ResultLedgerTable", "Arn"]}
 LEDGER_ACTIONS = {
@@ -462,9 +471,11 @@ def test_transform_with_public_function_url() -> None:
 
 def test_event_source_mapping(cfn: dict[str, Any]) -> None:
     mappings = resources_of_type(cfn, "AWS::Lambda::EventSourceMapping")
-    assert len(mappings) == 1
-    props = next(iter(mappings.values()))["Properties"]
-    assert props["FunctionName"] == {"Ref": "RecognitionFunction"}
+    by_function = {
+        m["Properties"]["FunctionName"]["Ref"]: m["Properties"] for m in mappings.values()
+    }
+    assert set(by_function) == {"RecognitionFunction", "IngestFunction"}  # ingress: its own test
+    props = by_function["RecognitionFunction"]
     assert props["EventSourceArn"] == {"Fn::GetAtt": ["RequestQueue", "Arn"]}
     assert props["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
     assert props["BatchSize"] == {"Ref": "RecognitionBatchSize"}
@@ -567,7 +578,7 @@ def test_role_sqs_and_s3_grants_are_scoped(cfn: dict[str, Any], function: str) -
             # Objects under payloads/ and gallery/ only; the bucket itself only to list it
             # (what makes a missing key a 404 rather than a 403).
             allowed = (
-                (PAYLOADS_ARN, GALLERY_ARN, ALBUMS_ARN)
+                (PAYLOADS_ARN, GALLERY_ARN, ALBUMS_ARN, INPUT_ARN, OUTPUT_ARN)
                 if action != "s3:ListBucket"
                 else (BUCKET_ARN,)
             )
@@ -618,7 +629,8 @@ def test_recognition_role(cfn: dict[str, Any]) -> None:
     assert actions_on_queue(role, "ResponseQueue") == {"sqs:SendMessage"}
     assert actions_on_queue(role, "RequestDeadLetterQueue") == set()
     # The only writes: album index shards under albums/ (never payloads/ or gallery/).
-    assert [r for a, r in grants(role) if a == "s3:PutObject"] == [ALBUMS_ARN]
+    # ... and S3-ingress results under OutputPrefix.
+    assert [r for a, r in grants(role) if a == "s3:PutObject"] == [OUTPUT_ARN, ALBUMS_ARN]
     assert actions_on_s3(role, ALBUMS_ARN) == {"s3:GetObject", "s3:PutObject"}
     assert actions_on_s3(role, PAYLOADS_ARN) == {"s3:GetObject", "s3:DeleteObject"}
     assert actions_on_s3(role, GALLERY_ARN) == {"s3:GetObject"}
@@ -695,7 +707,12 @@ def test_cors_origins_parameter_pattern(template: dict[str, Any]) -> None:
 
 
 def test_function_log_groups_expire(cfn: dict[str, Any]) -> None:
-    groups = resources_of_type(cfn, "AWS::Logs::LogGroup")
+    # (the optional workers' group: tests/unit/test_worker_template.py)
+    groups = {
+        k: g
+        for k, g in resources_of_type(cfn, "AWS::Logs::LogGroup").items()
+        if "Condition" not in g
+    }
     by_function = {
         g["Properties"]["LogGroupName"]["Fn::Sub"]: g["Properties"] for g in groups.values()
     }
@@ -712,6 +729,14 @@ ALARMS = {
         "ApproximateNumberOfMessagesVisible",
         "QueueName",
         {"Fn::GetAtt": ["RequestDeadLetterQueue", "QueueName"]},
+        "Maximum",
+        0,
+    ),
+    "IngestDeadLetterQueueAlarm": (
+        "AWS/SQS",
+        "ApproximateNumberOfMessagesVisible",
+        "QueueName",
+        {"Fn::GetAtt": ["IngestDeadLetterQueue", "QueueName"]},
         "Maximum",
         0,
     ),
@@ -833,6 +858,15 @@ APP_METRICS = {
         "DuplicatesSkipped",
         "RecognitionLatency",
         "QueueWait",
+    },
+    "ingest": {
+        "ObjectsIngested",
+        "FacesDetected",
+        "FramesWithoutFaces",
+        "ObjectsRejected",
+        "DuplicatesSkipped",
+        "RecordsFailed",
+        "DetectionLatency",
     },
 }
 _SUB_VARIABLE = re.compile(r"\$\{([^}!][^}]*)\}")

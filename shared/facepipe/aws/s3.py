@@ -1,12 +1,16 @@
-"""S3: claim-check payloads and reading objects by ``s3://`` URI."""
+"""S3: claim-check payloads, reading objects by ``s3://`` URI, uploaded photos and result copies
+(S3 ingress)."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
 from facepipe.errors import PayloadMissing
+
+_log = logging.getLogger(__name__)
 
 
 class S3PayloadStore:
@@ -138,3 +142,72 @@ class S3Objects:
         """Delete every version of ``key`` but the current one; the number deleted."""
         old = [v for v in self.versions(key) if v["Key"] == key and not v["IsLatest"]]
         return self._delete_versions(old)
+
+
+class S3ObjectReader:
+    """Reads uploaded photos (S3 ingress): the version the event named, within a size limit."""
+
+    def __init__(self, s3: Any) -> None:
+        self.s3 = s3
+
+    def read(self, obj: Any, max_bytes: int) -> bytes:
+        """``obj`` is a :class:`~facepipe.stages.ingest.S3Object`. The size is checked from
+        the response headers, so an oversized object is never downloaded."""
+        from botocore.exceptions import ClientError
+
+        from facepipe.errors import PayloadTooLarge
+        from facepipe.stages.ingest import ObjectMissing
+
+        extra = {"VersionId": obj.version_id} if obj.version_id else {}
+        try:
+            answer = self.s3.get_object(Bucket=obj.bucket, Key=obj.key, **extra)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "NoSuchVersion"):
+                raise ObjectMissing(
+                    "the object was deleted before it could be processed; upload it again"
+                ) from exc
+            raise
+        body = answer["Body"]
+        try:
+            size = int(answer.get("ContentLength", 0))
+            if size > max_bytes:
+                raise PayloadTooLarge(
+                    f"the object is {size} bytes, over the limit of {max_bytes} "
+                    "(FACEPIPE_MAX_OBJECT_BYTES): upload a smaller photo"
+                )
+            return bytes(body.read())
+        finally:
+            body.close()
+
+
+class S3ResultCopies:
+    """A result sink that first writes each S3-ingress result (one with an ``output_key``) to
+    that key as JSON, then hands it to ``sink`` (the response queue). Inside
+    :class:`~facepipe.ledger.OncePerRequest` the copy is written once per request_id, and a
+    failed send releases the claim, so the retry writes it again (same key: idempotent).
+
+    Only keys under ``output_prefix`` are written: a task cannot point the function anywhere
+    else (its IAM role allows ``output/*`` only, too); the result still reaches the queue.
+    """
+
+    def __init__(self, sink: Any, s3: Any, bucket: str, output_prefix: str) -> None:
+        self.sink = sink
+        self.s3 = s3
+        self.bucket = bucket
+        self.output_prefix = output_prefix
+
+    def send_result(self, result: Any) -> bool | None:
+        key = result.output_key
+        if key and key.startswith(self.output_prefix) and key.endswith(".json"):
+            self.s3.put_object(
+                Bucket=self.bucket,
+                Key=key,
+                Body=result.to_json().encode(),
+                ContentType="application/json",
+            )
+        elif key:
+            _log.warning(
+                "output_key %s is not under %s: result not written", key, self.output_prefix
+            )
+        answer: bool | None = self.sink.send_result(result)
+        return answer

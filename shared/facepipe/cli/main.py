@@ -14,6 +14,9 @@ Subcommands:
   demo                the whole pipeline on the local stack with the shipped samples
   eval                verification on labelled pairs: ROC AUC, best threshold, accuracy
   bench e2e           N requests end to end: latency, throughput, stages, lost
+  worker --stage S    consume the queues outside Lambda (EC2/ECS) until SIGTERM
+  upload INPUT...     S3 ingress: upload photos, --wait for their results and a CSV
+  results csv         every S3-ingress result under a prefix as one CSV
 """
 
 from __future__ import annotations
@@ -38,7 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
         invoke_cmd,
         local_cmd,
         run_cmd,
+        s3_cmd,
         weights_cmd,
+        worker_cmd,
     )
 
     parser = argparse.ArgumentParser(prog="facepipe", description=__doc__.split("\n")[0])
@@ -56,6 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
         eval_cmd,
         bench_cmd,
         album_cmd,
+        worker_cmd,
+        s3_cmd,
     ):
         module.register(sub)
     return parser

@@ -65,15 +65,20 @@ class Endpoints:
     def sqs(self) -> Any:
         """A boto3 SQS client for the response queue. Against an emulator, dummy credentials
         stand in when the AWS chain has none."""
+        return self.client("sqs")
+
+    def client(self, service: str) -> Any:
+        """A boto3 client of ``service`` in ``region`` (through ``endpoint_url`` when set);
+        against an emulator, dummy credentials stand in when the AWS chain has none."""
         settings = Settings.from_env({}, endpoint_url=self.endpoint_url, region=self.region)
         if self.endpoint_url and boto3.Session().get_credentials() is None:
             return boto3.session.Session().client(  # type: ignore[call-overload]
-                "sqs",
+                service,
                 endpoint_url=self.endpoint_url,
                 region_name=self.region or LOCAL_REGION,
                 **DUMMY_CREDENTIALS,
             )
-        return client("sqs", settings)
+        return client(service, settings)
 
 
 def read_local_info(value: str) -> dict[str, str]:
@@ -130,3 +135,48 @@ def resolve_endpoints(
         queue_url = queue_url or outputs.get("ResponseQueueUrl", "")
     region = settings.region or info.get("region", "") or (LOCAL_REGION if endpoint_url else "")
     return Endpoints(function_url, queue_url, endpoint_url, region)
+
+
+@dataclass(frozen=True)
+class Ingress:
+    """Where photos are uploaded (S3 ingress) and where their results appear: the stack's data
+    ``bucket``, its ``ingest_prefix`` and ``output_prefix``, reached through ``endpoints``."""
+
+    bucket: str
+    ingest_prefix: str
+    output_prefix: str
+    endpoints: Endpoints
+
+    def s3(self) -> Any:
+        return self.endpoints.client("s3")
+
+
+def resolve_ingress(
+    settings: Settings, *, local_info: str | None = None, cloudformation: Any = None
+) -> Ingress:
+    """The bucket and prefixes from ``--bucket``/``--ingest-prefix``/``--output-prefix`` (when
+    set), then ``local_info`` (``bucket``, ``ingest_prefix``, ``output_prefix``), then the
+    stack's Outputs (``BucketName``, ``IngestPrefix``, ``OutputPrefix``), then the defaults."""
+    info = read_local_info(local_info) if local_info else {}
+    chosen = settings.model_fields_set
+    bucket = settings.bucket or info.get("bucket", "")
+    ingest = settings.ingest_prefix if "ingest_prefix" in chosen else info.get("ingest_prefix", "")
+    output = settings.output_prefix if "output_prefix" in chosen else info.get("output_prefix", "")
+    if settings.stack_name and not (bucket and ingest and output):
+        outputs = stack_outputs(settings.stack_name, settings, cloudformation)
+        bucket = bucket or outputs.get("BucketName", "")
+        ingest = ingest or outputs.get("IngestPrefix", "")
+        output = output or outputs.get("OutputPrefix", "")
+    if not bucket:
+        raise ConfigError(
+            "no bucket: pass --bucket, --local-info (the local stack's info line) or "
+            "--stack-name (a deployed stack)"
+        )
+    endpoint_url = settings.endpoint_url or info.get("endpoint_url", "")
+    region = settings.region or info.get("region", "") or (LOCAL_REGION if endpoint_url else "")
+    return Ingress(
+        bucket,
+        ingest or settings.ingest_prefix,
+        output or settings.output_prefix,
+        Endpoints(endpoint_url=endpoint_url, region=region),
+    )

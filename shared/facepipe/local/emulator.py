@@ -1,8 +1,10 @@
 """Local AWS from ``template.yaml``: the stack's queues, bucket and table in a moto server.
 
 The resources are read from the template, not written out a second time: every
-``AWS::SQS::Queue``, ``AWS::S3::Bucket`` and ``AWS::DynamoDB::Table`` is created with its
-properties, in dependency order
+``AWS::SQS::Queue``, ``AWS::S3::Bucket`` (with its EventBridge notifications) and
+``AWS::DynamoDB::Table``, and every ``AWS::Events::Rule`` on the default bus (the S3 ingress
+rule: moto itself then delivers the bucket's matching object events to the rule's queue), is
+created with its properties, in dependency order
 (the dead-letter queue before the queue whose ``RedrivePolicy`` names it). A tiny evaluator of
 the intrinsics the template uses (``Ref``, ``Fn::GetAtt``, ``Fn::Sub``, ``Fn::If`` over its
 conditions) resolves parameters to their defaults (or to ``parameters`` given here) and
@@ -38,6 +40,7 @@ DUMMY_CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "t
 QUEUE = "AWS::SQS::Queue"
 BUCKET = "AWS::S3::Bucket"
 TABLE = "AWS::DynamoDB::Table"
+RULE = "AWS::Events::Rule"  # S3 ingress: the bucket's events to the ingest queue
 FUNCTION = "AWS::Serverless::Function"
 DEFAULT_HANDLER = "app.handler"  # the images' CMD (ImageConfig.Command overrides it)
 
@@ -249,6 +252,7 @@ class LocalAws(Service):
         self.sqs: Any = None
         self.s3: Any = None
         self.dynamodb: Any = None
+        self.events: Any = None
         self._server: Any = None
 
     # --- lifecycle ---------------------------------------------------------------------------
@@ -266,6 +270,7 @@ class LocalAws(Service):
             self.sqs = self.client("sqs")
             self.s3 = self.client("s3")
             self.dynamodb = self.client("dynamodb")
+            self.events = self.client("events")
             self._create_resources()
             self.outputs = self._outputs()
         except BaseException:
@@ -289,14 +294,21 @@ class LocalAws(Service):
 
     # --- resources ---------------------------------------------------------------------------
     def resources(self, *types: str) -> dict[str, dict[str, Any]]:
+        """The template's resources of these types that the stack would create: one whose
+        ``Condition`` is false for these parameters is not there (e.g. the workers' ECS
+        resources unless ``EnableWorkers=true``)."""
         return {
             logical_id: resource
             for logical_id, resource in self.template["Resources"].items()
-            if resource.get("Type") in types
+            if resource.get("Type") in types and self._created(resource)
         }
 
+    def _created(self, resource_or_output: Mapping[str, Any]) -> bool:
+        condition = resource_or_output.get("Condition")
+        return condition is None or self.intrinsics.condition(str(condition))
+
     def _creation_order(self) -> Iterator[tuple[str, dict[str, Any]]]:
-        pending = self.resources(QUEUE, BUCKET, TABLE)
+        pending = self.resources(QUEUE, BUCKET, TABLE, RULE)
         done: set[str] = set()
         while pending:
             ready = [
@@ -317,6 +329,8 @@ class LocalAws(Service):
                 self._create_queue(logical_id, properties)
             elif resource["Type"] == TABLE:
                 self._create_table(logical_id, properties)
+            elif resource["Type"] == RULE:
+                self._create_rule(logical_id, properties)
             else:
                 self._create_bucket(logical_id, properties)
 
@@ -352,6 +366,13 @@ class LocalAws(Service):
         if versioning:
             status = self.intrinsics.resolve(versioning["Status"])
             self.s3.put_bucket_versioning(Bucket=name, VersioningConfiguration={"Status": status})
+        notifications = self.intrinsics.evaluate(properties.get("NotificationConfiguration", {}))
+        eventbridge = notifications.get("EventBridgeConfiguration", {})
+        if _text(eventbridge.get("EventBridgeEnabled", False)) == "true":
+            # moto then sends the bucket's object events to its EventBridge rules (below).
+            self.s3.put_bucket_notification_configuration(
+                Bucket=name, NotificationConfiguration={"EventBridgeConfiguration": {}}
+            )
         self.intrinsics.resources[logical_id] = {
             "Ref": name,
             "Arn": f"arn:aws:s3:::{name}",
@@ -381,6 +402,31 @@ class LocalAws(Service):
             "Arn": f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/{name}",
         }
 
+    def _create_rule(self, logical_id: str, properties: Mapping[str, Any]) -> None:
+        """An EventBridge rule on the default bus with its pattern and targets (the ingest
+        queue): moto matches the bucket's events against it and sends them to the targets."""
+        props = self.intrinsics.evaluate(dict(properties))
+        name = str(props.get("Name", f"{self.stack}-{logical_id}"))
+        bus = str(props.get("EventBusName", "default"))
+        if bus != "default":
+            raise TemplateError(f"{logical_id}: only rules on the default event bus are emulated")
+        arn = self.events.put_rule(
+            Name=name,
+            EventPattern=json.dumps(props["EventPattern"]),
+            State=str(props.get("State", "ENABLED")),
+        )["RuleArn"]
+        targets = [
+            {
+                k: v
+                for k, v in target.items()
+                if k in ("Id", "Arn", "RetryPolicy", "DeadLetterConfig")
+            }
+            for target in props.get("Targets", [])
+        ]
+        if targets:
+            self.events.put_targets(Rule=name, Targets=targets)
+        self.intrinsics.resources[logical_id] = {"Ref": name, "RuleName": name, "Arn": arn}
+
     def _already_exists(self, what: str) -> None:
         raise TemplateError(
             f"{what} already exists: moto keeps one state per process, so two LocalAws with the "
@@ -395,6 +441,12 @@ class LocalAws(Service):
                 self.sqs.delete_queue(QueueUrl=attributes["QueueUrl"])
             elif "TableName" in attributes:
                 self.dynamodb.delete_table(TableName=attributes["TableName"])
+            elif "RuleName" in attributes:
+                rule = attributes["RuleName"]
+                ids = [t["Id"] for t in self.events.list_targets_by_rule(Rule=rule)["Targets"]]
+                if ids:
+                    self.events.remove_targets(Rule=rule, Ids=ids)
+                self.events.delete_rule(Name=rule)
             elif "Arn" in attributes and attributes["Arn"].startswith("arn:aws:s3:::"):
                 bucket = attributes["Ref"]
                 pages = self.s3.get_paginator("list_object_versions").paginate(Bucket=bucket)
@@ -415,6 +467,8 @@ class LocalAws(Service):
     def _outputs(self) -> dict[str, str]:
         outputs = {}
         for key, output in self.template.get("Outputs", {}).items():
+            if not self._created(output):
+                continue
             try:
                 outputs[key] = self.intrinsics.resolve(output["Value"])
             except TemplateError:

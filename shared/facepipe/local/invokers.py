@@ -56,7 +56,8 @@ _ENVIRON_LOCK = threading.Lock()  # os.environ is process-wide: one import at a 
 # Modules that read the environment when imported (Powertools' service name, metrics namespace
 # and log level): each in-process function imports its own copy under its own environment, as in
 # its own execution environment, and the process's copy (if any) is put back afterwards.
-_PER_FUNCTION_MODULES = ("facepipe.observability",)
+# facepipe.worker.stages logs through facepipe.observability's logger, so it is one of them.
+_PER_FUNCTION_MODULES = ("facepipe.observability", "facepipe.worker.stages")
 
 
 class Invoker(Protocol):

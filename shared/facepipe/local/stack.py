@@ -47,6 +47,10 @@ INFO_KEYS = (
     "bucket",
     "runtime",
     "region",
+    "ingest_queue_url",
+    "ingest_dead_letter_queue_url",
+    "ingest_prefix",
+    "output_prefix",
 )
 # Settings the functions never take from the caller: where the stack's resources are (the
 # template's environment says that) and how the local stack itself runs.
@@ -56,6 +60,8 @@ _STACK_SETTINGS = frozenset(
         "response_queue_url",
         "bucket",
         "payload_prefix",
+        "ingest_prefix",
+        "output_prefix",
         "endpoint_url",
         "region",
         "runtime",
@@ -184,6 +190,11 @@ class LocalStack(Service):
             "bucket": outputs["BucketName"],
             "runtime": self.runtime,
             "region": REGION,
+            # S3 ingress: uploads under the ingest prefix of the bucket become requests
+            "ingest_queue_url": outputs.get("IngestQueueUrl", ""),
+            "ingest_dead_letter_queue_url": outputs.get("IngestDeadLetterQueueUrl", ""),
+            "ingest_prefix": outputs.get("IngestPrefix", ""),
+            "output_prefix": outputs.get("OutputPrefix", ""),
         }
 
     def peak_memory_mb(self) -> dict[str, float | None]:

@@ -48,6 +48,7 @@ class FrameFaces:
     sent_at: float | None = None
     embedder: str = "vggface2"  # the embedder the crops were cut for
     album: AlbumRequest | None = None  # album mode of the frame, if any
+    output_key: str | None = None  # S3 ingress: where the final result is also written
 
     def to_task(self) -> FaceTask:
         return FaceTask(
@@ -57,6 +58,7 @@ class FrameFaces:
             height=self.height,
             embedder=self.embedder,
             album=self.album,
+            output_key=self.output_key,
             faces=[
                 FaceCrop(
                     box=[round(v, 2) for v in f.box],
@@ -80,6 +82,7 @@ class FrameFaces:
             models=Models(),
             timings_ms=self.timings_ms,
             album=empty_album_outcome(self.album),
+            output_key=self.output_key,
         )
 
 
@@ -114,12 +117,19 @@ class Detection:
 
     def decode(self, content_b64: str) -> tuple[Image.Image, float]:
         start = time.perf_counter()
-        image = decode_image(
-            decode_base64(content_b64),
-            max_pixels=self.settings.max_pixels,
-            formats=self.settings.accepted_formats,
-        )
+        image = self._decode(decode_base64(content_b64))
         return image, _ms(start)
+
+    def decode_bytes(self, data: bytes) -> tuple[Image.Image, float]:
+        """An image file's bytes (an S3 object) under the same format and pixel limits as a
+        POSTed frame, so both entrances accept and refuse exactly the same images."""
+        start = time.perf_counter()
+        return self._decode(data), _ms(start)
+
+    def _decode(self, data: bytes) -> Image.Image:
+        return decode_image(
+            data, max_pixels=self.settings.max_pixels, formats=self.settings.accepted_formats
+        )
 
 
 class Dispatcher(Protocol):

@@ -133,6 +133,7 @@ class Recognition:
                     models=Models(embedder=self.embedder.name),
                     weights=self.embedder.weights_id,
                     timings_ms=timings,
+                    output_key=frame.output_key,
                 )
             )
         return results
@@ -252,6 +253,7 @@ def frame_from_task(
         sent_at=task.sent_at,
         embedder=task.embedder,
         album=task.album,
+        output_key=task.output_key,
     )
 
 
