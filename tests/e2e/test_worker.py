@@ -74,11 +74,12 @@ def free_port() -> int:
 class WorkerProcess:
     """`facepipe worker --stage recognition` as a process, its stdout lines collected."""
 
-    def __init__(self, local: LocalStack, **worker: str) -> None:
+    def __init__(self, local: LocalStack, stage: str = "recognition", **worker: str) -> None:
         self.port = free_port()
         env = worker_env(local, health_port=str(self.port), **worker)
+        env["FACEPIPE_INGEST_QUEUE_URL"] = local.info()["ingest_queue_url"]
         self.proc = subprocess.Popen(
-            [*FACEPIPE, "worker", "--stage", "recognition"],
+            [*FACEPIPE, "worker", "--stage", stage],
             cwd=ROOT,
             env=env,
             stdout=subprocess.PIPE,
@@ -244,4 +245,42 @@ def test_a_batch_that_runs_out_of_memory_is_split_and_completes(local: LocalStac
     assert all(r.status == "ok" for r in results)
     assert recognition.splits > 0  # a batch of more than one crop was split
     assert max(recognition.embedder.batches) > 1  # and it had been tried whole first
+    settled(local)
+
+
+def test_a_both_stages_worker_takes_s3_uploads_to_their_output(local: LocalStack) -> None:
+    """``--stage both``: the ingest queue (S3 uploads) and the request queue in one process,
+    with the stack's own ingest poller stopped; each upload's result lands in output/."""
+    info = local.info()
+    for source in local.event_sources:
+        if source.queue_url == info["ingest_queue_url"]:
+            source.stop()  # the worker is the ingest queue's only consumer from here on
+    bucket, s3 = info["bucket"], local.aws.s3
+    keys = {"astronaut.jpg": "ok", "rocket.jpg": "no_face"}
+    worker = WorkerProcess(local, stage="both")
+    try:
+        for name in keys:
+            s3.put_object(
+                Bucket=bucket,
+                Key=f"input/worker/{name}",
+                Body=(ROOT / "samples" / name).read_bytes(),
+            )
+        results: dict[str, Result] = {}
+        deadline = time.monotonic() + 120
+        while len(results) < len(keys):
+            assert time.monotonic() < deadline, (results, worker.lines[-3:], worker.stderr)
+            for name in keys:
+                with contextlib.suppress(s3.exceptions.NoSuchKey):
+                    body = s3.get_object(Bucket=bucket, Key=f"output/worker/{name}.json")["Body"]
+                    results[name] = Result.model_validate_json(body.read())
+            time.sleep(0.2)
+        status, health = worker.health()
+    finally:
+        code = worker.terminate()
+    assert {name: r.status for name, r in results.items()} == keys
+    assert len(results["astronaut.jpg"].faces) == 1
+    assert results["astronaut.jpg"].filename == "input/worker/astronaut.jpg"
+    assert status == 200 and set(health["stages"]) == {"detection", "recognition"}
+    assert health["stages"]["detection"]["batches"] >= 1
+    assert code == 0, worker.stderr
     settled(local)
