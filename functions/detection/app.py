@@ -15,9 +15,7 @@ from typing import Any
 from aws_lambda_powertools.utilities.batch import (
     BatchProcessor,
     EventType,
-    process_partial_response,
 )
-from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from facepipe.config import Settings
@@ -25,7 +23,7 @@ from facepipe.errors import FacepipeError
 from facepipe.http import error_response, internal_error, json_response, request_body
 from facepipe.observability import logger, metrics, record_detection, tracer
 from facepipe.services import detection_service, ingest_service
-from facepipe.worker.stages import IngestWork, Message
+from facepipe.worker.stages import IngestWork, Message, finish_lambda_batch
 
 # Cold start: MTCNN weights and boto3 clients are loaded once per execution environment.
 SETTINGS = Settings.from_env()
@@ -69,12 +67,4 @@ def s3_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         INGEST, [Message(r["messageId"], r.get("receiptHandle", ""), r["body"]) for r in records]
     )
 
-    def ingest(record: SQSRecord) -> None:
-        work.finish(record.message_id)
-
-    response = process_partial_response(
-        event=event, record_handler=ingest, processor=ingest_processor, context=context
-    )
-    failed = len(response.get("batchItemFailures", []))
-    work.record(failed, round((time.perf_counter() - start) * 1000, 3))
-    return response
+    return finish_lambda_batch(event, context, work, ingest_processor, start)

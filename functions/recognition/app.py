@@ -13,16 +13,14 @@ from typing import Any
 from aws_lambda_powertools.utilities.batch import (
     BatchProcessor,
     EventType,
-    process_partial_response,
 )
-from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from facepipe.aws.sqs import attribute_request_id
 from facepipe.config import Settings
 from facepipe.observability import logger, metrics, tracer
 from facepipe.services import recognition_service
-from facepipe.worker.stages import RecognitionWork
+from facepipe.worker.stages import RecognitionWork, finish_lambda_batch
 
 # Cold start: InceptionResnetV1 weights, the gallery and boto3 clients, once per environment.
 SERVICE = recognition_service(Settings.from_env())
@@ -44,12 +42,4 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         )
     )
 
-    def finish(record: SQSRecord) -> None:
-        work.finish(record.message_id)
-
-    response = process_partial_response(
-        event=event, record_handler=finish, processor=processor, context=context
-    )
-    failed = len(response.get("batchItemFailures", []))
-    work.record(failed, round((time.perf_counter() - start) * 1000, 3))
-    return response
+    return finish_lambda_batch(event, context, work, processor, start)

@@ -15,6 +15,7 @@ The detection stage consumes the S3 ingest queue with the ingest function's own 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -74,6 +75,25 @@ class Stage(Protocol):
     queue_url: str
 
     def prepare(self, messages: Sequence[Message]) -> StageWork: ...
+
+
+def finish_lambda_batch(
+    event: Mapping[str, Any], context: Any, work: StageWork, processor: Any, start: float
+) -> dict[str, Any]:
+    """A stage's batch as a Lambda finishes it: Powertools' batch ``processor`` runs
+    ``work.finish`` for each record and reports only the failed ones (ReportBatchItemFailures);
+    then the batch is recorded, its time counted from ``start`` (``perf_counter``)."""
+    from aws_lambda_powertools.utilities.batch import process_partial_response
+
+    response = process_partial_response(
+        event=dict(event),
+        record_handler=lambda record: work.finish(record.message_id),
+        processor=processor,
+        context=context,
+    )
+    failed = len(response.get("batchItemFailures", []))
+    work.record(failed, round((time.perf_counter() - start) * 1000, 3))
+    return dict(response)
 
 
 # --- recognition ------------------------------------------------------------------------------
