@@ -138,6 +138,16 @@ def facenet_cache_path(embedder: str) -> Path:
     return Path(torch_home) / "checkpoints" / WEIGHT_FILES[embedder]
 
 
+def write_digest_sidecar(path: Path) -> str:
+    """Hash a weights file and write its ``<file>.sha256`` sidecar (replacing a stale one, which
+    :func:`file_digest` would otherwise trust), as the image build does; the digest."""
+    sidecar = path.with_name(path.name + ".sha256")
+    sidecar.unlink(missing_ok=True)
+    digest = file_digest(path)
+    sidecar.write_text(f"{digest}  {path.name}\n")
+    return digest
+
+
 def file_digest(path: Path) -> str:
     """sha256 of a weights file; a ``<file>.sha256`` sidecar (written at image build) is used
     when present so that a cold start does not hash 100 MB."""

@@ -121,7 +121,7 @@ def result_sink(settings: Settings, sqs: object, s3: object | None = None) -> On
 def detection_service(settings: Settings) -> DetectionService:
     _require(settings, "request_queue_url", "response_queue_url", "bucket")
     sqs = client("sqs", settings)
-    s3 = LazyClient("s3", settings)  # only oversized tasks go through S3
+    s3 = LazyClient("s3", settings)  # only oversized tasks and S3-ingress results use S3
     payloads = S3PayloadStore(s3, settings.bucket, settings.payload_prefix)
     dispatcher = SqsDispatcher(
         sqs,

@@ -478,15 +478,13 @@ def weights_file_like_the_image(weights: str, folder: Path) -> str:
         return weights
     import torch
 
-    from facepipe.embedding import file_digest
+    from facepipe.embedding import write_digest_sidecar
     from facepipe.facenet_runtime import bake_onnx, random_model
 
     path = folder / "weights.pt"
     model = random_model(int(weights.split(":", 1)[1]))
     torch.save(model.state_dict(), path)
-    digest = file_digest(path)
-    path.with_name(path.name + ".sha256").write_text(f"{digest}  {path.name}\n")
-    bake_onnx(model, path, digest)
+    bake_onnx(model, path, write_digest_sidecar(path))
     return str(path)
 
 

@@ -32,7 +32,7 @@ def register(sub: Any) -> None:
 
 
 def run_fetch(args: argparse.Namespace) -> int:
-    from facepipe.embedding import FacenetEmbedder, facenet_cache_path, file_digest
+    from facepipe.embedding import FacenetEmbedder, facenet_cache_path, write_digest_sidecar
     from facepipe.facenet_runtime import bake_onnx
 
     args.out.mkdir(parents=True, exist_ok=True)
@@ -44,12 +44,10 @@ def run_fetch(args: argparse.Namespace) -> int:
         # Loading with weights="" uses facenet-pytorch's cache, downloading into it if needed.
         FacenetEmbedder(args.embedder, weights="", device="cpu")
         shutil.copyfile(facenet_cache_path(args.embedder), target)
-    sidecar = target.with_name(target.name + ".sha256")
-    sidecar.unlink(missing_ok=True)
-    sidecar.write_text(f"{file_digest(target)}  {target.name}\n")
+    digest = write_digest_sidecar(target)
     embedder = FacenetEmbedder(args.embedder, weights=str(target), device="cpu", mode="eager")
     # The ONNX graph the CPU embedder runs, baked beside the weights: cold starts skip building it.
-    graph = bake_onnx(embedder.model, target, file_digest(target))
+    graph = bake_onnx(embedder.model, target, digest)
     print(f"{target}: {embedder.weights_id} (+ {graph.name})", file=sys.stderr)
     return 0
 
