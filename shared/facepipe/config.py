@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from facepipe.embedding import DEFAULT_MATCH_THRESHOLDS
+from facepipe.embedders import DEFAULT_MATCH_THRESHOLDS
 from facepipe.errors import ConfigError
 from facepipe.frames import ACCEPTED_FORMATS, SUPPORTED_FORMATS
 from facepipe.messages import MAX_FILENAME

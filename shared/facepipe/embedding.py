@@ -1,5 +1,6 @@
 """Face embedding: the :class:`Embedder` protocol, facenet-pytorch InceptionResnetV1 and the
-loading of its weights, and each embedder's default match threshold.
+loading of its weights, and (from :mod:`facepipe.embedders`) each embedder's default match
+threshold.
 
 Three embedders: ``vggface2`` and ``casia-webface`` (:class:`FacenetEmbedder`, 512-d) and
 ``dlib`` (:class:`facepipe.dlib_embedder.DlibEmbedder`, 128-d, offline); every one returns unit
@@ -24,6 +25,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from facepipe.crops import standardize
+from facepipe.embedders import DEFAULT_MATCH_THRESHOLDS, EMBEDDERS
 from facepipe.errors import ConfigError, WeightsUnavailable
 from facepipe.facenet_runtime import (
     EMBED_MODES,
@@ -49,19 +51,8 @@ WEIGHT_URLS = {
     for name, file in WEIGHT_FILES.items()
 }
 RANDOM_PREFIX = "random:"
-EMBEDDERS = ("vggface2", "casia-webface", "dlib")
-
-# The default FACEPIPE_MATCH_THRESHOLD of each embedder: the L2 distance between unit embeddings
-# above which a face is `unknown`. Measure one with `facepipe eval` (README "Thresholds").
-DEFAULT_MATCH_THRESHOLDS = {
-    # facenet-pytorch's commonly used value for its pretrained sets; NOT calibrated here (the
-    # weights cannot be downloaded where this repository's tests run).
-    "vggface2": 1.1,
-    "casia-webface": 1.1,
-    # `facepipe eval --embedder dlib` on ../shared/faces/master.csv: AUC 1.0, every pair right
-    # between 0.376 (largest same-person distance) and 0.408 (smallest different-person one).
-    "dlib": 0.39,
-}
+# EMBEDDERS and DEFAULT_MATCH_THRESHOLDS (imported above) live in facepipe.embedders, so that the
+# settings read them without importing this module; they stay importable from here.
 
 
 class Embedder(Protocol):

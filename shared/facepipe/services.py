@@ -1,34 +1,33 @@
 """Wiring: settings → ready-to-use stage services with their AWS adapters.
 
-Handlers call these once at init (cold start) and keep the result for every invocation.
+Handlers call these once at init (cold start) and keep the result for every invocation. Each
+stage's own modules are imported by the factories that need them: the detection function's cold
+start (``detection_service``) imports none of recognition's (embedder, gallery, matching, albums).
 """
 
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 from botocore.exceptions import ClientError
 
-from facepipe.album import albums_location, open_albums
 from facepipe.aws.clients import LazyClient, client
 from facepipe.aws.s3 import S3ObjectReader, S3PayloadStore, S3ResultCopies
 from facepipe.aws.sqs import SqsDispatcher, SqsResultSink
 from facepipe.config import Settings
 from facepipe.detection import FaceCropper, FaceDetector, FacenetCropper
-from facepipe.embedding import Embedder, FacenetEmbedder
 from facepipe.errors import ConfigError, GalleryError
-from facepipe.gallery_store import GalleryStore
 from facepipe.ledger import DynamoLedger, MemoryLedger, OncePerRequest, ResultLedger, ResultSink
-from facepipe.matching import Gallery
 from facepipe.stages.detect import Detection, DetectionService
-from facepipe.stages.ingest import IngestService
-from facepipe.stages.recognize import (
-    GallerySource,
-    Recognition,
-    RecognitionService,
-    check_gallery_embedder,
-)
 from facepipe.torch_runtime import configure_threads
+
+if TYPE_CHECKING:
+    from facepipe.embedding import Embedder
+    from facepipe.gallery_store import GalleryStore
+    from facepipe.matching import Gallery
+    from facepipe.stages.ingest import IngestService
+    from facepipe.stages.recognize import RecognitionService
 
 _log = logging.getLogger(__name__)
 
@@ -68,6 +67,8 @@ def make_embedder(settings: Settings) -> Embedder:
         from facepipe.dlib_embedder import DlibEmbedder
 
         return DlibEmbedder(settings.weights, settings.device)
+    from facepipe.embedding import FacenetEmbedder
+
     return FacenetEmbedder(
         settings.embedder, settings.weights, settings.device, settings.embed_mode, settings.threads
     )
@@ -80,8 +81,10 @@ class ServedGallery:
     into the DLQ; a missing local file is an error (a typo, not a fresh stack)."""
 
     def __init__(self, settings: Settings, s3: object | None = None) -> None:
+        from facepipe.gallery_store import GalleryStore
+
         self.uri = settings.gallery
-        self.store = GalleryStore.open(settings.gallery, settings, s3)
+        self.store: GalleryStore = GalleryStore.open(settings.gallery, settings, s3)
 
     def tag(self) -> str:
         return self.store.tag()
@@ -100,6 +103,8 @@ class ServedGallery:
 def load_gallery(settings: Settings, s3: object | None = None) -> Gallery:
     """The gallery ``FACEPIPE_GALLERY`` names, or an empty one when unset."""
     if not settings.gallery:
+        from facepipe.matching import Gallery
+
         return Gallery(index_min_size=settings.index_min_size, index_nprobe=settings.index_nprobe)
     return ServedGallery(settings, s3).load()
 
@@ -135,13 +140,14 @@ def detection_service(settings: Settings) -> DetectionService:
 
 def ingest_service(settings: Settings, detection: DetectionService) -> IngestService:
     """S3 ingress on top of the detection function's own service: the same detector, limits
-    and dispatcher (one image, two handlers)."""
+    and dispatcher (one image, two handlers: the ingest function's own module builds this)."""
+    from facepipe.stages.ingest import IngestService
+
     dispatcher = detection.dispatcher
     results = getattr(dispatcher, "results", None)
     return IngestService(
         detection.detection,
         dispatcher,
-        # lazy: the Function URL function builds this too (same module) but never reads S3
         S3ObjectReader(LazyClient("s3", settings)),
         ingest_prefix=settings.ingest_prefix,
         output_prefix=settings.output_prefix,
@@ -151,6 +157,14 @@ def ingest_service(settings: Settings, detection: DetectionService) -> IngestSer
 
 
 def recognition_service(settings: Settings) -> RecognitionService:
+    from facepipe.album import albums_location, open_albums
+    from facepipe.stages.recognize import (
+        GallerySource,
+        Recognition,
+        RecognitionService,
+        check_gallery_embedder,
+    )
+
     _require(settings, "response_queue_url", "bucket")
     s3 = client("s3", settings)
     embedder = make_embedder(settings)

@@ -1,5 +1,6 @@
 """Each function's REAL entrypoint (``python -m awslambdaric app.handler``, the images'
-ENTRYPOINT + CMD) under the Lambda Runtime Interface Emulator, fed the committed ``events/``,
+ENTRYPOINT + CMD, or the template's ImageConfig Command: the S3 ingress function's
+``ingest_app.handler``) under the Lambda Runtime Interface Emulator, fed the committed ``events/``,
 against the template's queues and bucket in moto. Seeded random embedder weights (random:0).
 
 Each function process starts once per module; its first invoke runs the Lambda init.
@@ -28,7 +29,7 @@ from facepipe.local.rie import RieFunction, function_error
 from facepipe.matching import Gallery
 from facepipe.messages import FaceTask, Result
 from facepipe.stages.recognize import frame_from_task
-from tests.conftest import ROOT, run_facepipe
+from tests.conftest import ROOT, SAMPLES, run_facepipe
 from tests.integration.conftest import read_all_queues, read_queue
 
 pytestmark = pytest.mark.slow
@@ -217,6 +218,34 @@ def test_recognition_fails_only_the_poisoned_record(
     assert [(r.request_id, r.status, len(r.faces)) for r in results] == [
         ("sample-poison-good", "ok", 1)
     ]
+
+
+# --- S3 ingress: the detection image's other handler module ---------------------------------
+def test_ingest_handler_module_detects_an_uploaded_photo(local_aws: LocalAws) -> None:
+    """IngestFunction runs ``ingest_app.handler`` (its ImageConfig Command), not ``app.*``."""
+    assert local_aws.function_handler("IngestFunction") == "ingest_app.handler"
+    env = local_aws.function_env("IngestFunction")
+    bucket, key = local_aws.outputs["BucketName"], env["FACEPIPE_INGEST_PREFIX"] + "rie/a.jpg"
+    put = local_aws.s3.put_object(
+        Bucket=bucket, Key=key, Body=(SAMPLES / "astronaut.jpg").read_bytes()
+    )
+    detail = {
+        "bucket": {"name": bucket},
+        "object": {"key": key, "etag": put["ETag"].strip('"'), "version-id": put.get("VersionId")},
+    }
+    body = json.dumps({"detail-type": "Object Created", "source": "aws.s3", "detail": detail})
+    try:
+        with start(local_aws, "IngestFunction") as ingest:
+            response = invoke(ingest, sqs_event([body]))
+
+        assert response == {"batchItemFailures": []}
+        tasks = [FaceTask.parse_json(m["Body"]) for m in read_queue(local_aws, "RequestQueueUrl")]
+        assert [(t.filename, len(t.faces)) for t in tasks] == [(key, 1)]
+        assert tasks[0].request_id.startswith("s3-")
+        assert read_queue(local_aws, "ResponseQueueUrl") == []
+    finally:
+        local_aws.drain(local_aws.outputs["IngestQueueUrl"], wait_seconds=0)  # moto's own event
+        local_aws.s3.delete_object(Bucket=bucket, Key=key)
 
 
 # --- the CLI (what `make invoke-*` runs without Docker), in its own process -------------------

@@ -44,7 +44,31 @@ def test_image_runs_awslambdaric_with_app_handler(name: str) -> None:
     assert json.loads(ops["ENTRYPOINT"]) == ["python", "-m", "awslambdaric"]
     assert json.loads(ops["CMD"]) == ["app.handler"]
     copies = [rest for op, rest in ins if op == "COPY"]
-    assert f"functions/{name}/app.py ./" in copies
+    assert any(c.startswith(f"functions/{name}/app.py ") and c.endswith(" ./") for c in copies)
+
+
+def test_detection_image_holds_every_handler_module_the_template_names() -> None:
+    """The detection image serves two functions: each one's ImageConfig Command (or the CMD)
+    names a module that the Dockerfile copies into /var/task."""
+    from samtranslator.yaml_helper import yaml_parse
+
+    tpl = yaml_parse((ROOT / "template.yaml").read_text())
+    copied = {
+        Path(src).name
+        for op, rest in _instructions("detection")
+        if op == "COPY" and "functions/detection/" in rest
+        for src in shlex.split(rest)[:-1]
+    }
+    handlers = {
+        (resource["Properties"].get("ImageConfig") or {}).get("Command", ["app.handler"])[0]
+        for resource in tpl["Resources"].values()
+        if resource.get("Metadata", {}).get("Dockerfile") == "functions/detection/Dockerfile"
+    }
+    assert handlers == {"app.handler", "ingest_app.handler"}
+    for handler in handlers:
+        module = handler.rpartition(".")[0] + ".py"
+        assert module in copied
+        assert (ROOT / "functions" / "detection" / module).is_file()
 
 
 @pytest.mark.parametrize("name", FUNCTIONS)

@@ -163,6 +163,9 @@ def test_detection_function_env_and_code(aws: LocalAws) -> None:
     assert aws.function_dir("DetectionFunction") == ROOT / "functions" / "detection"
     assert aws.function_dir("RecognitionFunction") == ROOT / "functions" / "recognition"
     assert aws.function_handler("DetectionFunction") == "app.handler"
+    # S3 ingress: the same image and folder, another handler module (ImageConfig Command)
+    assert aws.function_dir("IngestFunction") == ROOT / "functions" / "detection"
+    assert aws.function_handler("IngestFunction") == "ingest_app.handler"
     with pytest.raises(TemplateError, match="not a function"):
         aws.function_env("RequestQueue")
 

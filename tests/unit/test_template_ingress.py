@@ -40,7 +40,7 @@ def test_ingest_function_is_the_detection_image_with_its_own_handler(
 ) -> None:
     function = props(cfn, "IngestFunction")
     assert function["PackageType"] == "Image"
-    assert function["ImageConfig"] == {"Command": ["app.s3_handler"]}
+    assert function["ImageConfig"] == {"Command": ["ingest_app.handler"]}
     assert (function["MemorySize"], function["Timeout"]) == (2048, 60)
     variables = function["Environment"]["Variables"]
     assert variables["POWERTOOLS_SERVICE_NAME"] == "ingest"

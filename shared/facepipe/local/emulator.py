@@ -510,7 +510,8 @@ class LocalAws(Service):
         return env
 
     def function_dir(self, logical_id: str) -> Path:
-        """The folder of the function's Dockerfile (its ``app.py``), from the template Metadata."""
+        """The folder of the function's Dockerfile (its handler modules), from the template
+        Metadata."""
         metadata = self.template["Resources"][logical_id].get("Metadata", {})
         self._function(logical_id)
         if "Dockerfile" not in metadata:

@@ -5,7 +5,8 @@ or Lambda's error shape ``{"errorMessage", "errorType", ...}`` when the handler 
 raised (:func:`facepipe.local.rie.function_error` tells the two apart). Neither ever raises for a
 function's failure, so a bad request or a poisoned record cannot take the stack down.
 
-* :class:`InProcessInvoker` imports ``functions/<name>/app.py`` into this process, with the
+* :class:`InProcessInvoker` imports ``functions/<name>/app.py`` (or the module the function's
+  ImageConfig Command names, e.g. ``ingest_app.py``) into this process, with the
   function's environment in ``os.environ`` while the module is imported (its init code reads
   it there, as in Lambda), and its own copy of :mod:`facepipe.observability` (so its logs carry
   its own service name). This process *is* the stack: both functions share one interpreter, one
@@ -164,7 +165,7 @@ class InProcessInvoker:
             what ``os.environ`` holds, minus the caller's ``FACEPIPE_*``/``AWS_*``, while the
             module is imported. Afterwards ``os.environ`` is restored: what the init read
             (settings, boto3 clients, models) stays with the module.
-        handler: ``module.function``, the image's CMD.
+        handler: ``module.function``: the image's CMD or the function's ImageConfig Command.
         timeout_s: the context's remaining time starts from this (not enforced in-process).
         lock: shared by the stack's in-process invokers (see the module docstring); default
             one of its own.

@@ -2,9 +2,10 @@
 Lambda Runtime Interface Emulator (RIE) that aws-sam-cli ships, without Docker.
 
 The command is the image's ``ENTRYPOINT ["python", "-m", "awslambdaric"]`` + ``CMD
-["app.handler"]``, run from the function's folder. Both RIE addresses are bound to 127.0.0.1 on
-free ports (without them the RIE listens on 0.0.0.0:8080). As in Lambda, the first invoke runs
-the init (imports, model load) and the next ones reuse it.
+["app.handler"]`` (or the template's ``ImageConfig.Command``, e.g. S3 ingress's
+``ingest_app.handler``), run from the function's folder. Both RIE addresses are bound to
+127.0.0.1 on free ports (without them the RIE listens on 0.0.0.0:8080). As in Lambda, the first
+invoke runs the init (imports, model load) and the next ones reuse it.
 
 Example:
     >>> with LocalAws() as aws, RieFunction(  # doctest: +SKIP
@@ -96,11 +97,12 @@ class RieFunction(Service):
     """One function process under the RIE, for as long as the ``with`` block lasts.
 
     Args:
-        function_dir: the folder holding ``app.py`` (``functions/detection``); the cwd.
+        function_dir: the folder holding the handler's module (``functions/detection``, its
+            ``app.py`` or ``ingest_app.py``); the cwd.
         env: the function's environment (e.g. :meth:`LocalAws.function_env`); it is added to
             ``base_env`` (default: this process's environment) minus every ``AWS_*`` variable,
             so no real credentials or region leak into the function.
-        handler: the image's CMD.
+        handler: ``module.function``: the image's CMD or the function's ImageConfig Command.
         base_env: the environment to start from, e.g. without the caller's ``FACEPIPE_*``.
         timeout_s: ``AWS_LAMBDA_FUNCTION_TIMEOUT`` unless ``env`` sets it.
     """

@@ -1,0 +1,70 @@
+"""The detection function's cold start imports only what the Function URL handler uses (#7).
+
+``functions/detection/app.py`` is imported in a fresh process, as Lambda's init does, with the
+environment it needs; what it must NOT have imported is checked in ``sys.modules``: Powertools'
+batch utilities and the worker's per-record code (S3 ingress: ``ingest_app.py``) and the
+recognition stage's modules (embedder, gallery, matching, albums). The same process then imports
+``ingest_app.py`` to show the S3 ingress handler still has all it needs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+from tests.conftest import ROOT
+
+DETECTION = ROOT / "functions" / "detection"
+# Modules (and their submodules) the Function URL function does not use.
+NOT_AT_COLD_START = (
+    "aws_lambda_powertools.utilities.batch",
+    "facepipe.worker",
+    "facepipe.stages.ingest",
+    "facepipe.stages.recognize",
+    "facepipe.embedding",
+    "facepipe.facenet_runtime",
+    "facepipe.matching",
+    "facepipe.gallery_store",
+    "facepipe.album",
+)
+ENV = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "POWERTOOLS_TRACE_DISABLED": "true",
+    "POWERTOOLS_SERVICE_NAME": "detection",
+    "FACEPIPE_REQUEST_QUEUE_URL": "https://sqs.us-east-1.amazonaws.com/123456789012/requests",
+    "FACEPIPE_RESPONSE_QUEUE_URL": "https://sqs.us-east-1.amazonaws.com/123456789012/responses",
+    "FACEPIPE_BUCKET": "facepipe-data",
+}
+SCRIPT = f"""
+import json, sys
+import app
+loaded = sorted(
+    name for name in sys.modules
+    if any(name == m or name.startswith(m + ".") for m in {NOT_AT_COLD_START!r})
+)
+import ingest_app
+print(json.dumps({{"loaded": loaded, "ingest": callable(ingest_app.handler),
+                   "url": callable(app.handler)}}))
+"""
+
+
+def test_detection_app_imports_no_batch_utilities_nor_recognition_modules() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FACEPIPE_", "AWS_"))}
+    env.update(ENV)
+    done = subprocess.run(
+        [sys.executable, "-c", SCRIPT],
+        cwd=DETECTION,  # as in the image: the handler modules in the task root
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    answer = json.loads(done.stdout.strip().splitlines()[-1])
+    assert answer["loaded"] == [], "imported by the detection function's cold start"
+    assert answer == {"loaded": [], "ingest": True, "url": True}
