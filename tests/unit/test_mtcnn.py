@@ -15,7 +15,18 @@ from PIL import Image
 from torch.nn.functional import interpolate
 
 from facepipe.detection import extract_face as our_extract_face
-from facepipe.mtcnn import Integral, Mtcnn, ONet, PNet, RNet, _load
+from facepipe.mtcnn import (
+    NMS_BLOCK,
+    Integral,
+    Mtcnn,
+    ONet,
+    PNet,
+    RNet,
+    _load,
+    _max_pool_2x2,
+    _nms,
+    _prelu,
+)
 from tests.conftest import SAMPLES
 
 PHOTOS = [SAMPLES / "astronaut.jpg", SAMPLES / "frames" / "obama-and-biden.jpg"]
@@ -48,6 +59,39 @@ def test_networks_are_facenets(ours, theirs, side) -> None:  # type: ignore[no-u
         for a, b in zip(mine(x.contiguous(memory_format=torch.channels_last)), ref(x), strict=True):
             assert a.shape == b.shape
             torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("shape", [(1, 10, 37, 52), (1, 16, 12, 12), (3, 32, 13, 9), (2, 10, 1, 1)])
+def test_pnet_prelu_and_pool_are_torchs_bit_for_bit(shape: tuple[int, int, int, int]) -> None:
+    """The row-wise PReLU and the two-maxima 2×2 ceil-mode pool give torch's own values exactly
+    (odd and even sides, batches), in channels-last memory."""
+    gen = torch.Generator().manual_seed(sum(shape))
+    x = torch.randn(shape, generator=gen).contiguous(memory_format=torch.channels_last)
+    slopes = torch.randn(shape[1], generator=gen)
+    with torch.inference_mode():
+        prelu = _prelu(x, slopes)
+        assert torch.equal(prelu, torch.nn.functional.prelu(x, slopes))
+        pooled = _max_pool_2x2(x)
+        assert torch.equal(pooled, torch.nn.functional.max_pool2d(x, 2, 2, ceil_mode=True))
+    assert pooled.is_contiguous(memory_format=torch.channels_last)
+    assert prelu.is_contiguous(memory_format=torch.channels_last)
+
+
+@pytest.mark.parametrize("count", [0, 1, 40, NMS_BLOCK + 57, 3 * NMS_BLOCK])
+def test_nms_keeps_torchvisions_boxes(count: int) -> None:
+    """Clustered candidates (many overlaps, several row blocks): the same kept indices in the
+    same order as torchvision's ``nms``, which facenet-pytorch's ``detect_face`` calls."""
+    from torchvision.ops import nms
+
+    gen = torch.Generator().manual_seed(count)
+    centres = torch.rand(max(1, count // 20), 2, generator=gen) * 600
+    pick = torch.randint(0, len(centres), (count,), generator=gen)
+    xy = centres[pick] + torch.randn(count, 2, generator=gen) * 8
+    side = 20 + torch.rand(count, 1, generator=gen) * 40
+    boxes = torch.cat([xy, xy + side], dim=1)
+    scores = torch.rand(count, generator=gen)
+    for threshold in (0.5, 0.7):
+        assert _nms(boxes, scores, threshold).tolist() == nms(boxes, scores, threshold).tolist()
 
 
 def _photo(height: int | None = None) -> np.ndarray:
