@@ -16,7 +16,7 @@ from typing import Protocol
 import numpy as np
 from PIL import Image
 
-from facepipe.torch_runtime import resolve_device
+from facepipe.torch_runtime import keep_freed_memory, resolve_device
 
 
 @dataclass(frozen=True)
@@ -123,6 +123,7 @@ class FaceDetector:
         self.max_side = max_side
         self.cropper: FaceCropper = cropper or FacenetCropper(image_size, margin)
         self.device = resolve_device(device)
+        keep_freed_memory()  # MTCNN's large per-frame buffers are reused, not re-faulted
         self.mtcnn = Mtcnn(min_face_size=min_face_size, device=self.device)
 
     def detect(self, image: Image.Image) -> list[DetectedFace]:
