@@ -48,6 +48,9 @@ def test_bench_perf_quick(tmp_path: Path) -> None:
     assert set(summary["cold_start_overhead_s"]) == {"detection", "recognition"}
     assert summary["cold_start"]["import_torch_s"] > 0
     assert summary["cold_start"]["packages"].startswith("the images'")  # dev tools hidden
+    assert summary["cold_start"]["detection_imports_torch"] is True
+    assert summary["cold_start"]["recognition_imports_torch"] is False  # the baked ONNX graph
+    assert summary["cold_start_overhead_s"]["recognition"] < 0
     assert summary["e2e_p50_ms"] is None and summary["e2e_lost"] is None  # --no-e2e
     assert 0 < summary["cost_per_1000_frames_usd"] < 100
     assert summary["cost"]["prices"]["lambda_gb_second_usd"] == 0.0000166667
