@@ -12,7 +12,8 @@ box arithmetic) with that glue replaced:
 
 - one integral image per frame (exact integer sums) serves every pyramid level and every R-/O-net
   crop: an area-resampled pixel is a window sum divided by its height, then its width, which is
-  exactly what torch's adaptive average pooling computes, so the inputs are bit-identical;
+  exactly what torch's adaptive average pooling computes, so the inputs are bit-identical; the
+  levels are computed a few rows at a time, from sums to normalised input, in cache;
 - all candidate crops of a stage are gathered in one vectorised step;
 - the P-net's PReLUs run row by row over channels-last memory with the slopes tiled, and its
   2×2/stride-2 ceil-mode max-pool is two element-wise maxima of strided views (same values,
@@ -185,10 +186,18 @@ def _load(net: nn.Module, name: str, device: str) -> nn.Module:
 # ---- resampling from an integral image -----------------------------------------------------
 
 
+ROW_BLOCK = 16  # pyramid rows resampled at a time: their sums stay in the core's cache
+
+
 class Integral:
     """Exact window sums of one uint8 RGB frame (OpenCV's integral image, ~5 ms at 1080p):
     ``sums[y, x, c]`` is the sum of channel ``c`` over rows ``< y`` and columns ``< x``; int32
-    while that cannot overflow, else float64 (exact to 2**53)."""
+    while that cannot overflow, else float64 (exact to 2**53).
+
+    :meth:`level` and :meth:`crops` return MTCNN's network input, facenet-pytorch's
+    ``(imresample(x) - 127.5) * 0.0078125`` bit for bit: an area-resampled pixel is its window
+    sum divided by the window's height, then its width (what torch's adaptive average pooling
+    computes, in float32), then shifted and scaled, each step a float32 operation as in torch."""
 
     def __init__(self, rgb: np.ndarray) -> None:
         import cv2
@@ -198,31 +207,38 @@ class Integral:
         self.sums = cv2.integral(rgb, sdepth=depth)
         self.flat = self.sums.reshape(-1, 3)  # (H+1)(W+1) rows of 3 channel sums
 
-    def resize(self, out_h: int, out_w: int) -> torch.Tensor:
-        """The whole frame area-resampled to ``out_h × out_w``: ``1×3×out_h×out_w`` float32 in
-        channels-last memory, bit-identical to ``interpolate(frame, (out_h, out_w),
-        mode="area")``."""
+    def level(self, out_h: int, out_w: int) -> torch.Tensor:
+        """The whole frame area-resampled to ``out_h × out_w`` and normalised:
+        ``1×3×out_h×out_w`` float32 in channels-last memory. Computed :data:`ROW_BLOCK` rows at a
+        time from sums to normalised values, so each block's intermediates stay in cache (half
+        the time of whole-frame passes on a 1080p frame's largest levels)."""
         ys, ye = _windows(self.height, out_h)
         xs, xe = _windows(self.width, out_w)
-        window = np.empty((out_h, out_w, 3), np.float32)  # exact: window sums stay < 2**24
+        heights = (ye - ys).astype(np.float32)[:, None, None]
+        widths = (xe - xs).astype(np.float32)[None, :, None]
+        out = np.empty((out_h, out_w, 3), np.float32)  # exact: window sums stay < 2**24
 
         def part(rows: slice) -> None:
-            band = _take(self.sums, ye[rows], 0) - _take(self.sums, ys[rows], 0)
-            right, left = _take(band, xe, 1), _take(band, xs, 1)
-            np.subtract(right, left, out=window[rows], casting="unsafe")
+            for first in range(rows.start, rows.stop, ROW_BLOCK):
+                block = slice(first, min(rows.stop, first + ROW_BLOCK))
+                band = _take(self.sums, ye[block], 0) - _take(self.sums, ys[block], 0)
+                window = out[block]
+                np.subtract(_take(band, xe, 1), _take(band, xs, 1), out=window, casting="unsafe")
+                _normalise(window, heights[block], widths)
 
-        _in_parallel(part, out_h)
-        mean = _mean(window, (ye - ys)[:, None, None], (xe - xs)[None, :, None])
-        return mean[None].permute(0, 3, 1, 2)
+        _in_parallel(part, out_h, out_h * (self.width + out_w))  # bands, then columns
+        return torch.from_numpy(out)[None].permute(0, 3, 1, 2)
 
     def crops(
         self, y0: np.ndarray, y1: np.ndarray, x0: np.ndarray, x1: np.ndarray, size: int
     ) -> torch.Tensor:
-        """Each region ``[y0, y1) × [x0, x1)`` area-resampled to ``size × size``:
+        """Each region ``[y0, y1) × [x0, x1)`` area-resampled to ``size × size`` and normalised:
         ``K×3×size×size`` float32 (channels-last memory), bit-identical to facenet-pytorch's
-        per-box ``imresample(img[:, :, y0:y1, x0:x1], (size, size))``."""
+        per-box ``imresample(img[:, :, y0:y1, x0:x1], (size, size))`` then its normalisation."""
         ys, ye = _box_windows(y0, y1, size)  # (K, size) each
         xs, xe = _box_windows(x0, x1, size)
+        heights = (ye - ys).astype(np.float32)[:, :, None, None]
+        widths = (xe - xs).astype(np.float32)[:, None, :, None]
         stride = self.width + 1
         window = np.empty((len(y0), size, size, 3), np.float32)
 
@@ -233,10 +249,20 @@ class Integral:
 
             sums = corner(ye, xe) - corner(ys, xe) - corner(ye, xs) + corner(ys, xs)
             window[boxes] = sums
+            _normalise(window[boxes], heights[boxes], widths[boxes])
 
-        _in_parallel(part, len(y0))
-        mean = _mean(window, (ye - ys)[:, :, None, None], (xe - xs)[:, None, :, None])
-        return mean.permute(0, 3, 1, 2)
+        _in_parallel(part, len(y0), len(y0) * size * size)
+        return torch.from_numpy(window).permute(0, 3, 1, 2)
+
+
+def _normalise(window: np.ndarray, heights: np.ndarray, widths: np.ndarray) -> None:
+    """Window sums → MTCNN's input in place, as facenet-pytorch computes it in torch: float32
+    ``sum / height / width`` (adaptive average pooling), then ``(x - 127.5) * 0.0078125``. Each
+    step is one IEEE float32 operation, so NumPy's results are torch's, bit for bit."""
+    np.divide(window, heights, out=window)
+    np.divide(window, widths, out=window)
+    np.subtract(window, np.float32(127.5), out=window)
+    np.multiply(window, np.float32(0.0078125), out=window)
 
 
 def _take(values: np.ndarray, index: np.ndarray, axis: int) -> np.ndarray:
@@ -248,11 +274,18 @@ def _take(values: np.ndarray, index: np.ndarray, axis: int) -> np.ndarray:
 _POOLS: dict[int, ThreadPoolExecutor] = {}
 
 
-def _in_parallel(part: Callable[[slice], None], length: int) -> None:
-    """``part`` over ``range(length)`` cut in one slice per torch thread, run concurrently:
-    NumPy's gathers release the GIL, so the resampling uses the cores the networks use."""
+# Work (values gathered) under which a resampling runs on the calling thread alone: below it,
+# handing slices to the pool costs more than it saves (2-core machine: the small pyramid levels
+# and a few dozen crops ran faster serially, a 1080p frame's 231-row level and up in parallel).
+PARALLEL_MIN_WORK = 200_000
+
+
+def _in_parallel(part: Callable[[slice], None], length: int, work: int) -> None:
+    """``part`` over ``range(length)`` cut in one slice per torch thread, run concurrently when
+    ``work`` is at least :data:`PARALLEL_MIN_WORK`: NumPy's gathers release the GIL, so the
+    resampling uses the cores the networks use."""
     threads = torch.get_num_threads()
-    if threads < 2 or length < 2 * threads:
+    if threads < 2 or length < 2 * threads or work < PARALLEL_MIN_WORK:
         part(slice(0, length))
         return
     if threads not in _POOLS:
@@ -274,15 +307,6 @@ def _box_windows(start: np.ndarray, end: np.ndarray, size: int) -> tuple[np.ndar
     i = np.arange(size, dtype=np.int64)[None, :]
     offset = start.astype(np.int64)[:, None]
     return offset + (i * length) // size, offset + ((i + 1) * length + size - 1) // size
-
-
-def _mean(window: np.ndarray, heights: np.ndarray, widths: np.ndarray) -> torch.Tensor:
-    """Window sums → means as torch's kernel computes them: float32 sum / height / width
-    (``heights``/``widths`` broadcast against ``window``)."""
-    out = torch.from_numpy(window)
-    out /= torch.from_numpy(heights.astype(np.float32))
-    out /= torch.from_numpy(widths.astype(np.float32))
-    return out
 
 
 # ---- box arithmetic, as facenet-pytorch's detect_face does it -------------------------------
@@ -452,10 +476,6 @@ class Mtcnn:
             boxes_np, points_np = boxes_np[order], points_np[order]
         return boxes_np, points_np
 
-    def _prepare(self, data: torch.Tensor) -> torch.Tensor:
-        """facenet-pytorch's ``(x - 127.5) * 0.0078125``, in place on the (fresh) buffer."""
-        return data.to(self.device).sub_(127.5).mul_(0.0078125)
-
     def _detect(self, rgb: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         height, width = rgb.shape[:2]
         empty = torch.zeros(0, 5), torch.zeros(0, 5, 2)
@@ -466,8 +486,8 @@ class Mtcnn:
         # Stage 1: P-net over the pyramid, NMS per scale, then across scales.
         found = []
         for scale in scales:
-            level = integral.resize(int(height * scale + 1), int(width * scale + 1))
-            reg, probs = self.pnet(self._prepare(level))
+            level = integral.level(int(height * scale + 1), int(width * scale + 1))
+            reg, probs = self.pnet(level.to(self.device))
             cand = _candidates(reg.cpu(), probs[:, 1].cpu(), scale, self.thresholds[0])
             found.append(cand[_nms(cand[:, :4], cand[:, 4], 0.5)])
         boxes = torch.cat(found, dim=0)
@@ -484,7 +504,7 @@ class Mtcnn:
 
         # Stage 2: R-net on 24×24 crops of the candidates.
         boxes, crops = self._crops(integral, boxes, 24)
-        reg, probs = _in_chunks(self.rnet, self._prepare(crops))
+        reg, probs = _in_chunks(self.rnet, crops.to(self.device))
         score = probs[:, 1].cpu()
         keep = score > self.thresholds[1]
         boxes = torch.cat((boxes[keep, :4], score[keep].unsqueeze(1)), dim=1)
@@ -496,7 +516,7 @@ class Mtcnn:
 
         # Stage 3: O-net on 48×48 crops: scores, box regression, landmarks.
         boxes, crops = self._crops(integral, boxes, 48)
-        reg, marks, probs = (t.cpu() for t in _in_chunks(self.onet, self._prepare(crops)))
+        reg, marks, probs = (t.cpu() for t in _in_chunks(self.onet, crops.to(self.device)))
         score = probs[:, 1]
         keep = score > self.thresholds[2]
         marks = marks[keep].permute(1, 0)

@@ -101,25 +101,34 @@ def _photo(height: int | None = None) -> np.ndarray:
     return np.asarray(image)
 
 
+def _normalised(x: torch.Tensor) -> torch.Tensor:
+    """facenet-pytorch's ``detect_face``: ``(imresample(...) - 127.5) * 0.0078125``."""
+    return (x - 127.5) * 0.0078125
+
+
 @pytest.mark.parametrize("height", [None, 333, 1080])
 def test_pyramid_is_torch_area_interpolation_bit_for_bit(height: int | None) -> None:
+    """Every level (computed in row blocks, on both threads for the large ones) is facenet's
+    normalised ``interpolate(mode="area")`` exactly."""
     rgb = _photo(height)
     frame = torch.from_numpy(rgb.copy())[None].permute(0, 3, 1, 2).float()
     integral = Integral(rgb)
     for scale in Mtcnn().scales(*rgb.shape[:2]):
         size = (int(rgb.shape[0] * scale + 1), int(rgb.shape[1] * scale + 1))
-        assert torch.equal(integral.resize(*size), interpolate(frame, size=size, mode="area"))
+        theirs = _normalised(interpolate(frame, size=size, mode="area"))
+        assert torch.equal(integral.level(*size), theirs)
 
 
-def test_box_crops_are_facenets_per_box_resampling_bit_for_bit() -> None:
+@pytest.mark.parametrize("count", [50, 400])  # 400: cut across the threads
+def test_box_crops_are_facenets_per_box_resampling_bit_for_bit(count: int) -> None:
     rgb = _photo()
     frame = torch.from_numpy(rgb.copy())[None].permute(0, 3, 1, 2).float()
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(count)
     h, w = rgb.shape[:2]
-    y0 = rng.integers(0, h - 1, 50)
-    x0 = rng.integers(0, w - 1, 50)
-    y1 = np.minimum(h, y0 + rng.integers(1, 400, 50))
-    x1 = np.minimum(w, x0 + rng.integers(1, 400, 50))
+    y0 = rng.integers(0, h - 1, count)
+    x0 = rng.integers(0, w - 1, count)
+    y1 = np.minimum(h, y0 + rng.integers(1, 400, count))
+    x1 = np.minimum(w, x0 + rng.integers(1, 400, count))
     for size in (24, 48):
         ours = Integral(rgb).crops(y0, y1, x0, x1, size)
         theirs = torch.cat(
@@ -128,7 +137,7 @@ def test_box_crops_are_facenets_per_box_resampling_bit_for_bit() -> None:
                 for a, b, c, d in zip(y0, y1, x0, x1, strict=True)
             ]
         )
-        assert torch.equal(ours, theirs)
+        assert torch.equal(ours, _normalised(theirs))
 
 
 def test_large_frames_use_an_exact_wider_integral() -> None:
@@ -136,7 +145,7 @@ def test_large_frames_use_an_exact_wider_integral() -> None:
     rgb = np.full((3000, 2900, 3), 255, np.uint8)
     integral = Integral(rgb)
     assert integral.sums.dtype == np.float64
-    assert torch.equal(integral.resize(7, 5), torch.full((1, 3, 7, 5), 255.0))
+    assert torch.equal(integral.level(7, 5), _normalised(torch.full((1, 3, 7, 5), 255.0)))
 
 
 def test_extract_face_is_facenets(reference: MTCNN) -> None:
