@@ -39,7 +39,7 @@ from facepipe.facenet_runtime import (
     random_model,
     resolve_mode,
 )
-from facepipe.torch_runtime import resolve_device
+from facepipe.torch_runtime import configure_threads, resolve_device
 
 # The files facenet-pytorch downloads for each pretrained set (its load_weights()).
 WEIGHT_FILES = {
@@ -231,6 +231,7 @@ class FacenetEmbedder:
                 # The image's cold start: a session from the baked graph, no torch at all.
                 self.mode, self._run = "onnxruntime", onnx_runner(baked, threads)
                 return
+        configure_threads(threads)  # a torch path from here on (the module, or its graph)
         try:
             self.mode, self._run = make_runner(
                 mode, self.model, self.device, self._threads(threads)

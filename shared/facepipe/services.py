@@ -61,8 +61,9 @@ def make_detector(settings: Settings) -> FaceDetector:
 
 
 def make_embedder(settings: Settings) -> Embedder:
-    """The embedder ``FACEPIPE_EMBEDDER`` names (dlib is imported only when chosen)."""
-    configure_threads(settings.threads)
+    """The embedder ``FACEPIPE_EMBEDDER`` names (dlib is imported only when chosen). Torch's
+    thread count is set by the facenet embedder itself, only when it runs on torch: the baked
+    ONNX graph's cold start imports no torch, even with ``FACEPIPE_THREADS`` set."""
     if settings.embedder == "dlib":
         from facepipe.dlib_embedder import DlibEmbedder
 

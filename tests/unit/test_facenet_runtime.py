@@ -124,7 +124,8 @@ def test_state_dict_file_loads_without_random_initialisation(tmp_path: Path) -> 
 
 def test_baked_graph_runs_without_torch_and_matches_eager(tmp_path: Path) -> None:
     """The image's cold start: weights + the graph ``weights fetch`` baked beside them; the
-    embedder opens the graph in ONNX Runtime and never imports torch."""
+    embedder (as the recognition function builds it, here with ``FACEPIPE_THREADS`` set too)
+    opens the graph in ONNX Runtime and never imports torch."""
     model = fr.random_model(5)
     path = tmp_path / "vggface2.pt"
     torch.save(model.state_dict(), path)
@@ -137,8 +138,9 @@ def test_baked_graph_runs_without_torch_and_matches_eager(tmp_path: Path) -> Non
     assert (got * want).sum(1).min() > MIN_COSINE
     code = textwrap.dedent(f"""
         import sys
-        from facepipe.embedding import FacenetEmbedder
-        e = FacenetEmbedder(weights={str(path)!r}, device="auto")
+        from facepipe.config import Settings
+        from facepipe.services import make_embedder
+        e = make_embedder(Settings(weights={str(path)!r}, device="auto", threads=2))
         import numpy as np
         e.embed([np.zeros((160, 160, 3), np.uint8)])
         print(e.mode, "torch" in sys.modules)
