@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from facepipe.cli.options import add_settings_flags, settings_from_args
+from facepipe.cli.options import add_client_flags, settings_from_args
 from facepipe.config import Settings
 from facepipe.errors import ConfigError
 from facepipe.messages import check_request_id
@@ -44,7 +44,7 @@ def register(sub: Any) -> None:
         epilog=EPILOG,
     )
     _inputs(send)
-    _common(send)
+    add_client_flags(send)
     send.set_defaults(func=send_command)
 
     poll = sub.add_parser(
@@ -61,7 +61,7 @@ def register(sub: Any) -> None:
         help="`facepipe send` output lines or plain request ids, one a line (- for stdin)",
     )
     _results(poll)
-    _common(poll)
+    add_client_flags(poll)
     poll.set_defaults(func=poll_command)
 
     get = sub.add_parser(
@@ -73,7 +73,7 @@ def register(sub: Any) -> None:
     )
     _inputs(get)
     _results(get)
-    _common(get)
+    add_client_flags(get)
     get.set_defaults(func=get_command)
 
 
@@ -102,16 +102,6 @@ def _results(p: argparse.ArgumentParser) -> None:
         metavar="DIR",
         help="write DIR/<request_id>.jpg with the faces boxed and named",
     )
-
-
-def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--local-info",
-        metavar="FILE_OR_JSON",
-        help="the JSON line `facepipe local up` prints (or a file holding it)",
-    )
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    add_settings_flags(p)
 
 
 # --- console ----------------------------------------------------------------------------------

@@ -20,6 +20,18 @@ def add_settings_flags(parser: argparse.ArgumentParser) -> None:
         )
 
 
+def add_client_flags(parser: argparse.ArgumentParser) -> None:
+    """What every command that talks to a stack takes: ``--local-info``, ``--quiet`` and the
+    settings' flags."""
+    parser.add_argument(
+        "--local-info",
+        metavar="FILE_OR_JSON",
+        help="the JSON line `facepipe local up` prints (or a file holding it)",
+    )
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    add_settings_flags(parser)
+
+
 def settings_from_args(args: argparse.Namespace, **extra: Any) -> Settings:
     overrides = {
         name: getattr(args, f"setting_{name}")

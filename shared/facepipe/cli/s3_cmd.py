@@ -18,7 +18,7 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from facepipe.cli.client_cmd import Console
-from facepipe.cli.options import add_settings_flags, settings_from_args
+from facepipe.cli.options import add_client_flags, settings_from_args
 
 if TYPE_CHECKING:
     from facepipe.client.batch import Uploaded
@@ -50,7 +50,7 @@ def register(sub: Any) -> None:
     upload.add_argument(
         "--csv", metavar="PATH", help="write the batch's results as CSV (implies --wait)"
     )
-    _common(upload)
+    add_client_flags(upload)
     upload.set_defaults(func=upload_command)
 
     results = sub.add_parser("results", help="collect S3-ingress results")
@@ -68,18 +68,8 @@ def register(sub: Any) -> None:
     to_csv.add_argument(
         "--out", default="-", metavar="FILE|s3://BUCKET/KEY|-", help="where (default stdout)"
     )
-    _common(to_csv)
+    add_client_flags(to_csv)
     to_csv.set_defaults(func=results_csv_command)
-
-
-def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--local-info",
-        metavar="FILE_OR_JSON",
-        help="the JSON line `facepipe local up` prints (or a file holding it)",
-    )
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    add_settings_flags(p)
 
 
 def _ingress(args: argparse.Namespace) -> tuple[Any, Ingress]:
