@@ -463,7 +463,8 @@ def _cold_env(settings: Settings) -> dict[str, str]:
 
 
 # A fresh interpreter's imports, each timed inside it (its own start-up and shutdown, the same
-# for every process and no part of a Lambda init, stay out); prints one JSON object.
+# for every process and no part of a Lambda init, stay out); prints one JSON object: the times,
+# and whether torch was loaded once they were done.
 _IMPORTS = """
 import json, sys, time
 sys.path.insert(0, {folder!r})
@@ -472,15 +473,16 @@ for name in {order!r}:
     start = time.perf_counter()
     __import__(name)
     times[name] = time.perf_counter() - start
-print(json.dumps(times))
+print(json.dumps({{"times": times, "torch_loaded": "torch" in sys.modules}}))
 """
 
 
 def _time_imports(
     folder: Path, order: tuple[str, ...], env: dict[str, str], guard: str
-) -> dict[str, float]:
+) -> tuple[dict[str, float], bool]:
     """``{module: seconds}`` for importing ``order`` one after the other in a fresh interpreter
-    that first runs ``guard`` (the images' package set), with ``folder`` on its path."""
+    that first runs ``guard`` (the images' package set), with ``folder`` on its path; and
+    whether torch was imported by then."""
     code = guard + _IMPORTS.format(folder=str(folder), order=order)
     done = subprocess.run(
         [sys.executable, "-c", code],
@@ -490,7 +492,8 @@ def _time_imports(
         timeout=600,
         text=True,
     )
-    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+    answer = json.loads(done.stdout.strip().splitlines()[-1])
+    return dict(answer["times"]), bool(answer["torch_loaded"])
 
 
 def weights_file_like_the_image(weights: str, folder: Path) -> str:
@@ -544,13 +547,11 @@ def cold_start(settings: Settings, repeats: int = 5, root: Path = Path(".")) -> 
         for _ in range(repeats):
             for stage in stages:
                 folder = (root / "functions" / stage).resolve()
-                both = _time_imports(folder, ("torch", "app"), env, guard)
+                both, _ = _time_imports(folder, ("torch", "app"), env, guard)
                 torch_s.append(both["torch"])
                 after_torch[stage].append(both["app"])
-                single = _time_imports(folder, ("app", "torch"), env, guard)
+                single, imports_torch[stage] = _time_imports(folder, ("app",), env, guard)
                 alone[stage].append(single["app"])
-                # torch already in sys.modules: its second import is a dictionary lookup
-                imports_torch[stage] = single["torch"] < 0.01
     base = min(torch_s)
     out: dict[str, Any] = {
         "repeats": repeats,
