@@ -16,7 +16,7 @@ export SAM_CLI_TELEMETRY=0
 export CKV_SKIP_PACKAGE_UPDATE_CHECK=true BC_SKIP_MAPPING=TRUE
 
 .PHONY: help install demo eval test lint format typecheck events invoke-detection \
-        invoke-recognition local bench bench-e2e bench-burst bench-match build deploy validate clean
+        invoke-recognition local bench gpu-wheels gpu-check bench-e2e bench-burst bench-match build deploy validate clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-20s %s\n", $$1, $$2}'
@@ -45,6 +45,12 @@ eval: ## calibrate: ROC AUC, best threshold and accuracy on ../shared/faces/mast
 
 bench: ## pipeline vs plain facenet-pytorch: speed per resolution, parity, GFLOP/s, cold start, e2e, cost (BENCH_ARGS=--random-weights, --quick)
 	$(BIN)/facepipe bench perf $(BENCH_ARGS)
+
+gpu-wheels: ## download the wheels gpu-check installs on a GPU machine without PyPI into .whl/ (bench/gpu-wheels.sh)
+	bench/gpu-wheels.sh
+
+gpu-check: ## on a machine with an NVIDIA GPU: the GPU tests and the bench on CUDA, into bench/results/gpu/ (bench/gpu-check.sh)
+	bench/gpu-check.sh
 
 bench-e2e: ## 100 requests through the local stack: latency p50/p95/p99, throughput, stages, lost (BENCH_ARGS=--random-weights without VGGFace2)
 	$(BIN)/facepipe bench e2e -n 100 --json-out bench/results/e2e.json $(BENCH_ARGS)

@@ -44,7 +44,11 @@ class Settings(BaseModel):
         ),
     )
     device: Literal["auto", "cpu", "cuda"] = Field(
-        "auto", description="Torch device; `auto` picks CUDA when present, else CPU."
+        "auto",
+        description=(
+            "Torch device; `auto` picks CUDA when present, else CPU; `cuda` without a GPU "
+            "fails at start-up with a config_error."
+        ),
     )
     threads: int = Field(0, ge=0, description="Torch intra-op threads; 0 keeps torch's default.")
     embed_mode: Literal["auto", "onnxruntime", "torch", "eager", "bfloat16"] = Field(

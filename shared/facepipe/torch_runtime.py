@@ -6,22 +6,34 @@ import ctypes
 import os
 import sys
 
+from facepipe.errors import ConfigError
+
 # NVIDIA's driver exposes these device nodes (and the container runtimes mount them) wherever
 # CUDA can work; without them torch.cuda.is_available() is False.
 NVIDIA_DEVICE_NODES = ("/dev/nvidiactl", "/dev/nvidia0")
 
 
 def resolve_device(device: str) -> str:
-    """``auto`` → ``cuda`` when a GPU is visible, else ``cpu``; other values pass through.
-    Without NVIDIA device nodes the answer is ``cpu`` without importing torch (2 s), which the
-    recognition function on ONNX Runtime otherwise never needs."""
-    if device != "auto":
+    """``auto`` → ``cuda`` when a GPU is visible, else ``cpu``; ``cuda`` is
+    checked: without a GPU torch can use, :class:`ConfigError` says so at init instead of a
+    torch error on the first model moved there. Without NVIDIA device nodes ``auto`` answers
+    ``cpu`` without importing torch (2 s), which the recognition function on ONNX Runtime
+    otherwise never needs."""
+    if device == "cpu":
         return device
-    if not any(os.path.exists(node) for node in NVIDIA_DEVICE_NODES):
+    if device == "auto" and not any(os.path.exists(node) for node in NVIDIA_DEVICE_NODES):
         return "cpu"
     import torch
 
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if not torch.cuda.is_available():
+        build = f"CUDA {torch.version.cuda} build" if torch.version.cuda else "CPU-only build"
+        raise ConfigError(
+            f"FACEPIPE_DEVICE={device}, but torch ({torch.__version__}, {build}) sees no GPU: "
+            "use auto or cpu, or run where NVIDIA's driver and a GPU are visible"
+        )
+    return device
 
 
 def configure_threads(threads: int) -> None:

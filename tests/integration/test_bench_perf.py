@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from facepipe.bench.perf import iou, lambda_cost
+from facepipe.bench.perf import iou, lambda_cost, summary_keys, table
 from tests.conftest import run_facepipe
 
 KEYS = (
@@ -90,3 +90,31 @@ def test_lambda_cost_by_hand() -> None:
     sqs = 500 * 2 + 1000 + 2 * 50 + 2 * 100
     assert cost["sqs_requests"] == pytest.approx(sqs * 0.4e-6, abs=1e-6)
     assert cost["total"] == pytest.approx(sum(v for k, v in cost.items() if k != "total"), abs=1e-5)
+
+
+def test_summary_and_table_without_cold_start() -> None:
+    """`--no-cold-start` (bench/gpu-check.sh on a GPU machine without the images' packages):
+    the headline key is null and the table says it was not measured."""
+    out = {
+        "machine": {"cpus": 16, "torch_threads": 16, "device": "cuda", "gpu": "NVIDIA H200"},
+        "weights": "random:0",
+        "compare": {
+            "by_resolution": {
+                "480p": {"frames": 2, "reference_ms_per_frame": 20.0,
+                         "pipeline_ms_per_frame": 8.0, "ratio": 0.4},
+                "overall": {"frames": 2, "reference_ms_per_frame": 20.0,
+                            "pipeline_ms_per_frame": 8.0, "ratio": 0.4},
+            }
+        },
+        "parity": [{"iou": [0.9999, 1.0], "cosine": [0.99999, 1.0]}],
+        "embed": {"faces_per_s": 1000.0, "batch": 10, "gflops": 2840.0},
+        "sgemm": {"gflops": 50000.0},
+        "cost": {"per_resolution": {"480p": {"total": 0.004}}, "overall_total": 0.004},
+    }  # fmt: skip
+    summary = {**summary_keys(out), **out}
+    assert summary["cold_start_overhead_s"] is None
+    assert summary["parity_min_iou"] == 0.9999 and summary["parity_faces"] == 2
+    assert summary["embed_fraction_of_sgemm"] == 0.0568
+    text = table(summary)
+    assert "cold start: not measured (--no-cold-start)" in text
+    assert "device cuda (NVIDIA H200)" in text and "0.400" in text

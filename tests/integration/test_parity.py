@@ -34,14 +34,14 @@ def reference() -> tuple[MTCNN, InceptionResnetV1]:
     return MTCNN(keep_all=True, device="cpu"), resnet
 
 
-def _check(path: Path, detection: Detection, embedder: FacenetEmbedder, reference) -> int:  # type: ignore[no-untyped-def]
+def check(path: Path, detection: Detection, embedder: FacenetEmbedder, reference) -> int:  # type: ignore[no-untyped-def]
     mtcnn, resnet = reference
     image = ImageOps.exif_transpose(Image.open(path)).convert("RGB")
     ref_boxes, ref_probs = mtcnn.detect(image)
     ref_boxes = ref_boxes[ref_probs >= detection.settings.min_face_probability]
     with torch.no_grad():
         ref_crops = mtcnn(image)[: len(ref_boxes)]
-        ref_emb = resnet(ref_crops).numpy()
+        ref_emb = resnet(ref_crops.to(mtcnn.device)).cpu().numpy()
     # The pipeline's path: detect → queue task (PNG crops) → parsed back → embedded.
     task = detection.image("parity", path.name, image).to_task()
     frame = frame_from_task(type(task).model_validate_json(task.model_dump_json()), task.faces)
@@ -59,7 +59,7 @@ def detection(detector) -> Detection:  # type: ignore[no-untyped-def]
 
 
 def test_parity_on_shipped_sample(detection, embedder, reference) -> None:  # type: ignore[no-untyped-def]
-    assert _check(SAMPLES / "astronaut.jpg", detection, embedder, reference) == 1
+    assert check(SAMPLES / "astronaut.jpg", detection, embedder, reference) == 1
 
 
 @pytest.mark.shared_data
@@ -68,5 +68,5 @@ def test_parity_on_shared_faces(detection, embedder, reference, shared_faces: Pa
         files = [row["file"] for row in csv.DictReader(fh)]
     # Small and large photos plus the multi-face ones; all 25 would only repeat the same code.
     picks = [*files[::4], "couple.jpg", "selfie-many-people.jpg"]
-    total = sum(_check(shared_faces / f, detection, embedder, reference) for f in picks)
+    total = sum(check(shared_faces / f, detection, embedder, reference) for f in picks)
     assert total >= len(picks) + 3

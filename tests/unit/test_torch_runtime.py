@@ -1,4 +1,5 @@
-"""Process settings for torch: the allocator setting that keeps MTCNN's big buffers resident."""
+"""Process settings for torch: device choice, and the allocator setting that keeps MTCNN's big
+buffers resident."""
 
 from __future__ import annotations
 
@@ -8,6 +9,10 @@ import subprocess
 import sys
 
 import pytest
+import torch
+
+from facepipe.errors import ConfigError
+from facepipe.torch_runtime import resolve_device
 
 # A fresh interpreter allocates three 24 MB tensors (P-net feature maps' size, alive together as
 # in a forward pass) and frees them, 20 times, with or without keep_freed_memory(), and reports
@@ -54,3 +59,32 @@ def test_freed_tensor_memory_is_reused_instead_of_refaulted() -> None:
     pinned = _faults("keep", MALLOC_MMAP_THRESHOLD_="131072", MALLOC_TRIM_THRESHOLD_="131072")
     assert pinned["applied"] is False
     assert pinned["faults"] > 10 * 15_000
+
+
+no_gpu = pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is visible here")
+
+
+@no_gpu
+def test_cuda_without_a_gpu_is_a_config_error_naming_the_setting() -> None:
+    with pytest.raises(ConfigError, match=r"FACEPIPE_DEVICE=cuda, but torch .* sees no GPU"):
+        resolve_device("cuda")
+
+
+@no_gpu
+def test_auto_falls_back_to_cpu_and_cpu_passes_through() -> None:
+    assert resolve_device("auto") == "cpu"
+    assert resolve_device("cpu") == "cpu"
+
+
+@no_gpu
+def test_detector_asked_for_cuda_fails_at_init_with_the_config_error() -> None:
+    from facepipe.detection import FaceDetector
+
+    with pytest.raises(ConfigError, match="FACEPIPE_DEVICE=cuda"):
+        FaceDetector(device="cuda")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU visible to torch")
+def test_auto_picks_cuda_where_torch_sees_a_gpu() -> None:
+    assert resolve_device("auto") == "cuda"
+    assert resolve_device("cuda") == "cuda"

@@ -135,8 +135,8 @@ class Reference:
         faces = self.mtcnn(image)
         if faces is None:
             return None
-        with torch.inference_mode():
-            return self.resnet(faces.to(self.device))
+        with torch.inference_mode():  # to the CPU, as the pipeline's: waits for a GPU's work
+            return self.resnet(faces.to(self.device)).cpu()
 
     def boxes(self, image: Image.Image) -> tuple[np.ndarray, np.ndarray]:
         boxes, probs = self.mtcnn.detect(image)
@@ -295,14 +295,18 @@ def max_side_lever(
 # ---- throughput, stage durations ----------------------------------------------------------
 
 
-def sgemm_gflops(n: int = 2048, repeats: int = 10) -> dict[str, Any]:
-    """float32 ``torch.matmul`` of two n×n matrices (torch's configured threads): 2n³ FLOP."""
+def sgemm_gflops(n: int = 2048, repeats: int = 10, device: str = "cpu") -> dict[str, Any]:
+    """float32 ``torch.matmul`` of two n×n matrices on ``device`` (the CPU: torch's configured
+    threads; CUDA: strict float32, 8192² so the GPU is full): 2n³ FLOP."""
     import torch
 
-    ms = sgemm_ms(n, repeats)
+    if device.startswith("cuda"):
+        n = max(n, 8192)
+    ms = sgemm_ms(n, repeats, device)
     return {
         "n": n,
         "repeats": repeats,
+        "device": device,
         "threads": torch.get_num_threads(),
         "median_ms": round(ms, 3),
         "gflops": round(2 * n**3 / (ms / 1000) / 1e9, 2),
@@ -575,6 +579,7 @@ def run_perf(
     *,
     quick: bool = False,
     e2e: bool = True,
+    cold: bool = True,
     log: TextIO | None = None,
 ) -> dict[str, Any]:
     """Every measurement of ``make bench``; see the README's "Performance" section."""
@@ -590,13 +595,15 @@ def run_perf(
         f"{settings.weights or 'vggface2'}, {torch.get_num_threads()} torch threads"
     )
     pipeline = PipelinePath(settings)  # configures torch threads from settings
-    reference = Reference(settings.weights, pipeline.local.detection.detector.device)
+    device = pipeline.local.detection.detector.device
+    reference = Reference(settings.weights, device)
     out: dict[str, Any] = {
         "machine": {
             "cpus": os.cpu_count(),
             "torch_threads": torch.get_num_threads(),
             "torch": torch.__version__,
-            "device": pipeline.local.detection.detector.device,
+            "device": device,
+            "gpu": torch.cuda.get_device_name(device) if device.startswith("cuda") else None,
         },
         "weights": pipeline.local.weights_id,
         "quick": quick,
@@ -612,7 +619,7 @@ def run_perf(
         reference, settings, frames, MAX_SIDE_LEVER, repeats, say
     )
     say("sgemm peak")
-    out["sgemm"] = sgemm_gflops(repeats=5 if quick else 10)
+    out["sgemm"] = sgemm_gflops(repeats=5 if quick else 10, device=device)
     crops = [face.crop for f in frames for face in pipeline.detect(f).faces]
     if not crops:  # no face anywhere: embed blank crops (the FLOP count does not change)
         crops = [np.zeros((160, 160, 3), np.uint8)]
@@ -629,8 +636,9 @@ def run_perf(
     say("stage durations and cost model")
     out["stages"] = stage_durations(pipeline, frames, defaults["batch_size"], repeats)
     out["cost"] = cost_model(out["stages"], defaults)
-    say("cold start")
-    out["cold_start"] = cold_start(settings, repeats=1 if quick else 5)
+    if cold:
+        say("cold start")
+        out["cold_start"] = cold_start(settings, repeats=1 if quick else 5)
     del reference, pipeline
     if e2e:
         say("end to end through the local stack")
@@ -658,7 +666,7 @@ def summary_keys(out: dict[str, Any]) -> dict[str, Any]:
     """The headline numbers of ``latest.json`` (issue #7)."""
     all_iou = [v for p in out["parity"] for v in p["iou"]]
     all_cos = [v for p in out["parity"] for v in p["cosine"]]
-    cold = out["cold_start"]
+    cold = out.get("cold_start")
     e2e = out.get("e2e")
     return {
         "pipeline_vs_reference_ratio": {
@@ -673,7 +681,9 @@ def summary_keys(out: dict[str, Any]) -> dict[str, Any]:
         "cold_start_overhead_s": {
             "detection": cold["detection_overhead_s"],
             "recognition": cold["recognition_overhead_s"],
-        },
+        }
+        if cold
+        else None,
         "e2e_p50_ms": e2e["e2e_ms"]["p50"] if e2e else None,
         "e2e_p95_ms": e2e["e2e_ms"]["p95"] if e2e else None,
         "e2e_lost": e2e["lost"] if e2e else None,
@@ -686,7 +696,8 @@ def table(summary: dict[str, Any]) -> str:
     lines = [
         f"weights {summary['weights']}, {summary['machine']['cpus']} CPUs, "
         f"{summary['machine']['torch_threads']} torch threads, device "
-        f"{summary['machine']['device']}",
+        f"{summary['machine']['device']}"
+        + (f" ({summary['machine']['gpu']})" if summary["machine"].get("gpu") else ""),
         f"{'resolution':<12}{'frames':>7}{'reference ms':>14}{'pipeline ms':>13}{'ratio':>8}"
         f"{'cost $/1000':>13}",
     ]
@@ -697,7 +708,7 @@ def table(summary: dict[str, Any]) -> str:
             f"{res:<12}{v['frames']:>7}{v['reference_ms_per_frame']:>14.1f}"
             f"{v['pipeline_ms_per_frame']:>13.1f}{v['ratio']:>8.3f}{cost:>13.4f}"
         )
-    cold = summary["cold_start"]
+    cold = summary.get("cold_start")
     lines += [
         f"parity: {summary['parity_faces']} faces, min IoU {summary['parity_min_iou']}, "
         f"min cosine {summary['parity_min_cosine']}",
@@ -706,7 +717,9 @@ def table(summary: dict[str, Any]) -> str:
         f"{summary['sgemm_gflops']} GFLOP/s ({summary['embed_fraction_of_sgemm']:.1%})",
         f"cold start: import torch {cold['import_torch_s']} s; detection handler "
         f"{cold['detection_s']} s ({cold['detection_overhead_s']:+} s beyond it), recognition "
-        f"handler {cold['recognition_s']} s ({cold['recognition_overhead_s']:+} s)",
+        f"handler {cold['recognition_s']} s ({cold['recognition_overhead_s']:+} s)"
+        if cold
+        else "cold start: not measured (--no-cold-start)",
         f"cost per 1,000 frames (Lambda x86 ${PRICES['lambda_gb_second_usd']:.10f}/GB-s, "
         f"${PRICES['lambda_request_usd'] * 1e6:.2f}/1M requests, SQS "
         f"${PRICES['sqs_request_usd'] * 1e6:.2f}/1M requests): "

@@ -94,6 +94,12 @@ def register(sub: Any) -> None:
     )
     perf.add_argument("--no-e2e", action="store_true", help="skip the local-stack run")
     perf.add_argument(
+        "--no-cold-start",
+        action="store_true",
+        help="skip the cold-start interpreters (they need the images' packages installed, "
+        "e.g. not on a GPU machine with only the pipeline's)",
+    )
+    perf.add_argument(
         "--random-weights",
         action="store_true",
         help="seeded random weights (random:0) for both the reference and the pipeline",
@@ -145,7 +151,13 @@ def run_perf_command(args: argparse.Namespace) -> int:
 
     settings = settings_from_args(args, weights="random:0" if args.random_weights else None)
     out = reserve_stdout()  # in-process functions print their logs; stdout is for the JSON
-    summary = run_perf(settings, quick=args.quick, e2e=not args.no_e2e, log=sys.stderr)
+    summary = run_perf(
+        settings,
+        quick=args.quick,
+        e2e=not args.no_e2e,
+        cold=not args.no_cold_start,
+        log=sys.stderr,
+    )
     print(table(summary), file=sys.stderr)
     text = json.dumps(summary, indent=2)
     args.json_out.parent.mkdir(parents=True, exist_ok=True)
