@@ -97,10 +97,9 @@ def _onnx_export(model: Any, threads: int) -> Run:
             dynamic_axes={"x": {0: "n"}, "y": {0: "n"}},
             opset_version=17,
         )
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    session = ort.InferenceSession(buffer.getvalue(), options, providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(
+        buffer.getvalue(), fr.ort_options(threads), providers=["CPUExecutionProvider"]
+    )
     return lambda batch: np.asarray(session.run(None, {"x": batch})[0])
 
 
