@@ -57,6 +57,9 @@ def weights_dir() -> Path:
 class PNet(nn.Module):
     """MTCNN P-net (facenet-pytorch's ``PNet``, same parameters)."""
 
+    heads_weight: torch.Tensor
+    heads_bias: torch.Tensor
+
     def __init__(self) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(3, 10, kernel_size=3)
@@ -68,6 +71,19 @@ class PNet(nn.Module):
         self.prelu3 = nn.PReLU(32)
         self.conv4_1 = nn.Conv2d(32, 2, kernel_size=1)
         self.conv4_2 = nn.Conv2d(32, 4, kernel_size=1)
+        # Both 1×1 heads stacked (2 + 4 outputs), filled by :meth:`stack_heads` once the
+        # weights are loaded rather than concatenated on every call.
+        self.register_buffer("heads_weight", torch.zeros(6, 32), persistent=False)
+        self.register_buffer("heads_bias", torch.zeros(6), persistent=False)
+
+    def stack_heads(self) -> None:
+        with torch.no_grad():
+            self.heads_weight.copy_(
+                torch.cat((self.conv4_1.weight, self.conv4_2.weight)).view(6, 32)
+            )
+            bias_1, bias_2 = self.conv4_1.bias, self.conv4_2.bias
+            assert bias_1 is not None and bias_2 is not None  # Conv2d(bias=True)
+            self.heads_bias.copy_(torch.cat((bias_1, bias_2)))
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         # The PReLUs and the 2×2 pool as row-wise passes over channels-last memory (same
@@ -79,11 +95,8 @@ class PNet(nn.Module):
         # cell): oneDNN's 1×1 convolutions with 2 and 4 output channels take twice as long for
         # the same sums.
         n, c, h, w = x.shape
-        weight = torch.cat((self.conv4_1.weight, self.conv4_2.weight)).view(6, c)
-        bias_1, bias_2 = self.conv4_1.bias, self.conv4_2.bias
-        assert bias_1 is not None and bias_2 is not None  # Conv2d(bias=True)
-        bias = torch.cat((bias_1, bias_2))
-        heads = torch.nn.functional.linear(x.permute(0, 2, 3, 1).reshape(-1, c), weight, bias)
+        rows = x.permute(0, 2, 3, 1).reshape(-1, c)
+        heads = torch.nn.functional.linear(rows, self.heads_weight, self.heads_bias)
         logits = heads[:, :2].contiguous().view(n, h, w, 2).permute(0, 3, 1, 2)
         probs = torch.softmax(logits, dim=1)  # channels-last, as from the convolution
         return heads[:, 2:].unflatten(0, (n, h, w)).permute(0, 3, 1, 2), probs
@@ -179,6 +192,8 @@ class ONet(nn.Module):
 def _load(net: nn.Module, name: str, device: str) -> nn.Module:
     state = torch.load(weights_dir() / f"{name}.pt", map_location="cpu", weights_only=True)
     net.load_state_dict(state)
+    if isinstance(net, PNet):
+        net.stack_heads()
     net.requires_grad_(False)  # inference only (and the P-net's out= maxima refuse autograd)
     return net.eval().to(device).to(memory_format=torch.channels_last)
 
@@ -186,7 +201,12 @@ def _load(net: nn.Module, name: str, device: str) -> nn.Module:
 # ---- resampling from an integral image -----------------------------------------------------
 
 
-ROW_BLOCK = 16  # pyramid rows resampled at a time: their sums stay in the core's cache
+# Pyramid rows resampled at a time: on one thread, few enough that their sums stay in the core's
+# cache; on several, more, since each block is a dozen short NumPy calls and the threads
+# contend for the GIL between them (2-core machine, a 1080p frame's levels: 16 rows serial
+# 18.5 ms, 16 rows on 2 threads 20.5 ms, 64 rows on 2 threads 15.4 ms).
+ROW_BLOCK = 16
+PARALLEL_ROW_BLOCK = 64
 
 
 class Integral:
@@ -214,19 +234,24 @@ class Integral:
         the time of whole-frame passes on a 1080p frame's largest levels)."""
         ys, ye = _windows(self.height, out_h)
         xs, xe = _windows(self.width, out_w)
-        heights = (ye - ys).astype(np.float32)[:, None, None]
-        widths = (xe - xs).astype(np.float32)[None, :, None]
+        heights = (ye - ys).astype(np.float32)[:, None]
+        widths = _per_channel(xe - xs)[None, :]
         out = np.empty((out_h, out_w, 3), np.float32)  # exact: window sums stay < 2**24
+        rows_of_values = out.reshape(out_h, out_w * 3)
+        work = out_h * (self.width + out_w)  # bands, then columns
+        parallel = _parallel(out_h, work, LEVEL_PARALLEL_MIN_WORK)
+        step = PARALLEL_ROW_BLOCK if parallel else ROW_BLOCK
 
         def part(rows: slice) -> None:
-            for first in range(rows.start, rows.stop, ROW_BLOCK):
-                block = slice(first, min(rows.stop, first + ROW_BLOCK))
+            for first in range(rows.start, rows.stop, step):
+                block = slice(first, min(rows.stop, first + step))
                 band = _take(self.sums, ye[block], 0) - _take(self.sums, ys[block], 0)
-                window = out[block]
-                np.subtract(_take(band, xe, 1), _take(band, xs, 1), out=window, casting="unsafe")
-                _normalise(window, heights[block], widths)
+                np.subtract(
+                    _take(band, xe, 1), _take(band, xs, 1), out=out[block], casting="unsafe"
+                )
+                _normalise(rows_of_values[block], heights[block], widths)
 
-        _in_parallel(part, out_h, out_h * (self.width + out_w))  # bands, then columns
+        _in_parallel(part, out_h, parallel)
         return torch.from_numpy(out)[None].permute(0, 3, 1, 2)
 
     def crops(
@@ -237,10 +262,11 @@ class Integral:
         per-box ``imresample(img[:, :, y0:y1, x0:x1], (size, size))`` then its normalisation."""
         ys, ye = _box_windows(y0, y1, size)  # (K, size) each
         xs, xe = _box_windows(x0, x1, size)
-        heights = (ye - ys).astype(np.float32)[:, :, None, None]
-        widths = (xe - xs).astype(np.float32)[:, None, :, None]
+        heights = (ye - ys).astype(np.float32)[:, :, None]
+        widths = _per_channel(xe - xs)[:, None, :]
         stride = self.width + 1
         window = np.empty((len(y0), size, size, 3), np.float32)
+        rows_of_values = window.reshape(len(y0), size, size * 3)
 
         def part(boxes: slice) -> None:
             def corner(y: np.ndarray, x: np.ndarray) -> np.ndarray:
@@ -249,16 +275,25 @@ class Integral:
 
             sums = corner(ye, xe) - corner(ys, xe) - corner(ye, xs) + corner(ys, xs)
             window[boxes] = sums
-            _normalise(window[boxes], heights[boxes], widths[boxes])
+            _normalise(rows_of_values[boxes], heights[boxes], widths[boxes])
 
-        _in_parallel(part, len(y0), len(y0) * size * size)
+        work = len(y0) * size * size
+        _in_parallel(part, len(y0), _parallel(len(y0), work, CROP_PARALLEL_MIN_WORK))
         return torch.from_numpy(window).permute(0, 3, 1, 2)
+
+
+def _per_channel(widths: np.ndarray) -> np.ndarray:
+    """Window widths ``(..., W)`` as float32 repeated for the 3 channels, ``(..., 3W)``: a row
+    of ``W×3`` values then divides by a contiguous array, 3–4× faster in NumPy than by a
+    ``(..., W, 1)`` broadcast over a 3-wide innermost axis."""
+    return np.repeat(widths.astype(np.float32), 3, axis=-1)
 
 
 def _normalise(window: np.ndarray, heights: np.ndarray, widths: np.ndarray) -> None:
     """Window sums → MTCNN's input in place, as facenet-pytorch computes it in torch: float32
     ``sum / height / width`` (adaptive average pooling), then ``(x - 127.5) * 0.0078125``. Each
-    step is one IEEE float32 operation, so NumPy's results are torch's, bit for bit."""
+    step is one IEEE float32 operation, so NumPy's results are torch's, bit for bit. ``window``
+    is rows of ``W×3`` values, ``heights`` one per row, ``widths`` from :func:`_per_channel`."""
     np.divide(window, heights, out=window)
     np.divide(window, widths, out=window)
     np.subtract(window, np.float32(127.5), out=window)
@@ -275,25 +310,34 @@ _POOLS: dict[int, ThreadPoolExecutor] = {}
 
 
 # Work (values gathered) under which a resampling runs on the calling thread alone: below it,
-# handing slices to the pool costs more than it saves (2-core machine: the small pyramid levels
-# and a few dozen crops ran faster serially, a 1080p frame's 231-row level and up in parallel).
-PARALLEL_MIN_WORK = 200_000
+# handing slices to the pool costs more than it saves (2-core machine: crops ran faster on two
+# threads from about 150 24×24 crops; a pyramid level, whose blocks make more NumPy calls per
+# value, from a 480p frame's largest level, 1.2× faster from there on, slower below).
+CROP_PARALLEL_MIN_WORK = 100_000
+LEVEL_PARALLEL_MIN_WORK = 500_000
 
 
-def _in_parallel(part: Callable[[slice], None], length: int, work: int) -> None:
-    """``part`` over ``range(length)`` cut in one slice per torch thread, run concurrently when
-    ``work`` is at least :data:`PARALLEL_MIN_WORK`: NumPy's gathers release the GIL, so the
-    resampling uses the cores the networks use."""
-    threads = torch.get_num_threads()
-    if threads < 2 or length < 2 * threads or work < PARALLEL_MIN_WORK:
+def _in_parallel(part: Callable[[slice], None], length: int, parallel: bool) -> None:
+    """``part`` over ``range(length)``: cut in one slice per torch thread and run concurrently
+    when ``parallel`` (see :func:`_parallel`; NumPy's gathers release the GIL, so the
+    resampling uses the cores the networks use), else in one call on this thread."""
+    if not parallel:
         part(slice(0, length))
         return
+    threads = torch.get_num_threads()
     if threads not in _POOLS:
         _POOLS[threads] = ThreadPoolExecutor(threads, thread_name_prefix="mtcnn")
     bounds = np.linspace(0, length, threads + 1).astype(int)
     pieces = [slice(int(a), int(b)) for a, b in itertools.pairwise(bounds)]
     for future in [_POOLS[threads].submit(part, piece) for piece in pieces]:
         future.result()
+
+
+def _parallel(length: int, work: int, min_work: int) -> bool:
+    """Whether ``length`` items of ``work`` values in all are worth splitting over torch's
+    threads: at least two items per thread and ``min_work`` values."""
+    threads = torch.get_num_threads()
+    return threads >= 2 and length >= 2 * threads and work >= min_work
 
 
 def _windows(size_in: int, size_out: int) -> tuple[np.ndarray, np.ndarray]:
