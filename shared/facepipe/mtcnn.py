@@ -365,19 +365,23 @@ def _nms(boxes: torch.Tensor, scores: torch.Tensor, threshold: float) -> torch.T
 
     The overlaps are computed a block of rows at a time as a matrix (each pair with the same
     float32 operations as the one-box-at-a-time loop, so the same comparisons), and the greedy
-    pass walks it: one NumPy call per kept box instead of eight per kept box on shrinking arrays.
-    """
+    pass walks it with each row packed into a Python integer used as a bit set: one integer
+    ``or`` per kept box instead of eight NumPy calls per kept box on shrinking arrays (or one
+    NumPy call, ~1 µs, per row)."""
+    n = len(scores)
+    if n < 2:
+        return torch.zeros(n, dtype=torch.int64)
     b = boxes.numpy()
     order = np.argsort(-scores.numpy(), kind="stable")
     x1, y1, x2, y2 = (np.ascontiguousarray(b[order, k]) for k in range(4))
     areas = (x2 - x1) * (y2 - y1)
-    n = len(order)
-    removed = np.zeros(n, dtype=bool)
+    removed = 0  # bit i: the i-th box in score order is suppressed
     keep = []
     zero = np.float32(0)
     for start in range(0, n, NMS_BLOCK):
         rows = slice(start, min(n, start + NMS_BLOCK))
-        if removed[rows].all():
+        block_bits = (1 << (rows.stop - start)) - 1
+        if (removed >> start) & block_bits == block_bits:
             continue
         cols = slice(start, n)
         w = np.maximum(
@@ -390,10 +394,11 @@ def _nms(boxes: torch.Tensor, scores: torch.Tensor, threshold: float) -> torch.T
         )
         inter = w * h
         suppress = ~(inter / (areas[rows, None] + areas[None, cols] - inter) <= threshold)
+        packed = np.packbits(suppress, axis=1, bitorder="little")  # bit j: column start + j
         for i in range(rows.start, rows.stop):
-            if not removed[i]:
+            if not (removed >> i) & 1:
                 keep.append(i)
-                removed[cols] |= suppress[i - start]
+                removed |= int.from_bytes(packed[i - start].tobytes(), "little") << start
     return torch.as_tensor(order[np.asarray(keep, dtype=np.int64)])
 
 
@@ -415,15 +420,18 @@ def _nms_min(boxes: torch.Tensor, scores: torch.Tensor, threshold: float) -> tor
 
 
 def _candidates(reg: torch.Tensor, probs: torch.Tensor, scale: float, threshold: float) -> Any:
-    """P-net output map → candidate boxes ``[x1, y1, x2, y2, score, 4 × regression]``."""
-    mask = probs[0] >= threshold
-    where = mask.nonzero()
-    score = probs[0][mask]
-    offsets = reg[0][:, mask].permute(1, 0)
-    cells = where.to(reg.dtype).flip(1)
-    q1 = ((2 * cells + 1) / scale).floor()
-    q2 = ((2 * cells + 12) / scale).floor()
-    return torch.cat([q1, q2, score.unsqueeze(1), offsets], dim=1)
+    """P-net output map → candidate boxes ``[x1, y1, x2, y2, score, 4 × regression]``, as
+    facenet-pytorch's ``generateBoundingBox`` computes them (float32, cells in row-major
+    order), in NumPy: a dozen torch calls on a few dozen cells cost ~0.1 ms per pyramid level
+    in dispatch alone."""
+    p = probs[0].numpy()
+    ys, xs = np.nonzero(p >= threshold)
+    cells = np.stack((xs, ys), axis=1).astype(np.float32)
+    s = np.float32(scale)
+    q1 = np.floor((np.float32(2) * cells + np.float32(1)) / s)
+    q2 = np.floor((np.float32(2) * cells + np.float32(12)) / s)
+    offsets = reg[0].numpy()[:, ys, xs].T
+    return torch.from_numpy(np.concatenate([q1, q2, p[ys, xs][:, None], offsets], axis=1))
 
 
 def _bbreg(boxes: torch.Tensor, reg: torch.Tensor) -> torch.Tensor:

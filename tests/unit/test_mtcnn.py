@@ -22,6 +22,7 @@ from facepipe.mtcnn import (
     ONet,
     PNet,
     RNet,
+    _candidates,
     _load,
     _max_pool_2x2,
     _nms,
@@ -77,7 +78,23 @@ def test_pnet_prelu_and_pool_are_torchs_bit_for_bit(shape: tuple[int, int, int, 
     assert prelu.is_contiguous(memory_format=torch.channels_last)
 
 
-@pytest.mark.parametrize("count", [0, 1, 40, NMS_BLOCK + 57, 3 * NMS_BLOCK])
+def test_candidates_are_facenets_generate_bounding_box_bit_for_bit() -> None:
+    """The P-net map → candidate rows in NumPy: facenet-pytorch's ``generateBoundingBox`` on
+    the same map, row for row and bit for bit, over many map sizes and pyramid scales (none
+    above the threshold included), as the P-net hands them over (channels-last views)."""
+    from facenet_pytorch.models.utils.detect_face import generateBoundingBox
+
+    gen = torch.Generator().manual_seed(7)
+    for h, w, scale in [(1, 1, 0.6), (7, 3, 0.6), (40, 71, 0.213), (320, 572, 0.6), (30, 50, 0.01)]:
+        reg = torch.randn(1, h, w, 4, generator=gen).permute(0, 3, 1, 2)
+        probs = torch.rand(1, h, w, 2, generator=gen).permute(0, 3, 1, 2)[:, 1]
+        for threshold in (0.6, 1.1):
+            theirs, _ = generateBoundingBox(reg, probs, scale, threshold)
+            ours = _candidates(reg, probs, scale, threshold)
+            assert ours.dtype == theirs.dtype and torch.equal(ours, theirs), (h, w, threshold)
+
+
+@pytest.mark.parametrize("count", [0, 1, 2, 40, NMS_BLOCK + 57, 3 * NMS_BLOCK])
 def test_nms_keeps_torchvisions_boxes(count: int) -> None:
     """Clustered candidates (many overlaps, several row blocks): the same kept indices in the
     same order as torchvision's ``nms``, which facenet-pytorch's ``detect_face`` calls."""
