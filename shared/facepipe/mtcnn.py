@@ -229,9 +229,10 @@ class Integral:
 
     def level(self, out_h: int, out_w: int) -> torch.Tensor:
         """The whole frame area-resampled to ``out_h × out_w`` and normalised:
-        ``1×3×out_h×out_w`` float32 in channels-last memory. Computed :data:`ROW_BLOCK` rows at a
-        time from sums to normalised values, so each block's intermediates stay in cache (half
-        the time of whole-frame passes on a 1080p frame's largest levels)."""
+        ``1×3×out_h×out_w`` float32 in channels-last memory. Computed a block of rows at a time
+        (:data:`ROW_BLOCK`, or :data:`PARALLEL_ROW_BLOCK` when split over threads) from sums to
+        normalised values, so each block's intermediates stay in cache (half the time of
+        whole-frame passes on a 1080p frame's largest levels)."""
         ys, ye = _windows(self.height, out_h)
         xs, xe = _windows(self.width, out_w)
         heights = (ye - ys).astype(np.float32)[:, None]

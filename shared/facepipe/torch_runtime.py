@@ -14,11 +14,11 @@ NVIDIA_DEVICE_NODES = ("/dev/nvidiactl", "/dev/nvidia0")
 
 
 def resolve_device(device: str) -> str:
-    """``auto`` → ``cuda`` when a GPU is visible, else ``cpu``; ``cuda`` is
-    checked: without a GPU torch can use, :class:`ConfigError` says so at init instead of a
-    torch error on the first model moved there. Without NVIDIA device nodes ``auto`` answers
-    ``cpu`` without importing torch (2 s), which the recognition function on ONNX Runtime
-    otherwise never needs."""
+    """``auto`` → ``cuda`` when a GPU is visible, else ``cpu``. ``cuda`` is checked: without a
+    GPU torch can use, :class:`ConfigError` says so at init instead of a torch error on the
+    first model moved there. Without NVIDIA device nodes ``auto`` answers ``cpu`` without
+    importing torch (2 s), which the recognition function on ONNX Runtime otherwise never
+    needs."""
     if device == "cpu":
         return device
     if device == "auto" and not any(os.path.exists(node) for node in NVIDIA_DEVICE_NODES):
