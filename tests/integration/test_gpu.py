@@ -1,7 +1,7 @@
 """The CUDA path (``FACEPIPE_DEVICE=auto`` on a machine with a GPU): MTCNN's networks and the
 facenet embedder on the GPU keep parity with facenet-pytorch run on the same GPU, and with this
 pipeline on the CPU. Skipped where torch sees no GPU (the development machines and CI); run on
-a GPU machine with ``make test-gpu``."""
+a GPU machine with ``make gpu-check``."""
 
 from __future__ import annotations
 

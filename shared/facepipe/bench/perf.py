@@ -177,16 +177,9 @@ def parity(reference: Reference, pipeline: PipelinePath, frame: BenchFrame) -> d
     cosine of the two embeddings. The pipeline drops faces MTCNN scores under
     ``min_face_probability`` by design; reference faces above it that the pipeline lacks (and
     pipeline faces the reference lacks) count as IoU 0."""
-    import torch
-
     ref_boxes, ref_probs = reference.boxes(frame.image)
-    faces = reference.mtcnn(frame.image)
-    with torch.inference_mode():
-        ref_emb = (
-            reference.resnet(faces.to(reference.device)).cpu().numpy()
-            if faces is not None
-            else np.zeros((0, 512))
-        )
+    embeddings = reference.run(frame.image)
+    ref_emb = embeddings.numpy() if embeddings is not None else np.zeros((0, 512))
     result = pipeline.run(frame, with_embeddings=True)
     floor = pipeline.local.settings.min_face_probability
     ious, cosines, used = [], [], set()
