@@ -22,6 +22,7 @@ from facepipe.mtcnn import (
     ONet,
     PNet,
     RNet,
+    SlopeTiles,
     _candidates,
     _load,
     _max_pool_2x2,
@@ -70,12 +71,23 @@ def test_pnet_prelu_and_pool_are_torchs_bit_for_bit(shape: tuple[int, int, int, 
     x = torch.randn(shape, generator=gen).contiguous(memory_format=torch.channels_last)
     slopes = torch.randn(shape[1], generator=gen)
     with torch.inference_mode():
-        prelu = _prelu(x, slopes)
+        prelu = _prelu(x, SlopeTiles().row(slopes, shape[3]))
         assert torch.equal(prelu, torch.nn.functional.prelu(x, slopes))
         pooled = _max_pool_2x2(x)
         assert torch.equal(pooled, torch.nn.functional.max_pool2d(x, 2, 2, ceil_mode=True))
     assert pooled.is_contiguous(memory_format=torch.channels_last)
     assert prelu.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_slope_tiles_are_the_repeated_slopes_at_every_width() -> None:
+    """One tile serves every width: the widest map first (as the pyramid's levels come), then
+    narrower ones as prefixes of it, then a wider one grows it; each row is
+    ``weight.repeat(width)`` exactly."""
+    slopes = torch.randn(10, generator=torch.Generator().manual_seed(3))
+    tiles = SlopeTiles()
+    for width in (57, 40, 1, 57, 91, 12):
+        assert torch.equal(tiles.row(slopes, width), slopes.repeat(width)), width
+    assert tiles.tile is not None and len(tiles.tile) == 91 * 10  # grown once, to the widest
 
 
 def test_candidates_are_facenets_generate_bounding_box_bit_for_bit() -> None:
