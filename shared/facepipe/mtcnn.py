@@ -34,7 +34,6 @@ import itertools
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -386,7 +385,7 @@ def _box_windows(start: np.ndarray, end: np.ndarray, size: int) -> tuple[np.ndar
 NMS_BLOCK = 256  # rows of the overlap matrix computed at a time (256 × n float32)
 
 
-def _nms(boxes: torch.Tensor, scores: torch.Tensor, threshold: float) -> torch.Tensor:
+def _nms(boxes: np.ndarray, scores: np.ndarray, threshold: float) -> np.ndarray:
     """Greedy NMS with torchvision's rule (IoU > threshold suppresses; stable descending score
     order; float32 arithmetic), indices of the kept boxes, best first.
 
@@ -397,10 +396,9 @@ def _nms(boxes: torch.Tensor, scores: torch.Tensor, threshold: float) -> torch.T
     NumPy call, ~1 µs, per row)."""
     n = len(scores)
     if n < 2:
-        return torch.zeros(n, dtype=torch.int64)
-    b = boxes.numpy()
-    order = np.argsort(-scores.numpy(), kind="stable")
-    x1, y1, x2, y2 = (np.ascontiguousarray(b[order, k]) for k in range(4))
+        return np.arange(n)
+    order = np.argsort(-scores, kind="stable")
+    x1, y1, x2, y2 = (np.ascontiguousarray(boxes[order, k]) for k in range(4))
     areas = (x2 - x1) * (y2 - y1)
     removed = 0  # bit i: the i-th box in score order is suppressed
     keep = []
@@ -426,16 +424,15 @@ def _nms(boxes: torch.Tensor, scores: torch.Tensor, threshold: float) -> torch.T
             if not (removed >> i) & 1:
                 keep.append(i)
                 removed |= int.from_bytes(packed[i - start].tobytes(), "little") << start
-    return torch.as_tensor(order[np.asarray(keep, dtype=np.int64)])
+    return order[np.asarray(keep, dtype=np.int64)]
 
 
-def _nms_min(boxes: torch.Tensor, scores: torch.Tensor, threshold: float) -> torch.Tensor:
+def _nms_min(boxes: np.ndarray, scores: np.ndarray, threshold: float) -> np.ndarray:
     """facenet-pytorch's ``nms_numpy(..., "Min")`` (the O-net stage): overlap over the smaller
     box, +1 pixel areas, NumPy's default argsort."""
-    b = boxes.numpy()
-    x1, y1, x2, y2 = b[:, 0], b[:, 1], b[:, 2], b[:, 3]
+    x1, y1, x2, y2 = boxes[:, 0], boxes[:, 1], boxes[:, 2], boxes[:, 3]
     area = (x2 - x1 + 1) * (y2 - y1 + 1)
-    order = np.argsort(scores.numpy())
+    order = np.argsort(scores)
     keep = []
     while order.size:
         i, rest = order[-1], order[:-1]
@@ -443,10 +440,12 @@ def _nms_min(boxes: torch.Tensor, scores: torch.Tensor, threshold: float) -> tor
         w = np.maximum(0.0, np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest]) + 1)
         h = np.maximum(0.0, np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]) + 1)
         order = rest[(w * h) / np.minimum(area[i], area[rest]) <= threshold]
-    return torch.as_tensor(np.asarray(keep, dtype=np.int64))
+    return np.asarray(keep, dtype=np.int64)
 
 
-def _candidates(reg: torch.Tensor, probs: torch.Tensor, scale: float, threshold: float) -> Any:
+def _candidates(
+    reg: torch.Tensor, probs: torch.Tensor, scale: float, threshold: float
+) -> np.ndarray:
     """P-net output map → candidate boxes ``[x1, y1, x2, y2, score, 4 × regression]``, as
     facenet-pytorch's ``generateBoundingBox`` computes them (float32, cells in row-major
     order), in NumPy: a dozen torch calls on a few dozen cells cost ~0.1 ms per pyramid level
@@ -458,34 +457,41 @@ def _candidates(reg: torch.Tensor, probs: torch.Tensor, scale: float, threshold:
     q1 = np.floor((np.float32(2) * cells + np.float32(1)) / s)
     q2 = np.floor((np.float32(2) * cells + np.float32(12)) / s)
     offsets = reg[0].numpy()[:, ys, xs].T
-    return torch.from_numpy(np.concatenate([q1, q2, p[ys, xs][:, None], offsets], axis=1))
+    return np.concatenate([q1, q2, p[ys, xs][:, None], offsets], axis=1)
 
 
-def _bbreg(boxes: torch.Tensor, reg: torch.Tensor) -> torch.Tensor:
+# The box arithmetic between the networks is facenet-pytorch's torch code on float32 rows, done
+# in NumPy (the same IEEE float32 operations, so the same bits; a NumPy call on a few hundred
+# boxes costs a fraction of a torch call's dispatch).
+
+
+def _bbreg(boxes: np.ndarray, reg: np.ndarray) -> np.ndarray:
+    """facenet-pytorch's ``bbreg``: the boxes moved by the network's regression (in place)."""
     w = boxes[:, 2] - boxes[:, 0] + 1
     h = boxes[:, 3] - boxes[:, 1] + 1
     b1 = boxes[:, 0] + reg[:, 0] * w
     b2 = boxes[:, 1] + reg[:, 1] * h
     b3 = boxes[:, 2] + reg[:, 2] * w
     b4 = boxes[:, 3] + reg[:, 3] * h
-    boxes[:, :4] = torch.stack([b1, b2, b3, b4]).permute(1, 0)
+    boxes[:, :4] = np.stack([b1, b2, b3, b4], axis=1)
     return boxes
 
 
-def _square(boxes: torch.Tensor) -> torch.Tensor:
-    """facenet-pytorch's ``rerec``: each box → the square on its centre, side its longer side."""
+def _square(boxes: np.ndarray) -> np.ndarray:
+    """facenet-pytorch's ``rerec``: each box → the square on its centre, side its longer side
+    (in place)."""
     h = boxes[:, 3] - boxes[:, 1]
     w = boxes[:, 2] - boxes[:, 0]
-    side = torch.max(w, h)
+    side = np.maximum(w, h)
     boxes[:, 0] = boxes[:, 0] + w * 0.5 - side * 0.5
     boxes[:, 1] = boxes[:, 1] + h * 0.5 - side * 0.5
-    boxes[:, 2:4] = boxes[:, :2] + side.repeat(2, 1).permute(1, 0)
+    boxes[:, 2:4] = boxes[:, :2] + side[:, None]
     return boxes
 
 
-def _regions(boxes: torch.Tensor, width: int, height: int) -> tuple[np.ndarray, ...]:
+def _regions(boxes: np.ndarray, width: int, height: int) -> tuple[np.ndarray, ...]:
     """Integer pixel regions ``[y0, y1) × [x0, x1)`` of boxes clipped to the frame (``pad``)."""
-    b = boxes.trunc().int().numpy()
+    b = np.trunc(boxes).astype(np.int32)
     x, y = np.maximum(b[:, 0], 1), np.maximum(b[:, 1], 1)
     ex, ey = np.minimum(b[:, 2], width), np.minimum(b[:, 3], height)
     return y - 1, ey, x - 1, ex
@@ -548,16 +554,15 @@ class Mtcnn:
         first (``MTCNN.detect``'s order with its default ``select_largest=True``)."""
         with torch.inference_mode():
             boxes, points = self._detect(np.ascontiguousarray(rgb, dtype=np.uint8))
-        boxes_np, points_np = boxes.cpu().numpy(), points.cpu().numpy()
-        if len(boxes_np):
-            area = (boxes_np[:, 2] - boxes_np[:, 0]) * (boxes_np[:, 3] - boxes_np[:, 1])
+        if len(boxes):
+            area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
             order = np.argsort(area)[::-1]
-            boxes_np, points_np = boxes_np[order], points_np[order]
-        return boxes_np, points_np
+            boxes, points = boxes[order], points[order]
+        return boxes, points
 
-    def _detect(self, rgb: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    def _detect(self, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         height, width = rgb.shape[:2]
-        empty = torch.zeros(0, 5), torch.zeros(0, 5, 2)
+        empty = np.zeros((0, 5), np.float32), np.zeros((0, 5, 2), np.float32)
         scales = self.scales(height, width)
         if not scales:
             return empty
@@ -569,7 +574,7 @@ class Mtcnn:
             reg, probs = self.pnet(level.to(self.device))
             cand = _candidates(reg.cpu(), probs[:, 1].cpu(), scale, self.thresholds[0])
             found.append(cand[_nms(cand[:, :4], cand[:, 4], 0.5)])
-        boxes = torch.cat(found, dim=0)
+        boxes = np.concatenate(found)
         boxes = boxes[_nms(boxes[:, :4], boxes[:, 4], 0.7)]
         if not len(boxes):
             return empty
@@ -579,15 +584,15 @@ class Mtcnn:
         qq2 = boxes[:, 1] + boxes[:, 6] * regh
         qq3 = boxes[:, 2] + boxes[:, 7] * regw
         qq4 = boxes[:, 3] + boxes[:, 8] * regh
-        boxes = _square(torch.stack([qq1, qq2, qq3, qq4, boxes[:, 4]]).permute(1, 0))
+        boxes = _square(np.stack([qq1, qq2, qq3, qq4, boxes[:, 4]], axis=1))
 
         # Stage 2: R-net on 24×24 crops of the candidates.
         boxes, crops = self._crops(integral, boxes, 24)
-        reg, probs = _in_chunks(self.rnet, crops.to(self.device))
-        score = probs[:, 1].cpu()
+        reg, probs = (t.cpu().numpy() for t in _in_chunks(self.rnet, crops.to(self.device)))
+        score = probs[:, 1]
         keep = score > self.thresholds[1]
-        boxes = torch.cat((boxes[keep, :4], score[keep].unsqueeze(1)), dim=1)
-        moves = reg.cpu()[keep]
+        boxes = np.concatenate((boxes[keep, :4], score[keep, None]), axis=1)
+        moves = reg[keep]
         pick = _nms(boxes[:, :4], boxes[:, 4], 0.7)
         boxes = _square(_bbreg(boxes[pick], moves[pick]))
         if not len(boxes):
@@ -595,29 +600,28 @@ class Mtcnn:
 
         # Stage 3: O-net on 48×48 crops: scores, box regression, landmarks.
         boxes, crops = self._crops(integral, boxes, 48)
-        reg, marks, probs = (t.cpu() for t in _in_chunks(self.onet, crops.to(self.device)))
+        outs = _in_chunks(self.onet, crops.to(self.device))
+        reg, marks, probs = (t.cpu().numpy() for t in outs)
         score = probs[:, 1]
         keep = score > self.thresholds[2]
-        marks = marks[keep].permute(1, 0)
-        boxes = torch.cat((boxes[keep, :4], score[keep].unsqueeze(1)), dim=1)
+        marks = marks[keep].T
+        boxes = np.concatenate((boxes[keep, :4], score[keep, None]), axis=1)
         moves = reg[keep]
         w = boxes[:, 2] - boxes[:, 0] + 1
         h = boxes[:, 3] - boxes[:, 1] + 1
-        points_x = w.repeat(5, 1) * marks[:5, :] + boxes[:, 0].repeat(5, 1) - 1
-        points_y = h.repeat(5, 1) * marks[5:10, :] + boxes[:, 1].repeat(5, 1) - 1
-        points = torch.stack((points_x, points_y)).permute(2, 1, 0)
+        points_x = w * marks[:5, :] + boxes[:, 0] - 1
+        points_y = h * marks[5:10, :] + boxes[:, 1] - 1
+        points = np.stack((points_x, points_y)).transpose(2, 1, 0)
         boxes = _bbreg(boxes, moves)
         pick = _nms_min(boxes[:, :4], boxes[:, 4], 0.7)
         return boxes[pick], points[pick]
 
     @staticmethod
-    def _crops(
-        integral: Integral, boxes: torch.Tensor, size: int
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def _crops(integral: Integral, boxes: np.ndarray, size: int) -> tuple[np.ndarray, torch.Tensor]:
         """The boxes with a non-empty region in the frame, and their ``size²`` crops."""
         y0, y1, x0, x1 = _regions(boxes, integral.width, integral.height)
         valid = (y1 > y0) & (x1 > x0)
         if not valid.all():
-            boxes = boxes[torch.from_numpy(valid)]
+            boxes = boxes[valid]
             y0, y1, x0, x1 = y0[valid], y1[valid], x0[valid], x1[valid]
         return boxes, integral.crops(y0, y1, x0, x1, size)

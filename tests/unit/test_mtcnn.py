@@ -102,7 +102,7 @@ def test_candidates_are_facenets_generate_bounding_box_bit_for_bit() -> None:
         probs = torch.rand(1, h, w, 2, generator=gen).permute(0, 3, 1, 2)[:, 1]
         for threshold in (0.6, 1.1):
             theirs, _ = generateBoundingBox(reg, probs, scale, threshold)
-            ours = _candidates(reg, probs, scale, threshold)
+            ours = torch.from_numpy(_candidates(reg, probs, scale, threshold))
             assert ours.dtype == theirs.dtype and torch.equal(ours, theirs), (h, w, threshold)
 
 
@@ -120,7 +120,8 @@ def test_nms_keeps_torchvisions_boxes(count: int) -> None:
     boxes = torch.cat([xy, xy + side], dim=1)
     scores = torch.rand(count, generator=gen)
     for threshold in (0.5, 0.7):
-        assert _nms(boxes, scores, threshold).tolist() == nms(boxes, scores, threshold).tolist()
+        ours = _nms(boxes.numpy(), scores.numpy(), threshold)
+        assert ours.tolist() == nms(boxes, scores, threshold).tolist()
 
 
 def _photo(height: int | None = None) -> np.ndarray:
