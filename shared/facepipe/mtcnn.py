@@ -157,8 +157,53 @@ def _max_pool_2x2(x: torch.Tensor) -> torch.Tensor:
     return out.permute(0, 3, 1, 2)
 
 
+class OneDnnConv:
+    """A convolution run by oneDNN on its own blocked tensors (``torch.mkldnn_convolution``),
+    with the weights reordered into oneDNN's layout once instead of on every call (as
+    ``torch.utils.mkldnn.to_mkldnn`` does, without its deprecated TorchScript modules)."""
+
+    def __init__(self, conv: nn.Conv2d) -> None:
+        assert isinstance(conv.padding, tuple)  # the MTCNN nets' convolutions: no padding
+        self.padding = list(conv.padding)
+        self.stride = list(conv.stride)
+        self.dilation = list(conv.dilation)
+        self.groups = conv.groups
+        self.weight = torch._C._nn.mkldnn_reorder_conv2d_weight(
+            conv.weight.detach().to_mkldnn(), self.padding, self.stride, self.dilation, self.groups
+        )
+        self.bias = None if conv.bias is None else conv.bias.detach()
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.mkldnn_convolution(
+            x, self.weight, self.bias, self.padding, self.stride, self.dilation, self.groups
+        )
+
+
+OneDnnLayer = tuple[OneDnnConv, nn.PReLU, nn.MaxPool2d | None]
+
+
+def onednn_available() -> bool:
+    return bool(torch.backends.mkldnn.is_available())
+
+
+def _onednn_features(x: torch.Tensor, layers: list[OneDnnLayer]) -> torch.Tensor:
+    """The convolution, PReLU and pooling layers of the R- or O-net on oneDNN's blocked
+    tensors from first to last, the result back as a plain ``N×C×H×W`` tensor: on the CPU the
+    R-net takes 0.80–0.83× the time of the same layers on channels-last tensors (50–386
+    crops), the O-net ~0.9×. The P-net is faster channels-last (its 10- and 16-channel maps
+    padded to oneDNN's 16-channel blocks: 1.2–2.6× slower)."""
+    y = x.to_mkldnn()
+    for conv, prelu, pool in layers:
+        y = torch.nn.functional.prelu(conv(y), prelu.weight)
+        if pool is not None:
+            y = pool(y)
+    return y.to_dense()
+
+
 class RNet(nn.Module):
     """MTCNN R-net (facenet-pytorch's ``RNet``, same parameters)."""
+
+    onednn: list[OneDnnLayer]
 
     def __init__(self) -> None:
         super().__init__()
@@ -174,17 +219,33 @@ class RNet(nn.Module):
         self.prelu4 = nn.PReLU(128)
         self.dense5_1 = nn.Linear(128, 2)
         self.dense5_2 = nn.Linear(128, 4)
+        self.onednn = []  # see use_onednn
+
+    def use_onednn(self) -> None:
+        """Run the convolution layers on oneDNN's tensors (CPU; see :func:`_onednn_features`),
+        with the weights as they are now."""
+        self.onednn = [
+            (OneDnnConv(self.conv1), self.prelu1, self.pool1),
+            (OneDnnConv(self.conv2), self.prelu2, self.pool2),
+            (OneDnnConv(self.conv3), self.prelu3, None),
+        ]
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = self.pool1(self.prelu1(self.conv1(x)))
-        x = self.pool2(self.prelu2(self.conv2(x)))
-        x = self.prelu3(self.conv3(x)).permute(0, 3, 2, 1).contiguous()
+        if self.onednn:
+            x = _onednn_features(x, self.onednn)
+        else:
+            x = self.pool1(self.prelu1(self.conv1(x)))
+            x = self.pool2(self.prelu2(self.conv2(x)))
+            x = self.prelu3(self.conv3(x))
+        x = x.permute(0, 3, 2, 1).contiguous()
         x = self.prelu4(self.dense4(x.view(x.shape[0], -1)))
         return self.dense5_2(x), torch.softmax(self.dense5_1(x), dim=1)
 
 
 class ONet(nn.Module):
     """MTCNN O-net (facenet-pytorch's ``ONet``, same parameters)."""
+
+    onednn: list[OneDnnLayer]
 
     def __init__(self) -> None:
         super().__init__()
@@ -204,12 +265,26 @@ class ONet(nn.Module):
         self.dense6_1 = nn.Linear(256, 2)
         self.dense6_2 = nn.Linear(256, 4)
         self.dense6_3 = nn.Linear(256, 10)
+        self.onednn = []  # see use_onednn
+
+    def use_onednn(self) -> None:
+        """As :meth:`RNet.use_onednn`."""
+        self.onednn = [
+            (OneDnnConv(self.conv1), self.prelu1, self.pool1),
+            (OneDnnConv(self.conv2), self.prelu2, self.pool2),
+            (OneDnnConv(self.conv3), self.prelu3, self.pool3),
+            (OneDnnConv(self.conv4), self.prelu4, None),
+        ]
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        x = self.pool1(self.prelu1(self.conv1(x)))
-        x = self.pool2(self.prelu2(self.conv2(x)))
-        x = self.pool3(self.prelu3(self.conv3(x)))
-        x = self.prelu4(self.conv4(x)).permute(0, 3, 2, 1).contiguous()
+        if self.onednn:
+            x = _onednn_features(x, self.onednn)
+        else:
+            x = self.pool1(self.prelu1(self.conv1(x)))
+            x = self.pool2(self.prelu2(self.conv2(x)))
+            x = self.pool3(self.prelu3(self.conv3(x)))
+            x = self.prelu4(self.conv4(x))
+        x = x.permute(0, 3, 2, 1).contiguous()
         x = self.prelu5(self.dense5(x.view(x.shape[0], -1)))
         return self.dense6_2(x), self.dense6_3(x), torch.softmax(self.dense6_1(x), dim=1)
 
@@ -220,7 +295,10 @@ def _load(net: nn.Module, name: str, device: str) -> nn.Module:
     if isinstance(net, PNet):
         net.weights_loaded()
     net.requires_grad_(False)  # inference only (and the P-net's out= maxima refuse autograd)
-    return net.eval().to(device).to(memory_format=torch.channels_last)
+    net = net.eval().to(device).to(memory_format=torch.channels_last)
+    if isinstance(net, RNet | ONet) and device == "cpu" and onednn_available():
+        net.use_onednn()
+    return net
 
 
 # ---- resampling from an integral image -----------------------------------------------------

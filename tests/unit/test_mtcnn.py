@@ -28,6 +28,7 @@ from facepipe.mtcnn import (
     _max_pool_2x2,
     _nms,
     _prelu,
+    onednn_available,
 )
 from tests.conftest import SAMPLES
 
@@ -52,10 +53,17 @@ def fast() -> Mtcnn:
         (ONet, facenet_mtcnn.ONet, 48),
     ],
 )
-def test_networks_are_facenets(ours, theirs, side) -> None:  # type: ignore[no-untyped-def]
-    """Same architecture and weights: our channels-last modules give facenet-pytorch's outputs."""
+@pytest.mark.parametrize("onednn", [True, False], ids=["onednn", "channels-last"])
+def test_networks_are_facenets(ours, theirs, side, onednn) -> None:  # type: ignore[no-untyped-def]
+    """Same architecture and weights: our modules give facenet-pytorch's outputs, both on the
+    CPU path as loaded (the R- and O-net's convolutions on oneDNN's tensors) and on the
+    channels-last modules alone (the CUDA path)."""
     name = theirs.__name__.lower()
     mine, ref = _load(ours(), name, "cpu"), theirs(pretrained=True).eval()
+    if ours is not PNet:
+        assert bool(mine.onednn) is onednn_available()
+        if not onednn:
+            mine.onednn = []
     x = torch.rand(5, 3, side, side) * 2 - 1
     with torch.inference_mode():
         for a, b in zip(mine(x.contiguous(memory_format=torch.channels_last)), ref(x), strict=True):
