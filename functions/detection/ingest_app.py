@@ -11,6 +11,11 @@ failed records.
 
 from __future__ import annotations
 
+import gc
+
+# No garbage collection during the init; its objects frozen after it (as in detection's app.py).
+gc.disable()
+
 import time
 from typing import Any
 
@@ -30,6 +35,8 @@ SETTINGS = Settings.from_env()
 INGEST = ingest_service(SETTINGS, detection_service(SETTINGS))  # the detector, limits, queues
 # A batch whose every record failed is reported as such, not raised: the same retries.
 processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
+gc.freeze()  # the init's objects: out of every later collection
+gc.enable()
 
 
 @logger.inject_lambda_context(clear_state=True)

@@ -7,6 +7,11 @@ then Powertools' BatchProcessor posts each record's result and reports only the 
 
 from __future__ import annotations
 
+import gc
+
+# No garbage collection during the init; its objects frozen after it (as in detection's app.py).
+gc.disable()
+
 import time
 from typing import Any
 
@@ -26,6 +31,8 @@ from facepipe.worker.stages import RecognitionWork, finish_lambda_batch
 SERVICE = recognition_service(Settings.from_env())
 # A batch whose every record failed is reported as such, not raised: the same retries.
 processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
+gc.freeze()  # the init's objects: out of every later collection
+gc.enable()
 
 
 @logger.inject_lambda_context(clear_state=True)

@@ -4,7 +4,8 @@
 environment it needs; what it must NOT have imported is checked in ``sys.modules``: Powertools'
 batch utilities and the worker's per-record code (S3 ingress: ``ingest_app.py``) and the
 recognition stage's modules (embedder, gallery, matching, albums). The same process then imports
-``ingest_app.py`` to show the S3 ingress handler still has all it needs.
+``ingest_app.py`` to show the S3 ingress handler still has all it needs. The init runs without
+garbage collection and ends with its objects frozen out of later collections.
 """
 
 from __future__ import annotations
@@ -40,14 +41,15 @@ ENV = {
     "FACEPIPE_BUCKET": "facepipe-data",
 }
 SCRIPT = f"""
-import json, sys
+import gc, json, sys
 import app
+collector = {{"enabled": gc.isenabled(), "frozen": gc.get_freeze_count()}}
 loaded = sorted(
     name for name in sys.modules
     if any(name == m or name.startswith(m + ".") for m in {NOT_AT_COLD_START!r})
 )
 import ingest_app
-print(json.dumps({{"loaded": loaded, "ingest": callable(ingest_app.handler),
+print(json.dumps({{"loaded": loaded, "ingest": callable(ingest_app.handler), "gc": collector,
                    "url": callable(app.handler)}}))
 """
 
@@ -67,4 +69,9 @@ def test_detection_app_imports_no_batch_utilities_nor_recognition_modules() -> N
     assert done.returncode == 0, done.stderr
     answer = json.loads(done.stdout.strip().splitlines()[-1])
     assert answer["loaded"] == [], "imported by the detection function's cold start"
+    # The init ran without garbage collection and left its objects frozen (torch's alone are
+    # some 10**5 tracked objects), with the collector back on for the requests.
+    collector = answer.pop("gc")
+    assert collector["enabled"] is True
+    assert collector["frozen"] > 100_000, collector
     assert answer == {"loaded": [], "ingest": True, "url": True}
