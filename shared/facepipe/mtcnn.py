@@ -189,9 +189,9 @@ def onednn_available() -> bool:
 def _onednn_features(x: torch.Tensor, layers: list[OneDnnLayer]) -> torch.Tensor:
     """The convolution, PReLU and pooling layers of the R- or O-net on oneDNN's blocked
     tensors from first to last, the result back as a plain ``N×C×H×W`` tensor: on the CPU the
-    R-net takes 0.80–0.83× the time of the same layers on channels-last tensors (50–386
-    crops), the O-net ~0.9×. The P-net is faster channels-last (its 10- and 16-channel maps
-    padded to oneDNN's 16-channel blocks: 1.2–2.6× slower)."""
+    R-net takes 0.80–0.90× the time of the same layers on channels-last tensors (50–386
+    crops), the O-net 0.87–0.98× (7–40 crops). The P-net is faster channels-last (its 10- and
+    16-channel maps padded to oneDNN's 16-channel blocks: 1.1–2.6× slower)."""
     y = x.to_mkldnn()
     for conv, prelu, pool in layers:
         y = torch.nn.functional.prelu(conv(y), prelu.weight)

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from typing import Any
 
 import pytest
 import torch
@@ -40,17 +41,24 @@ print(json.dumps({"applied": applied,
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
 
 
-def _faults(mode: str, **env: str) -> dict[str, object]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("MALLOC_", "GLIBC_"))}
+def _fresh(script: str, mode: str, drop: tuple[str, ...], env: dict[str, str]) -> dict[str, Any]:
+    """``script`` run by a fresh interpreter with argument ``mode``, in this environment less the
+    variables starting with one of ``drop`` and plus ``env``; its last line of output, as JSON."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(drop)}
     out = subprocess.run(
-        [sys.executable, "-c", FAULTS, mode],
+        [sys.executable, "-c", script, mode],
         env={**clean, **env},
         check=True,
         capture_output=True,
         text=True,
         timeout=120,
     )
-    return json.loads(out.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+    answer: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    return answer
+
+
+def _faults(mode: str, **env: str) -> dict[str, Any]:
+    return _fresh(FAULTS, mode, ("MALLOC_", "GLIBC_"), env)
 
 
 @linux_only
@@ -116,17 +124,8 @@ print(json.dumps({"spincount": os.environ.get("GOMP_SPINCOUNT"),
 """
 
 
-def _spin(mode: str, **env: str) -> dict[str, object]:
-    clean = {k: v for k, v in os.environ.items() if k not in OPENMP_WAIT_ENV}
-    out = subprocess.run(
-        [sys.executable, "-c", SPIN, mode],
-        env={**clean, **env},
-        check=True,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    return json.loads(out.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+def _spin(mode: str, **env: str) -> dict[str, Any]:
+    return _fresh(SPIN, mode, OPENMP_WAIT_ENV, env)
 
 
 def test_importing_facepipe_first_shortens_torchs_openmp_spin() -> None:
