@@ -60,10 +60,11 @@ def limit_openmp_spin() -> bool:
     local pipeline, the worker), the NumPy resampling threads, the SQS send. The whole pipeline
     measured 0.96–0.97× its time against facenet-pytorch's with 30,000 or 100,000 (the
     benchmark's ratio 0.473–0.477 against 0.492–0.499 with the default, runs in turn);
-    detection alone within the noise. Called when the ``facepipe``
-    package is imported; does nothing once torch is imported (libgomp has read its settings)
-    or when the process was started with ``GOMP_SPINCOUNT`` or ``OMP_WAIT_POLICY``. Returns
-    whether it set the variable."""
+    detection alone moved within the noise.
+
+    Called when the ``facepipe`` package is imported; does nothing once torch is imported
+    (libgomp has read its settings) or when the process was started with ``GOMP_SPINCOUNT`` or
+    ``OMP_WAIT_POLICY``. Returns whether it set the variable."""
     if "torch" in sys.modules or any(k in os.environ for k in OPENMP_WAIT_ENV):
         return False
     os.environ["GOMP_SPINCOUNT"] = str(GOMP_SPINCOUNT)
