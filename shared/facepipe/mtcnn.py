@@ -183,7 +183,13 @@ OneDnnLayer = tuple[OneDnnConv, nn.PReLU, nn.MaxPool2d | None]
 
 
 def onednn_available() -> bool:
-    return bool(torch.backends.mkldnn.is_available())
+    """Whether this torch has oneDNN and the two calls :class:`OneDnnConv` makes (one is
+    private, as in ``torch.utils.mkldnn``); without them the nets stay channels-last."""
+    return (
+        bool(torch.backends.mkldnn.is_available())
+        and hasattr(torch, "mkldnn_convolution")
+        and hasattr(torch._C._nn, "mkldnn_reorder_conv2d_weight")
+    )
 
 
 def _onednn_features(x: torch.Tensor, layers: list[OneDnnLayer]) -> torch.Tensor:
