@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import importlib.util
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -179,7 +179,9 @@ class OneDnnConv:
         )
 
 
-OneDnnLayer = tuple[OneDnnConv, nn.PReLU, nn.MaxPool2d | None]
+# One trunk layer of the R- or O-net: a convolution (torch's module or :class:`OneDnnConv`), its
+# PReLU and its max-pool (none after the last convolution).
+Layer = tuple[Callable[[torch.Tensor], torch.Tensor], nn.PReLU, nn.MaxPool2d | None]
 
 
 def onednn_available() -> bool:
@@ -192,24 +194,50 @@ def onednn_available() -> bool:
     )
 
 
-def _onednn_features(x: torch.Tensor, layers: list[OneDnnLayer]) -> torch.Tensor:
-    """The convolution, PReLU and pooling layers of the R- or O-net on oneDNN's blocked
-    tensors from first to last, the result back as a plain ``N×C×H×W`` tensor: on the CPU the
-    R-net takes 0.80–0.90× the time of the same layers on channels-last tensors (50–386
-    crops), the O-net 0.87–0.98× (7–40 crops). The P-net is faster channels-last (its 10- and
-    16-channel maps padded to oneDNN's 16-channel blocks: 1.1–2.6× slower)."""
-    y = x.to_mkldnn()
+def _run_layers(layers: Sequence[Layer], x: torch.Tensor) -> torch.Tensor:
     for conv, prelu, pool in layers:
-        y = torch.nn.functional.prelu(conv(y), prelu.weight)
+        x = prelu(conv(x))
         if pool is not None:
-            y = pool(y)
-    return y.to_dense()
+            x = pool(x)
+    return x
 
 
-class RNet(nn.Module):
+class _CropNet(nn.Module):
+    """The R- and O-net's common trunk, ``convN → preluN (→ poolN)`` for N = 1 … :attr:`depth`,
+    run on channels-last tensors as loaded (the CUDA path) or, after :meth:`use_onednn`, on
+    oneDNN's blocked tensors from the first layer to the last (the CPU path): there the R-net
+    takes 0.80–0.90× the channels-last time (50–386 crops), the O-net 0.87–0.98× (7–40 crops).
+    The P-net is faster channels-last (its 10- and 16-channel maps padded to oneDNN's
+    16-channel blocks: 1.1–2.6× slower)."""
+
+    depth: int
+    onednn: list[Layer]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.onednn = []  # see use_onednn
+
+    def trunk(self) -> list[tuple[nn.Conv2d, nn.PReLU, nn.MaxPool2d | None]]:
+        return [
+            (getattr(self, f"conv{i}"), getattr(self, f"prelu{i}"), getattr(self, f"pool{i}", None))
+            for i in range(1, self.depth + 1)
+        ]
+
+    def use_onednn(self) -> None:
+        """Run the trunk on oneDNN's tensors (CPU), with the weights as they are now."""
+        self.onednn = [(OneDnnConv(conv), prelu, pool) for conv, prelu, pool in self.trunk()]
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The trunk's output, a plain ``N×C×H×W`` tensor on the oneDNN path."""
+        if self.onednn:
+            return _run_layers(self.onednn, x.to_mkldnn()).to_dense()
+        return _run_layers(self.trunk(), x)
+
+
+class RNet(_CropNet):
     """MTCNN R-net (facenet-pytorch's ``RNet``, same parameters)."""
 
-    onednn: list[OneDnnLayer]
+    depth = 3
 
     def __init__(self) -> None:
         super().__init__()
@@ -225,33 +253,17 @@ class RNet(nn.Module):
         self.prelu4 = nn.PReLU(128)
         self.dense5_1 = nn.Linear(128, 2)
         self.dense5_2 = nn.Linear(128, 4)
-        self.onednn = []  # see use_onednn
-
-    def use_onednn(self) -> None:
-        """Run the convolution layers on oneDNN's tensors (CPU; see :func:`_onednn_features`),
-        with the weights as they are now."""
-        self.onednn = [
-            (OneDnnConv(self.conv1), self.prelu1, self.pool1),
-            (OneDnnConv(self.conv2), self.prelu2, self.pool2),
-            (OneDnnConv(self.conv3), self.prelu3, None),
-        ]
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.onednn:
-            x = _onednn_features(x, self.onednn)
-        else:
-            x = self.pool1(self.prelu1(self.conv1(x)))
-            x = self.pool2(self.prelu2(self.conv2(x)))
-            x = self.prelu3(self.conv3(x))
-        x = x.permute(0, 3, 2, 1).contiguous()
+        x = self.features(x).permute(0, 3, 2, 1).contiguous()
         x = self.prelu4(self.dense4(x.view(x.shape[0], -1)))
         return self.dense5_2(x), torch.softmax(self.dense5_1(x), dim=1)
 
 
-class ONet(nn.Module):
+class ONet(_CropNet):
     """MTCNN O-net (facenet-pytorch's ``ONet``, same parameters)."""
 
-    onednn: list[OneDnnLayer]
+    depth = 4
 
     def __init__(self) -> None:
         super().__init__()
@@ -271,26 +283,9 @@ class ONet(nn.Module):
         self.dense6_1 = nn.Linear(256, 2)
         self.dense6_2 = nn.Linear(256, 4)
         self.dense6_3 = nn.Linear(256, 10)
-        self.onednn = []  # see use_onednn
-
-    def use_onednn(self) -> None:
-        """As :meth:`RNet.use_onednn`."""
-        self.onednn = [
-            (OneDnnConv(self.conv1), self.prelu1, self.pool1),
-            (OneDnnConv(self.conv2), self.prelu2, self.pool2),
-            (OneDnnConv(self.conv3), self.prelu3, self.pool3),
-            (OneDnnConv(self.conv4), self.prelu4, None),
-        ]
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        if self.onednn:
-            x = _onednn_features(x, self.onednn)
-        else:
-            x = self.pool1(self.prelu1(self.conv1(x)))
-            x = self.pool2(self.prelu2(self.conv2(x)))
-            x = self.pool3(self.prelu3(self.conv3(x)))
-            x = self.prelu4(self.conv4(x))
-        x = x.permute(0, 3, 2, 1).contiguous()
+        x = self.features(x).permute(0, 3, 2, 1).contiguous()
         x = self.prelu5(self.dense5(x.view(x.shape[0], -1)))
         return self.dense6_2(x), self.dense6_3(x), torch.softmax(self.dense6_1(x), dim=1)
 
@@ -302,7 +297,7 @@ def _load(net: nn.Module, name: str, device: str) -> nn.Module:
         net.weights_loaded()
     net.requires_grad_(False)  # inference only (and the P-net's out= maxima refuse autograd)
     net = net.eval().to(device).to(memory_format=torch.channels_last)
-    if isinstance(net, RNet | ONet) and device == "cpu" and onednn_available():
+    if isinstance(net, _CropNet) and device == "cpu" and onednn_available():
         net.use_onednn()
     return net
 
