@@ -50,6 +50,9 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         return error_response(exc)
     except Exception:
         logger.exception("detection failed")
+        # A 500 is an answer, not a Lambda error: AWS/Lambda Errors never sees it, so it gets
+        # its own metric and alarm (<stack>-detection-failures).
+        metrics.add_metric(name="RequestsFailed", unit="Count", value=1)
         return internal_error()
     record_detection(report, round((time.perf_counter() - start) * 1000, 3))
     return json_response(202, report.body())

@@ -126,6 +126,13 @@ def tiled(path: Path, n: int) -> str:
     return base64.b64encode(buf.getvalue()).decode()
 
 
+def handler_metrics(stdout: str) -> list[dict[str, Any]]:
+    """The EMF blobs a handler printed, less Powertools' separate ColdStart blob (only the
+    first invocation of a module prints one, so a test must not count on it either way)."""
+    blobs = [json.loads(x) for x in stdout.splitlines() if x.startswith('{"_aws"')]
+    return [b for b in blobs if "ColdStart" not in b]
+
+
 # --- detection ------------------------------------------------------------------------------
 def test_frame_with_face_becomes_one_task(aws: LocalAws, detection: ModuleType) -> None:
     status, body = post(
@@ -269,11 +276,35 @@ def test_logs_and_metrics_carry_ids_not_images(
     assert accepted[0]["request_id"] == "t-logs"
     assert accepted[0]["faces"] == 1
     assert accepted[0]["service"] == "detection"
-    emf = [json.loads(x) for x in capsys.readouterr().out.splitlines() if x.startswith('{"_aws"')]
+    emf = handler_metrics(capsys.readouterr().out)
     assert len(emf) == 1
     assert emf[0]["FacesDetected"] == [1.0]
     assert emf[0]["FramesReceived"] == [1.0]
     assert content[:100] not in stream.getvalue()
+
+
+def test_a_failure_of_its_own_is_a_500_counted_as_requests_failed(
+    aws: LocalAws,
+    detection: ModuleType,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # The request queue is gone (deleted, or a wrong URL in the function's env): SQS refuses the
+    # task, and the caller gets a 500 that says to retry. Lambda counts the invocation as a
+    # success, so the failure must show in the function's own RequestsFailed metric.
+    dispatcher = detection.SERVICE.dispatcher
+    monkeypatch.setattr(dispatcher, "request_queue_url", dispatcher.request_queue_url + "-gone")
+    status, body = post(
+        detection, {"request_id": "t-500", "content": b64(SAMPLES / "astronaut.jpg")}
+    )
+    assert (status, body["error"]) == (500, "internal_error")
+    assert "retry" in body["message"] and "Traceback" not in body["message"]
+    emf = handler_metrics(capsys.readouterr().out)
+    assert len(emf) == 1
+    assert emf[0]["RequestsFailed"] == [1.0]
+    assert emf[0]["service"] == "detection"
+    assert "FramesReceived" not in emf[0] and "RequestsRejected" not in emf[0]
+    assert tasks(aws) == [] and results(aws) == {}
 
 
 # --- recognition ----------------------------------------------------------------------------

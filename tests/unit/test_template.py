@@ -756,6 +756,14 @@ ALARMS = {
         "Sum",
         0,
     ),
+    "DetectionFailuresAlarm": (
+        "facepipe",
+        "RequestsFailed",
+        "service",
+        "detection",
+        "Sum",
+        0,
+    ),
     "DetectionThrottlesAlarm": (
         "AWS/Lambda",
         "Throttles",
@@ -849,6 +857,7 @@ APP_METRICS = {
         "FramesWithoutFaces",
         "DetectionLatency",
         "RequestsRejected",
+        "RequestsFailed",
     },
     "recognition": {
         "FramesRecognized",
