@@ -132,10 +132,17 @@ def test_importing_facepipe_first_shortens_torchs_openmp_spin() -> None:
     """Imported before torch, facepipe sets ``GOMP_SPINCOUNT`` and torch's idle OpenMP threads
     burn less CPU after each operation (here ~2.5 ms against ~5.5 ms by default; where torch
     runs a single thread there is no pool to spin). A process's own setting is kept."""
-    ours, default = _spin("facepipe"), _spin("torch")
-    assert ours["spincount"] == str(GOMP_SPINCOUNT) and default["spincount"] is None
-    if isinstance(default["threads"], int) and default["threads"] >= 2:
-        assert float(ours["burned_ms"]) < 0.8 * float(default["burned_ms"]), (ours, default)
+    rounds = []
+    for _ in range(3):  # a busy machine can leave idle threads no core to spin on: try again
+        ours, default = _spin("facepipe"), _spin("torch")
+        assert ours["spincount"] == str(GOMP_SPINCOUNT) and default["spincount"] is None
+        if not (isinstance(default["threads"], int) and default["threads"] >= 2):
+            break
+        rounds.append((float(ours["burned_ms"]), float(default["burned_ms"])))
+        if rounds[-1][0] < 0.8 * rounds[-1][1]:
+            break
+    else:
+        pytest.fail(f"facepipe's spin was not shorter in 3 rounds (ours, default ms): {rounds}")
     assert _spin("facepipe", GOMP_SPINCOUNT="7")["spincount"] == "7"
     assert _spin("facepipe", OMP_WAIT_POLICY="active")["spincount"] is None
 
