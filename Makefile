@@ -16,7 +16,7 @@ export SAM_CLI_TELEMETRY=0
 export CKV_SKIP_PACKAGE_UPDATE_CHECK=true BC_SKIP_MAPPING=TRUE
 
 .PHONY: help install demo eval test lint format typecheck events invoke-detection \
-        invoke-recognition local bench gpu-wheels gpu-check bench-e2e bench-burst bench-match build deploy validate clean
+        invoke-recognition invoke-ingest local bench gpu-wheels gpu-check bench-e2e bench-burst bench-match build deploy validate clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-20s %s\n", $$1, $$2}'
@@ -96,6 +96,9 @@ invoke-recognition: ## invoke the recognition function with events/ (sam local i
 	else \
 	  $(BIN)/facepipe invoke recognition events/recognition-sqs.json; \
 	fi
+
+invoke-ingest: ## invoke the S3 ingest function with events/ingest-sqs.json, samples/astronaut.jpg uploaded first (awslambdaric + RIE)
+	$(BIN)/facepipe invoke ingest events/ingest-sqs.json --object samples/astronaut.jpg
 
 validate: ## sam validate --lint
 	$(BIN)/sam validate --lint -t template.yaml

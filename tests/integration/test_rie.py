@@ -266,6 +266,58 @@ def test_cli_invokes_detection_and_shows_the_queues() -> None:
     assert "detection: init" in done.stderr
 
 
+def _shown_queues(stdout: str) -> dict[str, list[str]]:
+    """What ``facepipe invoke`` printed after the answer: ``--- NAME: ...`` headers (queues
+    and written objects) → the lines under each."""
+    shown: dict[str, list[str]] = {}
+    for block in stdout.split("\n--- ")[1:]:
+        header, *lines = block.splitlines()
+        shown[header.split(": ")[0]] = lines
+    return shown
+
+
+def test_cli_invokes_ingest_on_an_uploaded_object(tmp_path: Path) -> None:
+    # The committed event names no version; an event from a versioned bucket names one, which
+    # must become the local upload's, or the function would find no such version.
+    event = load_event("ingest-sqs.json")
+    body = json.loads(event["Records"][0]["body"])
+    body["detail"]["object"]["version-id"] = "a-version-of-another-bucket"
+    event["Records"][0]["body"] = json.dumps(body)
+    versioned = tmp_path / "versioned.json"
+    versioned.write_text(json.dumps(event))
+
+    for path in ("events/ingest-sqs.json", str(versioned)):
+        done = run_facepipe("invoke", "ingest", path, "--object", "samples/astronaut.jpg")
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout.split("\n--- ", 1)[0]) == {"batchItemFailures": []}
+        shown = _shown_queues(done.stdout)
+        (line,) = shown["RequestQueue"]
+        task = FaceTask.parse_json(line)
+        assert line.count('"crop_png": "<') == 1  # the one face, its crop elided
+        assert (task.filename, task.output_key) == (
+            "input/astronaut.jpg",
+            "output/astronaut.jpg.json",
+        )
+        assert task.request_id.startswith("s3-")
+        assert shown["ResponseQueue"] == [] and shown["IngestQueue"] == []
+        assert "ingest: init" in done.stderr
+
+
+def test_cli_invokes_ingest_without_the_object() -> None:
+    done = run_facepipe("invoke", "ingest", "events/ingest-sqs.json")
+
+    assert done.returncode == 0, done.stderr
+    shown = _shown_queues(done.stdout)
+    assert shown["RequestQueue"] == []
+    (line,) = shown["ResponseQueue"]
+    result = Result.model_validate_json(line)
+    assert result.status == "error" and result.error is not None
+    assert result.error.code == "object_missing"
+    # The result's copy next to where the photo was expected, as for any ingested photo.
+    (copy,) = shown["s3://facepipe-local-data/output/astronaut.jpg.json"]
+    assert Result.model_validate_json(copy) == result
+
+
 def test_cli_surfaces_an_init_failure(tmp_path: Path) -> None:
     missing = tmp_path / "no-such-weights.pt"
     done = run_facepipe(

@@ -17,8 +17,16 @@ import pytest
 
 from facepipe.errors import InvalidRequest
 from facepipe.frames import decode_base64, decode_image
-from facepipe.local.events import SENT_AT, function_url_event, generate_events, sqs_event
+from facepipe.local.emulator import LocalAws
+from facepipe.local.events import (
+    SENT_AT,
+    function_url_event,
+    generate_events,
+    object_created_event,
+    sqs_event,
+)
 from facepipe.messages import DetectRequest, FaceTask
+from facepipe.stages.ingest import S3Object, objects_in_message
 from tests.conftest import ROOT
 
 EVENTS = ROOT / "events"
@@ -26,6 +34,7 @@ EVENT_FILES = [
     "detection-bad.json",
     "detection-multi.json",
     "detection-single.json",
+    "ingest-sqs.json",
     "recognition-sqs.json",
 ]
 
@@ -146,3 +155,40 @@ def test_sample_events_carry_what_their_names_say() -> None:
     assert task.sent_at == SENT_AT
     assert record["md5OfBody"] == hashlib.md5(record["body"].encode()).hexdigest()
     assert record["messageAttributes"]["request_id"]["stringValue"] == "sample-astronaut"
+
+    (record,) = load("ingest-sqs.json")["Records"]
+    assert record["eventSourceARN"].endswith(":facepipe-local-IngestQueue")
+    assert record["messageAttributes"] == {}  # EventBridge sets none
+    astronaut = (ROOT / "samples" / "astronaut.jpg").read_bytes()
+    assert objects_in_message(record["body"]) == [
+        S3Object(
+            bucket="facepipe-local-data",
+            key="input/astronaut.jpg",
+            etag=hashlib.md5(astronaut).hexdigest(),
+            size=len(astronaut),
+        )
+    ]
+
+
+def test_object_created_event_is_shaped_as_the_one_the_local_bucket_sends() -> None:
+    # moto delivers the bucket's EventBridge events as AWS documents them (one difference: moto
+    # spells the object's ETag field "eTag", AWS's documentation "etag"; facepipe reads both).
+    with LocalAws(stack="facepipe-eventshape") as aws:
+        bucket = aws.outputs["BucketName"]
+        put = aws.s3.put_object(Bucket=bucket, Key="input/a b.jpg", Body=b"hello")
+        (message,) = aws.drain(aws.outputs["IngestQueueUrl"], wait_seconds=5)
+    sent = json.loads(message["Body"])
+    ours = object_created_event(
+        bucket, "input/a b.jpg", size=5, etag=put["ETag"].strip('"'), version_id=put["VersionId"]
+    )
+    assert list(ours) == list(sent)
+    assert list(ours["detail"]) == list(sent["detail"])
+    sent["detail"]["object"]["etag"] = sent["detail"]["object"].pop("eTag")
+    assert set(ours["detail"]["object"]) == set(sent["detail"]["object"])
+    for field in ("detail-type", "source", "account", "region", "resources"):
+        assert ours[field] == sent[field], field
+    for field in ("bucket", "requester"):
+        assert ours["detail"][field] == sent["detail"][field], field
+    for field in ("key", "size", "etag", "version-id"):
+        assert ours["detail"]["object"][field] == sent["detail"]["object"][field], field
+    assert objects_in_message(json.dumps(ours)) == objects_in_message(message["Body"])

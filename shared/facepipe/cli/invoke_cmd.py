@@ -1,10 +1,14 @@
-"""``facepipe invoke detection|recognition EVENT.json``: a function's real entrypoint, locally.
+"""``facepipe invoke detection|recognition|ingest EVENT.json``: a function's real entrypoint,
+locally.
 
 What ``sam local invoke`` does, without Docker: the template's queues and bucket in a local moto
 server (:class:`~facepipe.local.emulator.LocalAws`), the function's ``python -m awslambdaric
 app.handler`` under the Lambda RIE with the environment the template gives it
 (:class:`~facepipe.local.rie.RieFunction`), one invocation with the event; then the function's
-answer and every message it left on the queues.
+answer, every message it left on the queues and every object it wrote to the bucket.
+
+``ingest`` (S3 ingress) reads the objects its event announces: ``--object FILE`` uploads FILE to
+each of them first, in the local bucket, as the upload that sent the event would have.
 """
 
 from __future__ import annotations
@@ -13,11 +17,16 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
+from urllib.parse import unquote_plus, urlparse
 
-FUNCTIONS = {"detection": "DetectionFunction", "recognition": "RecognitionFunction"}
+FUNCTIONS = {
+    "detection": "DetectionFunction",
+    "recognition": "RecognitionFunction",
+    "ingest": "IngestFunction",
+}
 _ELIDED = ("crop_png", "content")
 
 
@@ -28,8 +37,10 @@ def register(sub: Any) -> None:
         description="Starts the template's SQS queues and S3 bucket in a local moto server, runs "
         "the function's `python -m awslambdaric app.handler` under the Lambda Runtime Interface "
         "Emulator (shipped with aws-sam-cli) with the environment template.yaml gives it, "
-        "invokes it once with EVENT and prints its answer and what landed on the queues. Exit "
-        "status 1 when the invocation failed (init or unhandled error).",
+        "invokes it once with EVENT and prints its answer, what landed on the queues and what it "
+        "wrote to the bucket. `ingest` (S3 ingress, ingest_app.handler) reads the photos its "
+        "event announces: --object uploads one first. Exit status 1 when the invocation failed "
+        "(init or unhandled error).",
     )
     p.add_argument("function", choices=sorted(FUNCTIONS), help="which function to run")
     p.add_argument("event", type=Path, metavar="EVENT.json", help="the event, e.g. from events/")
@@ -46,6 +57,15 @@ def register(sub: Any) -> None:
         metavar="FILE",
         help="gallery file (.pt/.npz) to upload to the local bucket where FACEPIPE_GALLERY "
         "points; without it the bucket has none and every face is unknown",
+    )
+    p.add_argument(
+        "--object",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="ingest: upload FILE to every object key the event announces, in the local bucket, "
+        "before the invoke (the event's ETag and version id become the upload's); without it the "
+        "bucket is empty and each photo gets an object_missing result",
     )
     p.add_argument("--template", type=Path, default=None, help="default: ./template.yaml upward")
     p.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for init + invoke")
@@ -82,6 +102,59 @@ def _upload_gallery(aws: Any, env: dict[str, str], gallery: Path | None) -> None
     aws.s3.put_object(Bucket=parsed.netloc, Key=parsed.path.lstrip("/"), Body=gallery.read_bytes())
 
 
+def _announced(body: dict[str, Any]) -> Iterator[tuple[str, str, dict[str, Any], str, str]]:
+    """(bucket, key, the object's dict, its ETag field, its version id field) of each object an
+    EventBridge event or an S3 event notification announces."""
+    if "detail" in body:
+        detail = body["detail"]
+        yield (
+            detail["bucket"]["name"],
+            detail["object"]["key"],
+            detail["object"],
+            "etag",
+            "version-id",
+        )
+        return
+    for record in body.get("Records", []):
+        obj = record["s3"]["object"]
+        yield record["s3"]["bucket"]["name"], unquote_plus(obj["key"]), obj, "eTag", "versionId"
+
+
+def _upload_objects(aws: Any, event: dict[str, Any], path: Path) -> dict[str, Any]:
+    """Upload ``path`` to each object the event's records announce (in the local bucket, which
+    must be the one they name) and return the event with each object's ETag, and version id
+    where it names one, those of the upload, as S3 would have sent them."""
+    from facepipe.errors import ConfigError
+    from facepipe.stages.ingest import objects_in_message
+
+    data = path.read_bytes()
+    bucket = aws.outputs["BucketName"]
+    records = []
+    for record in event.get("Records", []):
+        objects_in_message(record["body"])  # a clear error for a body that is no S3 event
+        body = json.loads(record["body"])
+        for name, key, obj, etag_field, version_field in _announced(body):
+            if name != bucket:
+                raise ConfigError(
+                    f"the event names bucket {name!r}; the local stack's is {bucket!r}: edit "
+                    "the event's bucket name"
+                )
+            put = aws.s3.put_object(Bucket=bucket, Key=key, Body=data)
+            obj[etag_field] = put["ETag"].strip('"')
+            if version_field in obj:
+                obj[version_field] = put.get("VersionId")
+        records.append({**record, "body": json.dumps(body)})
+    # The uploads made S3 announce them on the ingest queue too: the event file stands for that.
+    aws.drain(aws.outputs["IngestQueueUrl"], wait_seconds=1)
+    return {**event, "Records": records}
+
+
+def _objects(aws: Any) -> dict[str, str]:
+    bucket = aws.outputs["BucketName"]
+    pages = aws.s3.get_paginator("list_objects_v2").paginate(Bucket=bucket)
+    return {o["Key"]: o["ETag"] for page in pages for o in page.get("Contents", [])}
+
+
 def run(args: argparse.Namespace) -> int:
     from facepipe.local.emulator import LocalAws
     from facepipe.local.rie import RieFunction, function_error
@@ -94,6 +167,9 @@ def run(args: argparse.Namespace) -> int:
         if weights:
             env["FACEPIPE_WEIGHTS"] = weights
         _upload_gallery(aws, env, args.gallery)
+        if args.object is not None:
+            event = _upload_objects(aws, event, args.object)
+        before = _objects(aws)
         with RieFunction(
             aws.function_dir(logical_id), env, aws.function_handler(logical_id)
         ) as function:
@@ -107,6 +183,13 @@ def run(args: argparse.Namespace) -> int:
             print(f"--- {name}: {len(messages)} message(s)")
             for message in messages:
                 print(_shown(message["Body"]))
+        bucket = aws.outputs["BucketName"]
+        for key, etag in _objects(aws).items():
+            if before.get(key) != etag:  # written by the function
+                obj = aws.s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+                print(f"--- s3://{bucket}/{key}: {len(obj)} bytes")
+                if key.endswith(".json"):
+                    print(_shown(obj.decode()))
     sys.stdout.flush()
     if args.show_log or error:
         print(f"--- {args.function} function log\n{log}", file=sys.stderr)

@@ -25,6 +25,9 @@ from facepipe.local.emulator import DEFAULT_STACK, REGION, find_template
 
 ACCOUNT_ID = "123456789012"  # moto's default account, as in the local queues' ARNs
 REQUEST_QUEUE_ARN = f"arn:aws:sqs:{REGION}:{ACCOUNT_ID}:{DEFAULT_STACK}-RequestQueue"
+INGEST_QUEUE_ARN = f"arn:aws:sqs:{REGION}:{ACCOUNT_ID}:{DEFAULT_STACK}-IngestQueue"
+DATA_BUCKET = f"{DEFAULT_STACK}-data"  # the local stack's DataBucket
+INGEST_KEY = "input/astronaut.jpg"  # the object events/ingest-sqs.json announces
 URL_ID = "facepipelocal0000000000000000000"  # a Function URL id is 32 characters [a-z0-9]
 SENT_AT = 1767225600.0  # 2026-01-01T00:00:00Z: the fixed time of every sample event
 USER_AGENT = "facepipe-events"
@@ -212,6 +215,52 @@ def sqs_event(
     return {"Records": records}
 
 
+def object_created_event(
+    bucket: str,
+    key: str,
+    *,
+    size: int,
+    etag: str,
+    version_id: str | None = None,
+    time_epoch_s: float | None = None,
+    source_ip: str = "127.0.0.1",
+) -> dict[str, Any]:
+    """The EventBridge ``Object Created`` event S3 sends for an upload: what ``IngestRule``
+    forwards to the ingest queue, so the body of each ingest queue message. ``version_id`` only
+    on a versioned bucket (the template's is); ids are derived from the object (reproducible).
+
+    Example:
+        >>> event = object_created_event("b", "input/a.jpg", size=3, etag="e", time_epoch_s=0)
+        >>> event["detail-type"], event["detail"]["object"]["key"], event["time"]
+        ('Object Created', 'input/a.jpg', '1970-01-01T00:00:00Z')
+    """
+    seconds = time.time() if time_epoch_s is None else time_epoch_s
+    digest = hashlib.sha256(f"{bucket}/{key}/{etag}/{version_id}".encode()).hexdigest()
+    obj: dict[str, Any] = {"key": key, "size": size, "etag": etag}
+    if version_id is not None:
+        obj["version-id"] = version_id
+    obj["sequencer"] = digest[:16].upper()
+    return {
+        "version": "0",
+        "id": _fixed_uuid("object-created", digest),
+        "detail-type": "Object Created",
+        "source": "aws.s3",
+        "account": ACCOUNT_ID,
+        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds)),
+        "region": REGION,
+        "resources": [f"arn:aws:s3:::{bucket}"],
+        "detail": {
+            "version": "0",
+            "bucket": {"name": bucket},
+            "object": obj,
+            "request-id": digest[16:32].upper(),
+            "requester": ACCOUNT_ID,
+            "source-ip-address": source_ip,
+            "reason": "PutObject",
+        },
+    }
+
+
 def _request_id_of(body: str) -> str | None:
     try:
         data = json.loads(body)
@@ -263,7 +312,9 @@ def generate_events(out_dir: str | Path, samples: str | Path | None = None) -> l
     * ``detection-single.json``: astronaut.jpg (one face) as one frame;
     * ``detection-multi.json``: astronaut.jpg and rocket.jpg (no face) in one request;
     * ``detection-bad.json``: a frame whose ``content`` is not base64 (HTTP 400);
-    * ``recognition-sqs.json``: the task detection queues for detection-single's frame.
+    * ``recognition-sqs.json``: the task detection queues for detection-single's frame;
+    * ``ingest-sqs.json``: the ingest queue's record of astronaut.jpg uploaded to
+      ``input/astronaut.jpg`` of the local stack's bucket (EventBridge ``Object Created``).
 
     Detection runs with the default settings (the template's values), not the caller's
     ``FACEPIPE_*`` variables, so the files do not depend on who generates them; each image is
@@ -312,6 +363,17 @@ def generate_events(out_dir: str | Path, samples: str | Path | None = None) -> l
     }
     # The task exactly as the detection stage queues it, minus what changes run to run.
     task = replace(frame, timings_ms={}).to_task().model_copy(update={"sent_at": SENT_AT})
+    original = (samples / "astronaut.jpg").read_bytes()
+    uploaded = object_created_event(
+        DATA_BUCKET,
+        INGEST_KEY,
+        size=len(original),
+        etag=hashlib.md5(original, usedforsecurity=False).hexdigest(),  # a single-part upload's
+        time_epoch_s=SENT_AT,
+    )
+    ingest = sqs_event(
+        [json.dumps(uploaded)], queue_arn=INGEST_QUEUE_ARN, sent_timestamp_ms=int(SENT_AT * 1000)
+    )
     return [
         _write(out / "detection-single.json", _url_event("detection-single", single)),
         _write(out / "detection-multi.json", _url_event("detection-multi", {"frames": multi})),
@@ -320,4 +382,5 @@ def generate_events(out_dir: str | Path, samples: str | Path | None = None) -> l
             out / "recognition-sqs.json",
             sqs_event([task.model_dump_json()], sent_timestamp_ms=int(SENT_AT * 1000)),
         ),
+        _write(out / "ingest-sqs.json", ingest),
     ]
