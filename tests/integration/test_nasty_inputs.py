@@ -10,6 +10,7 @@ accepted on purpose; README "Limits" lists what is accepted and what is not.
 from __future__ import annotations
 
 import base64
+import gc
 import io
 import json
 import resource
@@ -208,18 +209,25 @@ def test_decompression_bomb_is_refused_from_its_header_in_milliseconds(
     body = json.dumps({"content": b64(png_header_only(100_000, 100_000))})
     post(detection, body)  # warm up (first-call imports and allocations)
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
-    tracemalloc.start()
-    start = time.perf_counter()
-    try:
-        status, answer = post(detection, body)
-        elapsed = time.perf_counter() - start
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
+    peaks = []
+    for _ in range(3):
+        # tracemalloc counts every thread's allocations and whatever the finalizers of earlier
+        # tests' garbage allocate when a collection happens to run inside the window: a full CI
+        # run once saw a 10 MB peak. Collect first, and keep the smallest of three refusals
+        # (decoding the pixels would be 30 GB every time).
+        gc.collect()
+        tracemalloc.start()
+        start = time.perf_counter()
+        try:
+            status, answer = post(detection, body)
+            elapsed = time.perf_counter() - start
+            peaks.append(tracemalloc.get_traced_memory()[1])
+        finally:
+            tracemalloc.stop()
+        assert (status, answer["error"]) == (413, "payload_too_large")
+        assert elapsed < 0.5  # it takes about a millisecond; the margin is for a loaded CI machine
     rss_growth_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before) / 1024
-    assert (status, answer["error"]) == (413, "payload_too_large")
-    assert elapsed < 0.5  # it takes about a millisecond; the margin is for a loaded CI machine
-    assert peak < 5 * 2**20  # Python-side allocations: the body and its decoding, no pixels
+    assert min(peaks) < 5 * 2**20, peaks  # Python-side: the body and its decoding, no pixels
     assert rss_growth_mib < 100  # native allocations (Pillow's) too: nothing like 30 GB
 
 
