@@ -318,6 +318,16 @@ def test_cli_invokes_ingest_without_the_object() -> None:
     assert Result.model_validate_json(copy) == result
 
 
+def test_cli_refuses_an_object_it_cannot_use() -> None:
+    for args, words in [
+        (("detection", "events/detection-single.json"), "--object is for `facepipe invoke ingest`"),
+        (("ingest", "events/ingest-sqs.json"), "no such file"),
+    ]:
+        done = run_facepipe("invoke", *args, "--object", "samples/no-such-photo.jpg")
+        assert done.returncode == 2 and words in done.stderr, done.stderr
+        assert done.stdout == ""  # refused before any stack or function started
+
+
 def test_cli_surfaces_an_init_failure(tmp_path: Path) -> None:
     missing = tmp_path / "no-such-weights.pt"
     done = run_facepipe(

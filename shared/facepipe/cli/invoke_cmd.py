@@ -156,9 +156,14 @@ def _objects(aws: Any) -> dict[str, str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from facepipe.errors import ConfigError
     from facepipe.local.emulator import LocalAws
     from facepipe.local.rie import RieFunction, function_error
 
+    if args.object is not None and args.function != "ingest":
+        raise ConfigError("--object is for `facepipe invoke ingest`: only its event names photos")
+    if args.object is not None and not args.object.is_file():
+        raise ConfigError(f"--object {args.object}: no such file")
     event = json.loads(args.event.read_text())
     logical_id = FUNCTIONS[args.function]
     with LocalAws(args.template) as aws:
