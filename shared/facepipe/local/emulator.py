@@ -68,6 +68,16 @@ class TemplateError(Exception):
     """The template uses something this local emulator cannot evaluate."""
 
 
+def bucket_name(stack: str, logical_id: str) -> str:
+    """The local name of a bucket the template leaves unnamed: ``<stack>-<logical id without
+    "Bucket">``, lower case.
+
+    >>> bucket_name("facepipe-local", "DataBucket")
+    'facepipe-local-data'
+    """
+    return f"{stack}-{logical_id.removesuffix('Bucket') or logical_id}".lower()
+
+
 def find_template(start: Path | None = None, name: str = "template.yaml") -> Path:
     """The nearest ``template.yaml`` in ``start`` (default: the cwd) or one of its parents."""
     here = (start or Path.cwd()).resolve()
@@ -356,8 +366,7 @@ class LocalAws(Service):
         }
 
     def _create_bucket(self, logical_id: str, properties: Mapping[str, Any]) -> None:
-        short = logical_id.removesuffix("Bucket") or logical_id
-        default = f"{self.stack}-{short}".lower()
+        default = bucket_name(self.stack, logical_id)
         name = self.intrinsics.resolve(properties.get("BucketName", default))
         if name in {b["Name"] for b in self.s3.list_buckets()["Buckets"]}:
             self._already_exists(f"bucket {name}")

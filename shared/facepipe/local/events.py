@@ -21,12 +21,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
 
-from facepipe.local.emulator import DEFAULT_STACK, REGION, find_template
+from facepipe.local.emulator import DEFAULT_STACK, REGION, bucket_name, find_template
 
 ACCOUNT_ID = "123456789012"  # moto's default account, as in the local queues' ARNs
 REQUEST_QUEUE_ARN = f"arn:aws:sqs:{REGION}:{ACCOUNT_ID}:{DEFAULT_STACK}-RequestQueue"
 INGEST_QUEUE_ARN = f"arn:aws:sqs:{REGION}:{ACCOUNT_ID}:{DEFAULT_STACK}-IngestQueue"
-DATA_BUCKET = f"{DEFAULT_STACK}-data"  # the local stack's DataBucket
+DATA_BUCKET = bucket_name(DEFAULT_STACK, "DataBucket")
 INGEST_KEY = "input/astronaut.jpg"  # the object events/ingest-sqs.json announces
 URL_ID = "facepipelocal0000000000000000000"  # a Function URL id is 32 characters [a-z0-9]
 SENT_AT = 1767225600.0  # 2026-01-01T00:00:00Z: the fixed time of every sample event
