@@ -16,7 +16,7 @@ export SAM_CLI_TELEMETRY=0
 export CKV_SKIP_PACKAGE_UPDATE_CHECK=true BC_SKIP_MAPPING=TRUE
 
 .PHONY: help install demo eval test lint format typecheck events invoke-detection \
-        invoke-recognition invoke-ingest local bench gpu-wheels gpu-check bench-e2e bench-burst bench-match build deploy validate clean
+        invoke-recognition invoke-ingest local bench gpu-wheels gpu-check bench-e2e bench-burst bench-memory bench-match build deploy validate clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-20s %s\n", $$1, $$2}'
@@ -57,6 +57,9 @@ bench-e2e: ## 100 requests through the local stack: latency p50/p95/p99, through
 
 bench-burst: ## 1,000 requests through the local stack, each function in its own RIE process: lost (must be 0), latency, peak memory per stage
 	$(BIN)/facepipe bench e2e -n 1000 --runtime rie --concurrency 8 --poll-timeout 1800 --json-out bench/results/burst.json $(BENCH_ARGS)
+
+bench-memory: ## detection's peak memory per frame size and per request, and the checks of the limits it derives (bench/results/memory.json)
+	$(PY) -m facepipe.bench.memory --json-out bench/results/memory.json
 
 bench-match: ## top-5 matching over a 1,000,000-row synthetic gallery: latency p50/p95, recall, memory, build (MATCH_ARGS=...)
 	$(BIN)/facepipe bench match -n 1000000 --json-out bench/results/match.json $(MATCH_ARGS)

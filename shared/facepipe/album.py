@@ -5,11 +5,13 @@ Layout, in the data bucket or a local folder (the same :class:`~facepipe.gallery
 as the gallery)::
 
     albums/<album>/shards/<UTC time>-<uuid>/entries.npz   photos (ids), boxes, embeddings,
-                                                          embedder
+                                                          request_ids, embedder
 
 Every writer (a CLI run, a recognition batch) adds a **new shard** under a unique key, so
 concurrent writers never overwrite each other and no read-modify-write is needed. Album entries
-carry no names: a face is found by its embedding only.
+carry no names: a face is found by its embedding only. A recognition batch indexes before it
+posts its results, so a record retried after a failed post indexes its frame again: entries
+carry their request_id, and a request's faces count once, from the first shard holding them.
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ class AlbumEntry:
     photo: str
     box: Sequence[float]
     embedding: np.ndarray
+    request_id: str = ""  # the frame's request (stack writes); "" for the CLI's index runs
 
 
 @dataclass(frozen=True)
@@ -70,6 +73,7 @@ class AlbumIndex:
     boxes: np.ndarray
     embeddings: np.ndarray
     embedder: str | None
+    requests: list[str] = field(default_factory=list)  # each entry's request_id ("": none)
 
 
 def _shard_bytes(entries: Sequence[AlbumEntry], embedder: str) -> bytes:
@@ -79,6 +83,7 @@ def _shard_bytes(entries: Sequence[AlbumEntry], embedder: str) -> bytes:
         photos=np.array([e.photo for e in entries], dtype=str),
         boxes=np.array([list(e.box) for e in entries], dtype=np.float32).reshape(-1, 4),
         embeddings=np.stack([np.asarray(e.embedding, np.float32) for e in entries]),
+        requests=np.array([e.request_id for e in entries], dtype=str),
         embedder=np.array(embedder),
     )
     return buf.getvalue()
@@ -87,14 +92,31 @@ def _shard_bytes(entries: Sequence[AlbumEntry], embedder: str) -> bytes:
 def _read_shard(data: bytes, key: str) -> AlbumIndex:
     try:
         with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+            photos = [str(p) for p in npz["photos"]]
+            requests = [str(r) for r in npz["requests"]] if "requests" in npz else []
             return AlbumIndex(
-                [str(p) for p in npz["photos"]],
+                photos,
                 npz["boxes"].astype(np.float32),
                 npz["embeddings"].astype(np.float32),
                 str(npz["embedder"]) or None,
+                requests or [""] * len(photos),
             )
     except Exception as exc:
         raise GalleryError(f"album shard {key} is unreadable: {exc}") from exc
+
+
+def _without_requests(part: AlbumIndex, seen: set[str]) -> AlbumIndex:
+    """``part`` less the entries of requests already indexed by an earlier shard."""
+    keep = [i for i, r in enumerate(part.requests) if not r or r not in seen]
+    if len(keep) == len(part.requests):
+        return part
+    return AlbumIndex(
+        [part.photos[i] for i in keep],
+        part.boxes[keep],
+        part.embeddings[keep],
+        part.embedder,
+        [part.requests[i] for i in keep],
+    )
 
 
 class AlbumStore:
@@ -138,12 +160,15 @@ class AlbumStore:
         return _read_shard(data, shards[0]).embedder if data is not None else None
 
     def load(self, album: str) -> AlbumIndex:
-        """Every entry of every shard of the album."""
+        """Every entry of every shard of the album; a request's faces once (the first shard)."""
         parts = []
+        seen: set[str] = set()
         for key in self.shards(album):
             data = self.objects.get(key)
             if data is not None:
-                parts.append(_read_shard(data, key))
+                part = _read_shard(data, key)
+                parts.append(_without_requests(part, seen))
+                seen.update(r for r in part.requests if r)
         if not parts:
             return AlbumIndex([], np.zeros((0, 4), np.float32), np.zeros((0, 0), np.float32), None)
         embedders = {p.embedder for p in parts}
@@ -154,6 +179,7 @@ class AlbumStore:
             np.concatenate([p.boxes for p in parts]),
             np.concatenate([p.embeddings for p in parts]),
             parts[0].embedder,
+            [r for p in parts for r in p.requests],
         )
 
     def find(
@@ -211,7 +237,12 @@ class AlbumStore:
                 if not hit.any():
                     continue
                 keep = [
-                    AlbumEntry(shard.photos[i], shard.boxes[i].tolist(), shard.embeddings[i])
+                    AlbumEntry(
+                        shard.photos[i],
+                        shard.boxes[i].tolist(),
+                        shard.embeddings[i],
+                        shard.requests[i],
+                    )
                     for i in np.flatnonzero(~hit)
                 ]
                 self.add_replacing(album, keep, shard.embedder or "", key)

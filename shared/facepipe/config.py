@@ -16,9 +16,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from facepipe.embedders import DEFAULT_MATCH_THRESHOLDS
 from facepipe.errors import ConfigError
 from facepipe.frames import ACCEPTED_FORMATS, SUPPORTED_FORMATS
+from facepipe.memory_budget import DETECTION_MEMORY
 from facepipe.messages import MAX_FILENAME
 
 ENV_PREFIX = "FACEPIPE_"
+LAMBDA_MEMORY_ENV = "AWS_LAMBDA_FUNCTION_MEMORY_SIZE"
 
 
 class Settings(BaseModel):
@@ -132,7 +134,47 @@ class Settings(BaseModel):
     # --- limits -------------------------------------------------------------------------------
     max_frames: int = Field(16, ge=1, le=256, description="Most frames one HTTP request may carry.")
     max_pixels: int = Field(
-        40_000_000, ge=1, description="Most decoded pixels per frame, checked before decoding."
+        40_000_000,
+        ge=1,
+        description=(
+            "Most decoded pixels per frame, checked from the header before decoding; lowered to "
+            "what `FACEPIPE_MEMORY_MB` can decode, when that is less."
+        ),
+    )
+    max_request_pixels: int = Field(
+        48_000_000,
+        ge=1,
+        description=(
+            "Most decoded pixels of all the frames of one HTTP request together (frames are "
+            "decoded and detected one at a time: this bounds the request's time, not memory)."
+        ),
+    )
+    memory_mb: int = Field(
+        0,
+        ge=0,
+        description=(
+            "Memory (MiB) detection's frame limits are sized for; 0: the function's own "
+            "(`AWS_LAMBDA_FUNCTION_MEMORY_SIZE`, set by Lambda and the local stack), else no "
+            'memory limit (README "Reliability").'
+        ),
+    )
+    max_detect_pixels: int = Field(
+        0,
+        ge=0,
+        description=(
+            "MTCNN runs on at most this many pixels of a frame: a larger frame is detected on a "
+            "downscaled copy (boxes map back, crops come from the full frame); 0: what "
+            "`FACEPIPE_MEMORY_MB` leaves after decoding the frame (full size without a limit)."
+        ),
+    )
+    max_faces: int = Field(
+        100,
+        ge=1,
+        le=1000,
+        description=(
+            "Most faces kept per frame, the largest first; the result's `faces_dropped` counts "
+            "the rest. Keeps every result within the response queue's message size."
+        ),
     )
     max_body_bytes: int = Field(
         6_291_456,
@@ -253,12 +295,13 @@ class Settings(BaseModel):
         ),
     )
     worker_visibility_timeout: int = Field(
-        120,
+        300,
         ge=3,
         le=43200,
         description=(
             "Worker: visibility timeout of received messages, renewed every third of it while "
-            "their batch runs; a worker that dies hands its messages back after this long."
+            "their batch runs; a worker that dies hands its messages back after this long. Keep "
+            "it above the result ledger's 260 s lease, so a message it held finds the lease over."
         ),
     )
     worker_grace_seconds: float = Field(
@@ -316,6 +359,21 @@ class Settings(BaseModel):
         return frozenset(self.formats.split(","))
 
     @property
+    def frame_pixel_limit(self) -> int:
+        """``max_pixels``, lowered to what ``memory_mb`` can decode (see memory_budget)."""
+        if not self.memory_mb:
+            return self.max_pixels
+        return min(self.max_pixels, DETECTION_MEMORY.max_frame_pixels(self.memory_mb))
+
+    def detect_pixel_limit(self, frame_pixels: int) -> int:
+        """The most pixels MTCNN runs on for a frame of ``frame_pixels`` (0: no limit)."""
+        if self.max_detect_pixels:
+            return self.max_detect_pixels
+        if not self.memory_mb:
+            return 0
+        return DETECTION_MEMORY.detect_pixels(self.memory_mb, frame_pixels)
+
+    @property
     def effective_match_threshold(self) -> float:
         """``match_threshold``, or the embedder's default when it is not set."""
         if self.match_threshold is not None:
@@ -335,6 +393,8 @@ class Settings(BaseModel):
             raw = environ.get(env_name(name))
             if raw is not None and raw != "":
                 values[name] = raw
+        if "memory_mb" not in values and environ.get(LAMBDA_MEMORY_ENV, "").isdigit():
+            values["memory_mb"] = environ[LAMBDA_MEMORY_ENV]  # Lambda's own: MemorySize
         values.update({k: v for k, v in overrides.items() if v is not None})
         try:
             return cls.model_validate(values)

@@ -126,15 +126,22 @@ class FaceDetector:
         keep_freed_memory()  # MTCNN's large per-frame buffers are reused, not re-faulted
         self.mtcnn = Mtcnn(min_face_size=min_face_size, device=self.device)
 
-    def detect(self, image: Image.Image) -> list[DetectedFace]:
+    def detect(self, image: Image.Image, *, max_pixels: int = 0) -> list[DetectedFace]:
         """All faces of an RGB image, largest first (MTCNN's order), above ``min_probability``,
         each with the crop of :attr:`cropper` (cut from ``image`` itself, also when detection
-        ran downscaled). An image whose short side is under ``min_face_size`` holds no face
-        MTCNN can find (it would fail on it: no pyramid scale)."""
+        ran downscaled). With ``max_pixels`` > 0, MTCNN runs on a copy downscaled to at most
+        that many pixels (what the function's memory allows, see ``memory_budget``), as with
+        ``max_side``. An image whose short side is under ``min_face_size`` holds no face MTCNN
+        can find (it would fail on it: no pyramid scale)."""
         rgb = image if image.mode == "RGB" else image.convert("RGB")
-        if self.max_side and max(rgb.size) > self.max_side:
-            scale = self.max_side / max(rgb.size)
-            size = (max(1, round(rgb.width * scale)), max(1, round(rgb.height * scale)))
+        size = rgb.size
+        if self.max_side and max(size) > self.max_side:
+            scale = self.max_side / max(size)
+            size = (max(1, round(size[0] * scale)), max(1, round(size[1] * scale)))
+        if max_pixels and size[0] * size[1] > max_pixels:
+            scale = (max_pixels / (size[0] * size[1])) ** 0.5
+            size = (max(1, int(size[0] * scale)), max(1, int(size[1] * scale)))
+        if size != rgb.size:
             rgb = rgb.resize(size, Image.Resampling.BILINEAR)
         if min(rgb.size) * (12.0 / self.min_face_size) < 12:  # MTCNN's own first-scale test
             return []

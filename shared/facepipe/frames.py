@@ -84,6 +84,14 @@ def decode_image(
     an animated or multi-page one) and :class:`PayloadTooLarge` when the header announces more
     than ``max_pixels`` pixels: that is checked before any pixel is decoded.
     """
+    return load_image(open_image(data, max_pixels=max_pixels, formats=formats))
+
+
+def open_image(
+    data: bytes, *, max_pixels: int, formats: Collection[str] = ACCEPTED_FORMATS
+) -> Image.Image:
+    """The image's header, checked (format, size, one frame only) without decoding a pixel:
+    :func:`load_image` decodes it later. The same errors as :func:`decode_image`."""
     if not data:
         raise InvalidImage("the image is empty (0 bytes)")
     try:
@@ -133,6 +141,11 @@ def decode_image(
             f"animated or multi-page images are not accepted ({image.format}, {frames} frames);"
             " send one still frame per request"
         )
+    return image
+
+
+def load_image(image: Image.Image) -> Image.Image:
+    """Decode an image :func:`open_image` checked: upright (EXIF orientation) RGB pixels."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # Pillow warns about odd palettes, EXIF, ...

@@ -1,20 +1,32 @@
-"""One final result per request_id, although SQS delivers at least once.
+"""One final result per request_id, although SQS delivers at least once and clients retry.
 
-A message can reach the recognition function twice (a visibility timeout that ran out, a retried
-batch, a client that POSTed the same request_id again). The ledger remembers which request_ids
-already have their final result on the response queue, so a duplicate gives no second result:
+Every request_id has one ledger item with a small state machine::
 
-1. before a batch is embedded, :meth:`ResultLedger.finished` drops the tasks whose result is
-   already out (their records count as done and are deleted);
-2. every post goes through :class:`OncePerRequest`: ``claim`` the request_id (a short lease), send,
-   then ``complete`` it (kept ``retention_s``, longer than any message can live in the queues).
-   A claim held by another worker makes the record fail and come back later, when the ledger says
-   it is finished; a send that fails releases the claim, so the retry can post.
+    (absent) ──admit(frame digest)──▶ admitted ──claim(owner)──▶ claimed ──complete(owner)──▶ done
+                                         ▲                          │
+                                         └──────release(owner)──────┘   (a send that failed)
 
-The one window left is a worker dying between its send and ``complete``: the lease runs out and
-the redelivered message posts the same result again, which the client drops (it keeps the first
-result per request_id). In AWS the ledger is a DynamoDB table (:class:`DynamoLedger`, conditional
-writes, TTL); in-process it is :class:`MemoryLedger`.
+1. **Admission** (detection, :meth:`ResultLedger.admit`): a POSTed frame's request_id is
+   recorded with a digest of the frame. The same frame again (a client's retry) is let through
+   (:attr:`Admission.RETRY`) or, when its result is already out, answered as a duplicate
+   (:attr:`Admission.ANSWERED`); another frame under a request_id in use is refused
+   (:attr:`Admission.CONFLICT`, HTTP 409 ``duplicate_request_id``), so a camera whose counter
+   restarted is told instead of silently losing frames.
+2. **Before a batch is embedded**, :meth:`ResultLedger.finished` drops the tasks whose result is
+   already out (their records count as done and are deleted).
+3. **Every post** goes through :class:`OncePerRequest`: ``claim`` the request_id with an owner
+   token and a lease, send, then ``complete`` it (kept ``retention_s``, longer than any message
+   can live in the queues and their dead-letter queue). ``complete`` and ``release`` only act on
+   the caller's own claim: a send that outlived its lease cannot release or complete the claim
+   another worker took over since. A claim held by another worker makes the record fail and
+   come back later, when the ledger says it is finished; a send that fails releases the claim.
+
+The one window left is a worker dying between its send and ``complete`` (one DynamoDB write):
+the lease runs out and the redelivered message posts the same result again, which the client
+drops (it keeps the first result per request_id). The lease covers the worst-case send (see
+:func:`facepipe.aws.clients.worst_case_call_s`), so a slow send is not overtaken either. In AWS
+the ledger is a DynamoDB table (:class:`DynamoLedger`, conditional writes, TTL); in-process it is
+:class:`MemoryLedger`.
 """
 
 from __future__ import annotations
@@ -24,7 +36,9 @@ import enum
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from facepipe.errors import FacepipeError
@@ -32,15 +46,27 @@ from facepipe.messages import Result
 
 _log = logging.getLogger(__name__)
 
-DEFAULT_LEASE_S = 60.0  # a claim covers one send (with its retries), not a whole batch
-DEFAULT_RETENTION_S = 5 * 24 * 3600.0  # > the request queue's 4-day retention
+DAY_S = 24 * 3600.0
+DEFAULT_LEASE_S = 260.0  # three calls' worst case (aws.clients.worst_case_call_s) and a margin
+# Longer than any message can live: the request queue keeps one 4 days, its dead-letter queue
+# 14 days from the first enqueue, and a redrive may start on the DLQ's last day.
+DEFAULT_RETENTION_S = 19 * DAY_S
 _BATCH_GET_MAX = 100  # DynamoDB BatchGetItem keys per call
+
+ADMITTED, CLAIMED, DONE = "admitted", "claimed", "done"
 
 
 class Claim(enum.Enum):
     NEW = "new"  # claimed by this caller: post, then complete (or release)
     DONE = "done"  # the final result is already out: post nothing
     BUSY = "busy"  # another worker is posting it right now: try again later
+
+
+class Admission(enum.Enum):
+    NEW = "new"  # a request_id never seen: process the frame
+    RETRY = "retry"  # the same frame again, its result not out yet: process it again
+    ANSWERED = "answered"  # the same frame again, its final result already out: nothing to do
+    CONFLICT = "conflict"  # another frame under a request_id in use (in flight or answered)
 
 
 class ResultInFlight(FacepipeError):
@@ -50,14 +76,56 @@ class ResultInFlight(FacepipeError):
     status = 409
 
 
+def new_owner() -> str:
+    """A claim's owner token: unique per claim, so only its holder completes or releases it."""
+    return uuid.uuid4().hex
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A ledger item as read: ``frame`` is the admitted frame's digest (``None`` for a task
+    that was never admitted, as S3-ingress tasks), ``until`` the lease end of a claim."""
+
+    state: str
+    frame: str | None = None
+    owner: str | None = None
+    until: float = 0.0
+
+
+def admission_of(entry: Entry | None, digest: str) -> Admission:
+    """What admitting ``digest`` means, given the request_id's live ledger entry."""
+    if entry is None:
+        return Admission.NEW
+    if entry.frame != digest:
+        return Admission.CONFLICT
+    return Admission.ANSWERED if entry.state == DONE else Admission.RETRY
+
+
 class ResultLedger(Protocol):
+    """The ledger's operations (see the module doc); ``lease_s`` is how long a claim lasts."""
+
+    lease_s: float
+
     def finished(self, request_ids: Iterable[str]) -> set[str]: ...
 
-    def claim(self, request_id: str) -> Claim: ...
+    def check(self, frames: Mapping[str, str]) -> dict[str, Admission]:
+        """Read-only: what :meth:`admit` would answer for each request_id → frame digest."""
+        ...
 
-    def complete(self, request_id: str, status: str) -> None: ...
+    def admit(self, request_id: str, digest: str) -> Admission: ...
 
-    def release(self, request_id: str) -> None: ...
+    def withdraw(self, request_id: str, digest: str) -> None:
+        """Undo an admission this caller made (its request was refused after all)."""
+        ...
+
+    def claim(self, request_id: str, owner: str) -> Claim: ...
+
+    def complete(self, request_id: str, owner: str, status: str) -> bool:
+        """Mark the result posted; ``False`` when ``owner``'s claim was lost (its lease ran out
+        and another worker claimed the request_id since)."""
+        ...
+
+    def release(self, request_id: str, owner: str) -> None: ...
 
 
 class MemoryLedger:
@@ -73,40 +141,70 @@ class MemoryLedger:
         self.retention_s = retention_s
         self.clock = clock
         self._lock = threading.Lock()
-        self._items: dict[str, tuple[str, float]] = {}  # request_id → (state, until)
+        self._items: dict[str, tuple[Entry, float]] = {}  # request_id → (entry, expires_at)
 
-    def _live(self, request_id: str) -> tuple[str, float] | None:
+    def _live(self, request_id: str) -> Entry | None:
         item = self._items.get(request_id)
-        return item if item is not None and item[1] > self.clock() else None
+        return item[0] if item is not None and item[1] > self.clock() else None
+
+    def _put(self, request_id: str, entry: Entry) -> None:
+        self._items[request_id] = (entry, self.clock() + self.retention_s)
 
     def finished(self, request_ids: Iterable[str]) -> set[str]:
         with self._lock:
-            return {r for r in request_ids if (self._live(r) or ("", 0))[0] == "done"}
+            return {r for r in request_ids if (e := self._live(r)) is not None and e.state == DONE}
 
-    def claim(self, request_id: str) -> Claim:
+    def check(self, frames: Mapping[str, str]) -> dict[str, Admission]:
         with self._lock:
-            item = self._live(request_id)
-            if item is not None:
-                return Claim.DONE if item[0] == "done" else Claim.BUSY
-            self._items[request_id] = ("claimed", self.clock() + self.lease_s)
+            return {r: admission_of(self._live(r), d) for r, d in frames.items()}
+
+    def admit(self, request_id: str, digest: str) -> Admission:
+        with self._lock:
+            entry = self._live(request_id)
+            if entry is None:
+                self._put(request_id, Entry(ADMITTED, digest))
+            return admission_of(entry, digest)
+
+    def withdraw(self, request_id: str, digest: str) -> None:
+        with self._lock:
+            entry = self._live(request_id)
+            if entry is not None and entry.state == ADMITTED and entry.frame == digest:
+                del self._items[request_id]
+
+    def claim(self, request_id: str, owner: str) -> Claim:
+        with self._lock:
+            entry = self._live(request_id)
+            if entry is not None and entry.state == DONE:
+                return Claim.DONE
+            if entry is not None and entry.state == CLAIMED and entry.until > self.clock():
+                return Claim.BUSY
+            frame = entry.frame if entry is not None else None
+            self._put(request_id, Entry(CLAIMED, frame, owner, self.clock() + self.lease_s))
             return Claim.NEW
 
-    def complete(self, request_id: str, status: str) -> None:
+    def complete(self, request_id: str, owner: str, status: str) -> bool:
         with self._lock:
-            self._items[request_id] = ("done", self.clock() + self.retention_s)
+            entry = self._live(request_id)
+            if entry is None or entry.state != CLAIMED or entry.owner != owner:
+                return False
+            self._put(request_id, Entry(DONE, entry.frame))
+            return True
 
-    def release(self, request_id: str) -> None:
+    def release(self, request_id: str, owner: str) -> None:
         with self._lock:
-            item = self._items.get(request_id)
-            if item is not None and item[0] == "claimed":
-                del self._items[request_id]
+            entry = self._live(request_id)
+            if entry is not None and entry.state == CLAIMED and entry.owner == owner:
+                self._put(request_id, Entry(ADMITTED, entry.frame))
 
 
 class DynamoLedger:
     """The ledger in a DynamoDB table keyed by ``request_id`` (string), with TTL on
-    ``expires_at`` (epoch seconds). Items: ``state`` (``claimed`` | ``done``), ``expires_at``
-    (lease end, then retention end), ``status`` of the posted result. Expired items count as
-    absent even before DynamoDB's TTL sweep removes them."""
+    ``expires_at`` (epoch seconds). Items: ``state`` (``admitted`` | ``claimed`` | ``done``),
+    ``frame`` (the admitted frame's digest), ``owner`` and ``lease_until`` (a claim's),
+    ``status`` of the posted result, ``expires_at`` (retention end). Expired items count as
+    absent even before DynamoDB's TTL sweep removes them. Every transition is one conditional
+    write; a failed condition returns the item as it is (``ReturnValuesOnConditionCheckFailure``),
+    so no second read is needed."""
 
     def __init__(
         self,
@@ -122,73 +220,143 @@ class DynamoLedger:
         self.retention_s = retention_s
         self.clock = clock
 
-    def finished(self, request_ids: Iterable[str]) -> set[str]:
+    # --- reading ------------------------------------------------------------------------------
+    def _entry(self, item: Mapping[str, Any] | None, now: float) -> Entry | None:
+        if not item or "state" not in item or float(item["expires_at"]["N"]) <= now:
+            return None
+        return Entry(
+            state=item["state"]["S"],
+            frame=item["frame"]["S"] if "frame" in item else None,
+            owner=item["owner"]["S"] if "owner" in item else None,
+            until=float(item["lease_until"]["N"]) if "lease_until" in item else 0.0,
+        )
+
+    def _entries(self, request_ids: Iterable[str]) -> dict[str, Entry]:
         ids = list(dict.fromkeys(request_ids))
         now = self.clock()
-        done: set[str] = set()
+        found: dict[str, Entry] = {}
         for start in range(0, len(ids), _BATCH_GET_MAX):
             keys: list[dict[str, Any]] = [
                 {"request_id": {"S": r}} for r in ids[start : start + _BATCH_GET_MAX]
             ]
-            request: dict[str, Any] = {
-                self.table: {
-                    "Keys": keys,
-                    "ConsistentRead": True,
-                    "ProjectionExpression": "request_id, #s, expires_at",
-                    "ExpressionAttributeNames": {"#s": "state"},
-                }
-            }
+            request: dict[str, Any] = {self.table: {"Keys": keys, "ConsistentRead": True}}
             while request:
                 answer = self.dynamodb.batch_get_item(RequestItems=request)
                 for item in answer.get("Responses", {}).get(self.table, []):
-                    if item["state"]["S"] == "done" and float(item["expires_at"]["N"]) > now:
-                        done.add(item["request_id"]["S"])
+                    entry = self._entry(item, now)
+                    if entry is not None:
+                        found[item["request_id"]["S"]] = entry
                 request = answer.get("UnprocessedKeys") or {}
-        return done
+        return found
 
-    def claim(self, request_id: str) -> Claim:
-        now = self.clock()
+    def finished(self, request_ids: Iterable[str]) -> set[str]:
+        return {r for r, e in self._entries(request_ids).items() if e.state == DONE}
+
+    def check(self, frames: Mapping[str, str]) -> dict[str, Admission]:
+        entries = self._entries(frames)
+        return {r: admission_of(entries.get(r), d) for r, d in frames.items()}
+
+    # --- transitions --------------------------------------------------------------------------
+    def _write(self, method: str, now: float, **kwargs: Any) -> Entry | bool | None:
+        """One conditional write; ``True`` when it applied, else the item's live entry."""
         try:
-            self.dynamodb.put_item(
-                TableName=self.table,
-                Item={
-                    "request_id": {"S": request_id},
-                    "state": {"S": "claimed"},
-                    "expires_at": {"N": str(int(now + self.lease_s))},
-                },
-                ConditionExpression="attribute_not_exists(request_id) OR expires_at < :now",
-                ExpressionAttributeValues={":now": {"N": str(int(now))}},
+            getattr(self.dynamodb, method)(
+                TableName=self.table, ReturnValuesOnConditionCheckFailure="ALL_OLD", **kwargs
             )
-            return Claim.NEW
-        except self.dynamodb.exceptions.ConditionalCheckFailedException:
-            pass
-        item = self.dynamodb.get_item(
-            TableName=self.table, Key={"request_id": {"S": request_id}}, ConsistentRead=True
-        ).get("Item")
-        if item is None:  # released or expired between the two calls: let the retry claim it
-            return Claim.BUSY
-        return Claim.DONE if item["state"]["S"] == "done" else Claim.BUSY
+            return True
+        except self.dynamodb.exceptions.ConditionalCheckFailedException as exc:
+            return self._entry(exc.response.get("Item"), now)
 
-    def complete(self, request_id: str, status: str) -> None:
-        self.dynamodb.put_item(
-            TableName=self.table,
+    def _key(self, request_id: str) -> dict[str, Any]:
+        return {"request_id": {"S": request_id}}
+
+    def admit(self, request_id: str, digest: str) -> Admission:
+        now = self.clock()
+        answer = self._write(
+            "put_item",
+            now,
             Item={
                 "request_id": {"S": request_id},
-                "state": {"S": "done"},
-                "status": {"S": status},
-                "expires_at": {"N": str(int(self.clock() + self.retention_s))},
+                "state": {"S": ADMITTED},
+                "frame": {"S": digest},
+                "expires_at": {"N": str(int(now + self.retention_s))},
+            },
+            ConditionExpression="attribute_not_exists(request_id) OR expires_at <= :now",
+            ExpressionAttributeValues={":now": {"N": str(int(now))}},
+        )
+        if answer is True:
+            return Admission.NEW
+        # Expired between the check and the read (None): another admit just won; it is in use.
+        return admission_of(answer, digest) if isinstance(answer, Entry) else Admission.CONFLICT
+
+    def withdraw(self, request_id: str, digest: str) -> None:
+        with contextlib.suppress(self.dynamodb.exceptions.ConditionalCheckFailedException):
+            self.dynamodb.delete_item(
+                TableName=self.table,
+                Key=self._key(request_id),
+                ConditionExpression="#s = :admitted AND #f = :frame",
+                ExpressionAttributeNames={"#s": "state", "#f": "frame"},
+                ExpressionAttributeValues={":admitted": {"S": ADMITTED}, ":frame": {"S": digest}},
+            )
+
+    def claim(self, request_id: str, owner: str) -> Claim:
+        now = self.clock()
+        answer = self._write(
+            "update_item",
+            now,
+            Key=self._key(request_id),
+            UpdateExpression="SET #s = :claimed, #o = :owner, lease_until = :until, "
+            "expires_at = :expires",
+            ConditionExpression="attribute_not_exists(request_id) OR expires_at <= :now "
+            "OR #s = :admitted OR (#s = :claimed AND lease_until <= :now)",
+            ExpressionAttributeNames={"#s": "state", "#o": "owner"},
+            ExpressionAttributeValues={
+                ":claimed": {"S": CLAIMED},
+                ":admitted": {"S": ADMITTED},
+                ":owner": {"S": owner},
+                ":until": {"N": repr(now + self.lease_s)},
+                ":expires": {"N": str(int(now + self.retention_s))},
+                ":now": {"N": repr(now)},
             },
         )
+        if answer is True:
+            return Claim.NEW
+        # None: the item expired or was released between the condition and the read: retry.
+        return Claim.DONE if isinstance(answer, Entry) and answer.state == DONE else Claim.BUSY
 
-    def release(self, request_id: str) -> None:
-        with contextlib.suppress(self.dynamodb.exceptions.ConditionalCheckFailedException):
-            self.dynamodb.delete_item(  # only a claim: a completed result stays recorded
-                TableName=self.table,
-                Key={"request_id": {"S": request_id}},
-                ConditionExpression="#s = :claimed",
-                ExpressionAttributeNames={"#s": "state"},
-                ExpressionAttributeValues={":claimed": {"S": "claimed"}},
-            )
+    def complete(self, request_id: str, owner: str, status: str) -> bool:
+        answer = self._write(
+            "update_item",
+            self.clock(),
+            Key=self._key(request_id),
+            UpdateExpression="SET #s = :done, #st = :status, expires_at = :expires "
+            "REMOVE #o, lease_until",
+            ConditionExpression="#s = :claimed AND #o = :owner",
+            ExpressionAttributeNames={"#s": "state", "#st": "status", "#o": "owner"},
+            ExpressionAttributeValues={
+                ":done": {"S": DONE},
+                ":claimed": {"S": CLAIMED},
+                ":status": {"S": status},
+                ":owner": {"S": owner},
+                ":expires": {"N": str(int(self.clock() + self.retention_s))},
+            },
+        )
+        return answer is True
+
+    def release(self, request_id: str, owner: str) -> None:
+        self._write(
+            "update_item",
+            self.clock(),
+            Key=self._key(request_id),
+            UpdateExpression="SET #s = :admitted REMOVE #o, lease_until",
+            ConditionExpression="#s = :claimed AND #o = :owner",
+            ExpressionAttributeNames={"#s": "state", "#o": "owner"},
+            ExpressionAttributeValues={
+                ":admitted": {"S": ADMITTED},
+                ":claimed": {"S": CLAIMED},
+                ":owner": {"S": owner},
+            },
+        )
 
 
 class ResultSink(Protocol):
@@ -201,8 +369,8 @@ class ResultSink(Protocol):
 class OncePerRequest:
     """A result sink that posts at most one final result per request_id (see the module doc).
 
-    ``posted`` and ``skipped`` count what it did; :meth:`send_result` returns whether it posted,
-    and raises :class:`ResultInFlight` when another worker holds the request_id's claim.
+    ``posted``, ``skipped`` and ``lease_lost`` count what it did; :meth:`send_result` returns
+    whether it posted, and raises :class:`ResultInFlight` when another worker holds the claim.
     """
 
     def __init__(self, sink: ResultSink, ledger: ResultLedger) -> None:
@@ -210,12 +378,14 @@ class OncePerRequest:
         self.ledger = ledger
         self.posted = 0
         self.skipped = 0
+        self.lease_lost = 0
 
     def finished(self, request_ids: Iterable[str]) -> set[str]:
         return self.ledger.finished(request_ids)
 
     def send_result(self, result: Result) -> bool:
-        claim = self.ledger.claim(result.request_id)
+        owner = new_owner()
+        claim = self.ledger.claim(result.request_id, owner)
         if claim is Claim.DONE:
             self.skipped += 1
             _log.info("duplicate: the result of this request_id is already out")
@@ -227,11 +397,16 @@ class OncePerRequest:
         try:
             self.sink.send_result(result)
         except BaseException:
-            self.ledger.release(result.request_id)
+            self.ledger.release(result.request_id, owner)
             raise
         self.posted += 1
         try:
-            self.ledger.complete(result.request_id, result.status)
+            if not self.ledger.complete(result.request_id, owner, result.status):
+                self.lease_lost += 1
+                _log.warning(
+                    "result posted after its claim's lease ran out: another worker may post it "
+                    "too (the client keeps the first)"
+                )
         except Exception:  # posted: a lost completion only risks a duplicate the client drops
             _log.warning("result posted but not recorded in the ledger", exc_info=True)
         return True

@@ -180,6 +180,9 @@ class FaceTask(BaseModel):
         "tasks from before it was recorded carry facenet crops",
     )
     faces: list[FaceCrop] = Field(default_factory=list)
+    faces_dropped: int | None = Field(
+        default=None, ge=0, description="faces found beyond FACEPIPE_MAX_FACES (the smallest)"
+    )
     payload_key: Annotated[str, AfterValidator(check_printable)] | None = Field(
         default=None, min_length=1, max_length=1024
     )
@@ -313,15 +316,27 @@ class Result(BaseModel):
         description="S3 ingress: the data bucket key this result is also written to "
         "(output/<input key without input/>.json)",
     )
+    faces_dropped: int | None = Field(
+        default=None, description="faces found beyond FACEPIPE_MAX_FACES (the smallest), if any"
+    )
+    payload_uri: str | None = Field(
+        default=None,
+        description="a result too large for the response queue: the s3:// URI of the whole "
+        "result (this message carries it without faces, result and album)",
+    )
 
     def to_json(self) -> str:
         return self.model_dump_json(exclude_none=True)
 
 
 class Accepted(BaseModel):
-    """What the Function URL answers for each frame (HTTP 202)."""
+    """What the Function URL answers for each frame (HTTP 202): ``queued`` (its faces go to
+    recognition), ``no_face`` (its result is posted already) or ``duplicate`` (the same frame
+    was sent before under this request_id and its result is already out: nothing is posted
+    again)."""
 
     request_id: str
     filename: str
-    status: Literal["queued", "no_face"]
+    status: Literal["queued", "no_face", "duplicate"]
     faces: int
+    faces_dropped: int | None = None

@@ -66,7 +66,7 @@ def record_detection(report: DetectionReport, elapsed_ms: float) -> None:
     """Metrics and one log line for a detection request."""
     ids = [a.request_id for a in report.accepted]
     logger.append_keys(request_id=ids[0] if len(ids) == 1 else ids)
-    metrics.add_metric(name="FramesReceived", unit=MetricUnit.Count, value=len(report.frames))
+    metrics.add_metric(name="FramesReceived", unit=MetricUnit.Count, value=len(report.accepted))
     metrics.add_metric(name="FacesDetected", unit=MetricUnit.Count, value=report.faces)
     no_face = sum(1 for a in report.accepted if a.status == "no_face")
     metrics.add_metric(name="FramesWithoutFaces", unit=MetricUnit.Count, value=no_face)
@@ -85,10 +85,16 @@ def record_detection(report: DetectionReport, elapsed_ms: float) -> None:
 
 
 def record_results(
-    results: Sequence[Result], failed: int, elapsed_ms: float, *, duplicates: int = 0
+    results: Sequence[Result],
+    failed: int,
+    elapsed_ms: float,
+    *,
+    duplicates: int = 0,
+    gallery_stale: str | None = None,
 ) -> None:
     """Metrics and one log line for a recognition batch (``duplicates``: records whose request
-    already had its result, so nothing was posted)."""
+    already had its result, so nothing was posted; ``gallery_stale``: why the gallery matched
+    against is not the stored one, when a reload failed: ``GalleryStale`` 1, alarmed)."""
     faces = [f for r in results for f in r.faces]
     metrics.add_metric(name="FramesRecognized", unit=MetricUnit.Count, value=len(results))
     metrics.add_metric(name="FacesRecognized", unit=MetricUnit.Count, value=len(faces))
@@ -97,6 +103,7 @@ def record_results(
     metrics.add_metric(name="RecordsFailed", unit=MetricUnit.Count, value=failed)
     metrics.add_metric(name="DuplicatesSkipped", unit=MetricUnit.Count, value=duplicates)
     metrics.add_metric(name="RecognitionLatency", unit=MetricUnit.Milliseconds, value=elapsed_ms)
+    metrics.add_metric(name="GalleryStale", unit=MetricUnit.Count, value=int(bool(gallery_stale)))
     for result in results:
         wait = result.timings_ms.get("queue_wait")
         if wait is not None:
@@ -109,7 +116,8 @@ def record_results(
             "failed": failed,
             "duplicates": duplicates,
             "elapsed_ms": elapsed_ms,
-        },
+        }
+        | ({"gallery_stale": gallery_stale} if gallery_stale else {}),
     )
 
 

@@ -77,9 +77,15 @@ def make_embedder(settings: Settings) -> Embedder:
 
 class ServedGallery:
     """The gallery ``FACEPIPE_GALLERY`` names, as the functions read it: through its store
-    (manifest checked); read errors become ``GalleryError`` naming it. A missing S3 object is an
-    empty gallery: a fresh stack runs, naming everyone unknown, rather than fail every batch
-    into the DLQ; a missing local file is an error (a typo, not a fresh stack)."""
+    (manifest checked); read errors become ``GalleryError`` naming it.
+
+    A missing S3 object at the function's init is an empty gallery when its manifest is missing
+    too: a fresh stack runs, naming everyone unknown, rather than fail every batch into the DLQ.
+    A gallery object gone while its manifest stays was deleted, not yet written: that is an
+    error at init, and so is any missing gallery on a reload (``missing_ok=False``), so that
+    :class:`~facepipe.stages.recognize.GallerySource` keeps the gallery it has instead of
+    swapping in an empty one. A missing local file is always an error (a typo, not a fresh
+    stack)."""
 
     def __init__(self, settings: Settings, s3: object | None = None) -> None:
         from facepipe.gallery_store import GalleryStore
@@ -90,11 +96,16 @@ class ServedGallery:
     def tag(self) -> str:
         return self.store.tag()
 
-    def load(self) -> Gallery:
+    def load(self, *, missing_ok: bool = True) -> Gallery:
         try:
             if self.store.objects.tag(self.store.key) is None:
                 if not self.uri.startswith("s3://"):
                     raise GalleryError(f"cannot read gallery {self.uri}: no such file")
+                if not missing_ok or self.store.objects.tag(self.store.manifest_key) is not None:
+                    raise GalleryError(
+                        f"gallery {self.uri} is gone (deleted?): restore its last version, or "
+                        "write an empty gallery with `facepipe gallery remove` to clear it"
+                    )
                 _log.warning("no gallery at %s yet: every face is unknown", self.uri)
             return self.store.load()
         except (ClientError, OSError) as exc:
@@ -110,15 +121,24 @@ def load_gallery(settings: Settings, s3: object | None = None) -> Gallery:
     return ServedGallery(settings, s3).load()
 
 
-def result_sink(settings: Settings, sqs: object, s3: object | None = None) -> OncePerRequest:
+def make_ledger(settings: Settings) -> ResultLedger:
+    """The result ledger: the DynamoDB table ``FACEPIPE_LEDGER_TABLE``, else one in memory."""
+    if settings.ledger_table:
+        return DynamoLedger(client("dynamodb", settings), settings.ledger_table)
+    return MemoryLedger()
+
+
+def result_sink(
+    settings: Settings, sqs: object, s3: object | None, ledger: ResultLedger
+) -> OncePerRequest:
     """The response queue behind the ledger: one final result per request_id. With ``s3``,
     S3-ingress results are also written to their ``output_key`` in the bucket."""
-    ledger: ResultLedger = (
-        DynamoLedger(client("dynamodb", settings), settings.ledger_table)
-        if settings.ledger_table
-        else MemoryLedger()
+    payloads = (
+        S3PayloadStore(s3, settings.bucket, settings.payload_prefix) if s3 is not None else None
     )
-    sink: ResultSink = SqsResultSink(sqs, settings.response_queue_url)
+    sink: ResultSink = SqsResultSink(
+        sqs, settings.response_queue_url, payloads, settings.max_message_bytes
+    )
     if s3 is not None:
         sink = S3ResultCopies(sink, s3, settings.bucket, settings.output_prefix)
     return OncePerRequest(sink, ledger)
@@ -129,14 +149,15 @@ def detection_service(settings: Settings) -> DetectionService:
     sqs = client("sqs", settings)
     s3 = LazyClient("s3", settings)  # only oversized tasks and S3-ingress results use S3
     payloads = S3PayloadStore(s3, settings.bucket, settings.payload_prefix)
+    ledger = make_ledger(settings)
     dispatcher = SqsDispatcher(
         sqs,
         settings.request_queue_url,
-        result_sink(settings, sqs, s3),
+        result_sink(settings, sqs, s3, ledger),
         payloads,
         settings.max_message_bytes,
     )
-    return DetectionService(Detection(settings, make_detector(settings)), dispatcher)
+    return DetectionService(Detection(settings, make_detector(settings)), dispatcher, ledger)
 
 
 def ingest_service(settings: Settings, detection: DetectionService) -> IngestService:
@@ -186,7 +207,7 @@ def recognition_service(settings: Settings) -> RecognitionService:
     location = albums_location(settings)
     return RecognitionService(
         recognition,
-        result_sink(settings, client("sqs", settings), s3),
+        result_sink(settings, client("sqs", settings), s3, make_ledger(settings)),
         S3PayloadStore(s3, settings.bucket, settings.payload_prefix),
         open_albums(location, s3 if location.startswith("s3://") else None),
     )

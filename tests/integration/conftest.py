@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,6 +16,18 @@ def local_aws() -> Iterator[LocalAws]:
     """template.yaml's SQS queues and S3 bucket on 127.0.0.1, one server per test module."""
     with LocalAws() as aws:
         yield aws
+
+
+@pytest.fixture(scope="module")
+def own_observability() -> Iterator[None]:
+    """For modules that import handlers: each imports facepipe.observability under its own
+    environment (its service name, as in its own execution environment); the process's copy is
+    put back afterwards, so that the handlers later modules import get theirs."""
+    saved = sys.modules.pop("facepipe.observability", None)
+    yield
+    sys.modules.pop("facepipe.observability", None)
+    if saved is not None:
+        sys.modules["facepipe.observability"] = saved
 
 
 def read_queue(aws: LocalAws, output: str) -> list[dict[str, Any]]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -17,6 +16,7 @@ import pytest
 
 from facepipe.aws.s3 import S3Objects
 from facepipe.cli.main import main
+from facepipe.errors import GalleryError
 from facepipe.gallery_store import GalleryStore
 from facepipe.local.emulator import LocalAws
 from facepipe.matching import Gallery
@@ -26,17 +26,7 @@ from tests.integration.test_handlers import load_handler, recognize, results
 
 REFRESH = 30  # FACEPIPE_GALLERY_REFRESH_SECONDS of the function under test
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _own_observability() -> Iterator[None]:
-    """The handler imports facepipe.observability under its own environment (its service name,
-    as in its own execution environment); put the process's copy back afterwards, so that the
-    handlers later tests import get theirs."""
-    saved = sys.modules.pop("facepipe.observability", None)
-    yield
-    sys.modules.pop("facepipe.observability", None)
-    if saved is not None:
-        sys.modules["facepipe.observability"] = saved
+pytestmark = pytest.mark.usefixtures("own_observability")
 
 
 @pytest.fixture(scope="module")
@@ -139,3 +129,34 @@ def test_gallery_remove_leaves_no_trace_in_any_object_version(
     for version in versions:  # no old bytes anywhere still hold the name
         body = aws.s3.get_object(Bucket=bucket, Key=version["Key"], VersionId=version["VersionId"])
         assert b"barack-obama" not in body["Body"].read()
+
+
+def test_a_deleted_gallery_never_becomes_an_empty_one(
+    aws: LocalAws, bucket: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Before: a deleted gallery object hot-reloaded as an empty gallery, and every face was
+    ``unknown`` with status ``ok`` within a minute, no alarm. Now the function keeps the gallery
+    it has and reports ``GalleryStale`` (alarmed) until a good version is back; a new execution
+    environment refuses to start on a gallery that was deleted (its manifest is still there)."""
+    from tests.integration.test_handlers import handler_metrics
+
+    task = _task()
+    own = _face_embedding(task["Body"])
+    store = GalleryStore.open(f"s3://{bucket}/gallery/gallery.pt", s3=aws.s3)
+    store.save(Gallery(["person-a"], own[None, :], "vggface2"))
+    handler = load_handler(aws, "RecognitionFunction", FACEPIPE_GALLERY_REFRESH_SECONDS="0")
+    assert _named(aws, handler)[0] == "person-a"
+
+    aws.s3.delete_object(Bucket=bucket, Key="gallery/gallery.pt")  # a delete marker
+    capsys.readouterr()
+    assert _named(aws, handler)[0] == "person-a"  # still named: the loaded gallery is kept
+    stale = [b["GalleryStale"] for b in handler_metrics(capsys.readouterr().out)]
+    assert stale == [[1.0]]
+    assert "gone" in (handler.SERVICE.recognition.source.stale or "")
+    with pytest.raises(GalleryError, match="gone"):  # a cold start now: refused, not empty
+        load_handler(aws, "RecognitionFunction")
+
+    store.save(Gallery(["person-b"], own[None, :], "vggface2"))  # a good version again
+    assert _named(aws, handler)[0] == "person-b"
+    stale = [b["GalleryStale"] for b in handler_metrics(capsys.readouterr().out)]
+    assert stale == [[0.0]]

@@ -37,6 +37,8 @@ ERROR_CODES = {
     "invalid_image",
     "payload_too_large",
     "too_many_frames",
+    "request_too_large",
+    "duplicate_request_id",  # a request_id sent before with another frame
     "method_not_allowed",
 }
 

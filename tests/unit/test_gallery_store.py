@@ -86,7 +86,7 @@ class FakeLoader:
     def tag(self) -> str:
         return str(self.version)
 
-    def load(self) -> Gallery:
+    def load(self, *, missing_ok: bool = True) -> Gallery:
         self.loads += 1
         if isinstance(self.gallery, Exception):
             raise self.gallery
@@ -123,8 +123,10 @@ def test_a_broken_new_version_never_replaces_a_good_one() -> None:
     assert source.current().names == ["ann"]
     assert source.current().names == ["ann"]
     assert loader.loads == 4  # a failed read is tried again
+    assert source.stale is not None and "network" in source.stale
     loader.publish(_gallery("bob"))
     assert source.current().names == ["bob"]
+    assert source.stale is None
 
 
 def test_source_applies_its_check_to_new_versions() -> None:
@@ -136,3 +138,34 @@ def test_source_applies_its_check_to_new_versions() -> None:
     source = GallerySource(loader, 0, check=only_vggface2)
     loader.publish(_gallery("bob", embedder="dlib"))
     assert source.current().names == ["ann"]
+
+
+class _DeniedS3:
+    """S3 as a role allowed to list only some prefixes sees it: a missing key is a 403."""
+
+    def __init__(self, listed: list[str]) -> None:
+        self.listed = listed
+
+    def head_object(self, **_: object) -> None:
+        from botocore.exceptions import ClientError
+
+        raise ClientError({"Error": {"Code": "403", "Message": "Forbidden"}}, "HeadObject")
+
+    def list_objects_v2(self, Bucket: str, Prefix: str, MaxKeys: int) -> dict[str, object]:  # noqa: N803
+        return {"Contents": [{"Key": k} for k in self.listed if k.startswith(Prefix)][:MaxKeys]}
+
+
+def test_a_403_for_a_key_not_listed_is_a_missing_object() -> None:
+    """The functions may list only the prefixes they read, so S3 may answer a missing gallery
+    with 403: listing its key tells a fresh stack (not there) from access really denied."""
+    from botocore.exceptions import ClientError
+
+    from facepipe.aws.s3 import S3Objects
+
+    assert S3Objects(_DeniedS3([]), "b").tag("gallery/gallery.pt") is None
+    assert (
+        S3Objects(_DeniedS3(["gallery/gallery.pt.manifest.json"]), "b").tag("gallery/gallery.pt")
+        is None
+    )
+    with pytest.raises(ClientError):  # it is there: the 403 is a real one
+        S3Objects(_DeniedS3(["gallery/gallery.pt"]), "b").tag("gallery/gallery.pt")

@@ -9,6 +9,8 @@ import pytest
 from moto import mock_aws
 
 from facepipe.ledger import (
+    DEFAULT_LEASE_S,
+    Admission,
     Claim,
     DynamoLedger,
     MemoryLedger,
@@ -49,34 +51,98 @@ def ledger(request: pytest.FixtureRequest, clock: Clock) -> Iterator[ResultLedge
 
 
 def test_claim_complete_and_duplicates(ledger: ResultLedger, clock: Clock) -> None:
-    assert ledger.claim("a") is Claim.NEW
-    assert ledger.claim("a") is Claim.BUSY  # another worker is posting it
+    assert ledger.claim("a", "w1") is Claim.NEW
+    assert ledger.claim("a", "w2") is Claim.BUSY  # another worker is posting it
     assert ledger.finished(["a", "b"]) == set()
-    ledger.complete("a", "ok")
-    assert ledger.claim("a") is Claim.DONE
+    assert ledger.complete("a", "w1", "ok")
+    assert ledger.claim("a", "w2") is Claim.DONE
     assert ledger.finished(["a", "b"]) == {"a"}
     clock.now += 3601  # past retention: forgotten (before DynamoDB's TTL sweep, too)
     assert ledger.finished(["a"]) == set()
-    assert ledger.claim("a") is Claim.NEW
+    assert ledger.claim("a", "w3") is Claim.NEW
 
 
 def test_a_released_or_expired_claim_can_be_taken_again(ledger: ResultLedger, clock: Clock) -> None:
-    assert ledger.claim("a") is Claim.NEW
-    ledger.release("a")
-    assert ledger.claim("a") is Claim.NEW
+    assert ledger.claim("a", "w1") is Claim.NEW
+    ledger.release("a", "w1")
+    assert ledger.claim("a", "w2") is Claim.NEW
     clock.now += 61  # the claimer died: its lease ran out
-    assert ledger.claim("a") is Claim.NEW
-    ledger.complete("a", "ok")
-    ledger.release("a")  # a release never undoes a completed result
-    assert ledger.claim("a") is Claim.DONE
+    assert ledger.claim("a", "w3") is Claim.NEW
+    assert ledger.complete("a", "w3", "ok")
+    ledger.release("a", "w3")  # a release never undoes a completed result
+    assert ledger.claim("a", "w4") is Claim.DONE
+
+
+def test_only_the_owner_releases_or_completes_a_claim(ledger: ResultLedger, clock: Clock) -> None:
+    """A send that outlived its lease (A) cannot release or complete the claim B took over:
+    before owner tokens, A's release deleted B's claim and a third worker posted again."""
+    assert ledger.claim("a", "A") is Claim.NEW
+    clock.now += 61  # A's send is still running, its lease is over
+    assert ledger.claim("a", "B") is Claim.NEW
+    ledger.release("a", "A")  # A's send failed at last: it releases... nothing of B's
+    assert ledger.claim("a", "C") is Claim.BUSY
+    assert not ledger.complete("a", "A", "ok")  # A's late completion is refused too
+    assert ledger.claim("a", "C") is Claim.BUSY
+    assert ledger.complete("a", "B", "ok")
+    assert ledger.claim("a", "C") is Claim.DONE
+
+
+def test_admission_tells_a_retry_from_another_frame(ledger: ResultLedger) -> None:
+    assert ledger.check({"a": "f1", "b": "f2"}) == {"a": Admission.NEW, "b": Admission.NEW}
+    assert ledger.admit("a", "f1") is Admission.NEW
+    assert ledger.admit("a", "f1") is Admission.RETRY  # the client sent the same frame again
+    assert ledger.admit("a", "f9") is Admission.CONFLICT  # another frame under its request_id
+    assert ledger.check({"a": "f9"}) == {"a": Admission.CONFLICT}
+    assert ledger.claim("a", "w1") is Claim.NEW  # an admitted request_id is claimed as usual
+    assert ledger.admit("a", "f1") is Admission.RETRY
+    ledger.release("a", "w1")  # back to admitted: the frame is still known
+    assert ledger.admit("a", "f9") is Admission.CONFLICT
+    assert ledger.claim("a", "w2") is Claim.NEW
+    assert ledger.complete("a", "w2", "ok")
+    assert ledger.admit("a", "f1") is Admission.ANSWERED
+    assert ledger.admit("a", "f9") is Admission.CONFLICT  # answered, and another frame
+    assert ledger.check({"a": "f1"}) == {"a": Admission.ANSWERED}
+
+
+def test_a_withdrawn_admission_frees_the_request_id(ledger: ResultLedger) -> None:
+    assert ledger.admit("a", "f1") is Admission.NEW
+    ledger.withdraw("a", "f9")  # not this caller's frame: nothing happens
+    assert ledger.admit("a", "f9") is Admission.CONFLICT
+    ledger.withdraw("a", "f1")
+    assert ledger.admit("a", "f9") is Admission.NEW
+    assert ledger.claim("a", "w") is Claim.NEW
+    ledger.withdraw("a", "f9")  # claimed: a withdrawal never undoes a result on its way
+    assert ledger.admit("a", "f9") is Admission.RETRY
+
+
+def test_an_expired_entry_is_new_again(ledger: ResultLedger, clock: Clock) -> None:
+    assert ledger.admit("a", "f1") is Admission.NEW
+    clock.now += 3601
+    assert ledger.admit("a", "f2") is Admission.NEW
 
 
 def test_finished_reads_more_keys_than_one_batch_get(ledger: ResultLedger) -> None:
     ids = [f"r{i}" for i in range(250)]
     for request_id in ids[::2]:
-        ledger.claim(request_id)
-        ledger.complete(request_id, "ok")
+        ledger.claim(request_id, "w")
+        ledger.complete(request_id, "w", "ok")
     assert ledger.finished(ids) == set(ids[::2])
+    assert len(ledger.check(dict.fromkeys(ids, "f"))) == 250
+
+
+def test_the_lease_outlasts_the_worst_case_send() -> None:
+    """A claim covers its send: the S3 result copy, the result's claim check and the SQS send,
+    each bounded by the clients' timeouts and retries."""
+    from facepipe.aws.clients import worst_case_call_s
+    from facepipe.config import Settings
+    from facepipe.local.emulator import find_template, load_template
+
+    assert 3 * worst_case_call_s() <= DEFAULT_LEASE_S
+    # A redelivery after a crash mid-send must find the lease over, or it fails as busy and
+    # spends a receive on the way to the DLQ: the consumers' visibility timeouts are longer.
+    queue = load_template(find_template())["Resources"]["RequestQueue"]["Properties"]
+    assert queue["VisibilityTimeout"] > DEFAULT_LEASE_S
+    assert Settings().worker_visibility_timeout > DEFAULT_LEASE_S
 
 
 class Sink:
@@ -111,7 +177,7 @@ def test_a_failed_send_releases_the_claim_for_the_retry(ledger: ResultLedger) ->
 
 
 def test_a_claim_held_elsewhere_fails_the_record_for_later(ledger: ResultLedger) -> None:
-    assert ledger.claim("a") is Claim.NEW  # another worker, mid-send
+    assert ledger.claim("a", "other") is Claim.NEW  # another worker, mid-send
     sink = Sink()
     with pytest.raises(ResultInFlight, match="another worker"):
         OncePerRequest(sink, ledger).send_result(Result(request_id="a", status="ok"))

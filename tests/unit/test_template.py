@@ -25,6 +25,8 @@ from samtranslator.parser.parser import Parser
 from samtranslator.translator.translator import Translator
 from samtranslator.yaml_helper import yaml_parse
 
+from facepipe.ledger import DEFAULT_RETENTION_S
+
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "template.yaml"
 SAMCONFIG = ROOT / "samconfig.toml"
@@ -58,10 +60,14 @@ BUCKET_ARN = {"Fn::GetAtt": ["DataBucket", "Arn"]}
 LEDGER_ARN = {"Fn::GetAtt": ["ResultLedgerTable", "Arn"]}
 LEDGER_ACTIONS = {
     "dynamodb:BatchGetItem",
-    "dynamodb:GetItem",
     "dynamodb:PutItem",
+    "dynamodb:UpdateItem",
     "dynamodb:DeleteItem",
 }
+# What each function calls on the ledger: detection admits (PutItem), withdraws (DeleteItem),
+# checks (BatchGetItem) and posts no-face results (claim/complete/release: UpdateItem); the
+# consumers only skip finished request_ids and post.
+CONSUMER_LEDGER_ACTIONS = {"dynamodb:BatchGetItem", "dynamodb:UpdateItem"}
 
 
 # --------------------------------------------------------------------------------------------
@@ -541,7 +547,16 @@ def test_bucket_is_private_encrypted_and_expires_payloads(cfn: dict[str, Any]) -
     assert all(rule["Status"] == "Enabled" for rule in rules)
     payload_rules = [r for r in rules if r.get("Prefix") == "payloads/"]
     assert len(payload_rules) == 1
-    assert payload_rules[0]["ExpirationInDays"] == 1
+    # A claim check outlives every task that names it: a task lives at most its queue's
+    # retention, then the DLQ's (counted from the first enqueue), and a redrive started on the
+    # DLQ's last day puts it back for up to the queue's retention again.
+    day = 86400
+    resources = cfn["Resources"]
+    queue = resources["RequestQueue"]["Properties"]["MessageRetentionPeriod"]
+    dlq = resources["RequestDeadLetterQueue"]["Properties"]["MessageRetentionPeriod"]
+    longest = max(queue, dlq) + queue
+    assert payload_rules[0]["ExpirationInDays"] * day > longest
+    assert longest < DEFAULT_RETENTION_S  # and the ledger remembers each request as long
     assert payload_rules[0]["NoncurrentVersionExpiration"]["NoncurrentDays"] == 1
     assert any(
         r.get("AbortIncompleteMultipartUpload", {}).get("DaysAfterInitiation") == 1 for r in rules
@@ -592,6 +607,18 @@ def test_role_sqs_and_s3_grants_are_scoped(cfn: dict[str, Any], function: str) -
         assert resource != "*", action
 
 
+def test_every_bucket_listing_is_confined_to_a_prefix(cfn: dict[str, Any]) -> None:
+    """No role may list the whole bucket (every uploaded photo's name, every enrolled person's
+    crops folder): each s3:ListBucket grant names the prefixes its function reads."""
+    for function in IMAGE_FUNCTIONS:
+        for st in statements(role_of(cfn, function)):
+            if "s3:ListBucket" not in as_list(st["Action"]):
+                continue
+            assert as_list(st["Action"]) == ["s3:ListBucket"], (function, st)
+            prefixes = as_list(st["Condition"]["StringLike"]["s3:prefix"])
+            assert prefixes and all(str(p) not in ("*", "") for p in prefixes), (function, st)
+
+
 def test_result_ledger_table(cfn: dict[str, Any]) -> None:
     table = cfn["Resources"]["ResultLedgerTable"]["Properties"]
     assert table["KeySchema"] == [{"AttributeName": "request_id", "KeyType": "HASH"}]
@@ -602,9 +629,10 @@ def test_result_ledger_table(cfn: dict[str, Any]) -> None:
         variables = cfn["Resources"][function]["Properties"]["Environment"]["Variables"]
         assert variables["FACEPIPE_LEDGER_TABLE"] == {"Ref": "ResultLedgerTable"}
     detection = {a for a, r in grants(role_of(cfn, "DetectionFunction")) if r == LEDGER_ARN}
-    assert detection == LEDGER_ACTIONS - {"dynamodb:BatchGetItem"}
-    recognition = {a for a, r in grants(role_of(cfn, "RecognitionFunction")) if r == LEDGER_ARN}
-    assert recognition == LEDGER_ACTIONS
+    assert detection == LEDGER_ACTIONS
+    for consumer in ("RecognitionFunction", "IngestFunction"):
+        actions = {a for a, r in grants(role_of(cfn, consumer)) if r == LEDGER_ARN}
+        assert actions == CONSUMER_LEDGER_ACTIONS, consumer
 
 
 def test_detection_role(cfn: dict[str, Any]) -> None:
@@ -614,7 +642,7 @@ def test_detection_role(cfn: dict[str, Any]) -> None:
     assert actions_on_queue(role, "RequestDeadLetterQueue") == set()
     actions = {a for a, _ in grants(role)}
     assert not actions & {"sqs:ReceiveMessage", "sqs:DeleteMessage", "s3:DeleteObject"}
-    assert actions_on_s3(role, PAYLOADS_ARN) == {"s3:PutObject", "s3:GetObject"}
+    assert actions_on_s3(role, PAYLOADS_ARN) == {"s3:PutObject"}  # it never reads them back
     assert actions_on_s3(role, GALLERY_ARN) == set()
     assert actions_on_s3(role, ALBUMS_ARN) == set()
     managed = " ".join(role["Properties"]["ManagedPolicyArns"])
@@ -628,11 +656,12 @@ def test_recognition_role(cfn: dict[str, Any]) -> None:
     assert "sqs:SendMessage" not in poll
     assert actions_on_queue(role, "ResponseQueue") == {"sqs:SendMessage"}
     assert actions_on_queue(role, "RequestDeadLetterQueue") == set()
-    # The only writes: album index shards under albums/ (never payloads/ or gallery/).
-    # ... and S3-ingress results under OutputPrefix.
-    assert [r for a, r in grants(role) if a == "s3:PutObject"] == [OUTPUT_ARN, ALBUMS_ARN]
+    # The only writes: claim checks of results too large for the queue, S3-ingress results
+    # under OutputPrefix and album index shards under albums/ (never gallery/).
+    writes = [r for a, r in grants(role) if a == "s3:PutObject"]
+    assert sorted(map(str, writes)) == sorted(map(str, [PAYLOADS_ARN, OUTPUT_ARN, ALBUMS_ARN]))
     assert actions_on_s3(role, ALBUMS_ARN) == {"s3:GetObject", "s3:PutObject"}
-    assert actions_on_s3(role, PAYLOADS_ARN) == {"s3:GetObject", "s3:DeleteObject"}
+    assert actions_on_s3(role, PAYLOADS_ARN) == {"s3:GetObject", "s3:PutObject", "s3:DeleteObject"}
     assert actions_on_s3(role, GALLERY_ARN) == {"s3:GetObject"}
     # ListBucket only so that a missing gallery or manifest is a 404 (a fresh stack), not a 403.
     assert actions_on_s3(role, BUCKET_ARN) == {"s3:ListBucket"}
@@ -700,9 +729,16 @@ def test_cors_when_origins_are_given() -> None:
 
 def test_cors_origins_parameter_pattern(template: dict[str, Any]) -> None:
     pattern = re.compile(template["Parameters"]["CorsAllowOrigins"]["AllowedPattern"])
-    for ok in ("", "*", "https://a.example", "https://a.example,http://localhost:3000"):
+    for ok in ("", "*", "https://a.example", "https://a.example,https://localhost:3000"):
         assert pattern.fullmatch(ok), ok
-    for bad in ("a.example", "https://a.example, https://b.example", ",", "https://a b"):
+    for bad in (
+        "a.example",
+        "https://a.example, https://b.example",
+        ",",
+        "https://a b",
+        "http://a.example",  # a page served over plain HTTP is not a trusted origin
+        "https://a.example,http://localhost:3000",
+    ):
         assert not pattern.fullmatch(bad), bad
 
 
@@ -764,6 +800,7 @@ ALARMS = {
         "Sum",
         0,
     ),
+    "GalleryStaleAlarm": ("facepipe", "GalleryStale", "service", "recognition", "Maximum", 0),
     "DetectionThrottlesAlarm": (
         "AWS/Lambda",
         "Throttles",
@@ -867,6 +904,7 @@ APP_METRICS = {
         "DuplicatesSkipped",
         "RecognitionLatency",
         "QueueWait",
+        "GalleryStale",
     },
     "ingest": {
         "ObjectsIngested",

@@ -10,8 +10,34 @@ from botocore.config import Config
 
 from facepipe.config import Settings
 
-# Standard retry mode: exponential backoff with jitter on throttling and 5xx, then surface.
-_RETRIES = Config(retries={"mode": "standard", "max_attempts": 6}, connect_timeout=5)
+# Standard retry mode: exponential backoff with jitter on throttling and 5xx, then surface. The
+# timeouts bound every call (botocore's default read timeout is 60 s), so that a result's claim
+# in the ledger can outlast the worst-case send (see worst_case_call_s and ledger.lease_s).
+CONNECT_TIMEOUT_S = 3.0
+READ_TIMEOUT_S = 10.0
+MAX_ATTEMPTS = 5
+_RETRIES = Config(
+    retries={"mode": "standard", "max_attempts": MAX_ATTEMPTS},
+    connect_timeout=CONNECT_TIMEOUT_S,
+    read_timeout=READ_TIMEOUT_S,
+)
+# botocore's standard mode sleeps at most base * 2 ** (attempt - 1) between attempts, base 1 s.
+_MAX_BACKOFF_S = 20.0
+
+
+def worst_case_call_s(
+    attempts: int = MAX_ATTEMPTS,
+    connect_s: float = CONNECT_TIMEOUT_S,
+    read_s: float = READ_TIMEOUT_S,
+) -> float:
+    """The longest one AWS call of these clients can take before it raises: every attempt
+    timing out on connect and read, with the longest backoff between them (80 s by default).
+
+    >>> worst_case_call_s()
+    80.0
+    """
+    backoff = sum(min(_MAX_BACKOFF_S, 2.0 ** (n - 1)) for n in range(1, attempts))
+    return attempts * (connect_s + read_s) + backoff
 
 
 _SESSION: boto3.session.Session | None = None

@@ -24,6 +24,9 @@ class S3PayloadStore:
     def key_for(self, request_id: str, name: str) -> str:
         return f"{self.prefix}{request_id}/{name}"
 
+    def uri(self, key: str) -> str:
+        return f"s3://{self.bucket}/{key}"
+
     def put(self, key: str, data: bytes, content_type: str = "application/json") -> None:
         self.s3.put_object(Bucket=self.bucket, Key=key, Body=data, ContentType=content_type)
 
@@ -38,7 +41,7 @@ class S3PayloadStore:
             if exc.response.get("Error", {}).get("Code") == "NoSuchKey":  # not NoSuchBucket
                 raise PayloadMissing(
                     f"claim-check payload s3://{self.bucket}/{key} does not exist (payloads "
-                    "expire after a day and are deleted once their result is posted); send "
+                    "expire after 19 days and are deleted once their result is posted); send "
                     "the frame again"
                 ) from exc
             raise
@@ -60,8 +63,29 @@ def read_uri(uri: str, s3: Any | None) -> bytes:
 
 def is_missing(exc: Exception) -> bool:
     """A ``ClientError`` that says the object (or bucket) is not there."""
+    return _code(exc) in ("NoSuchKey", "404", "NotFound", "NoSuchBucket")
+
+
+def _code(exc: Exception) -> str | None:
     code = getattr(exc, "response", {}).get("Error", {}).get("Code")
-    return code in ("NoSuchKey", "404", "NotFound", "NoSuchBucket")
+    return str(code) if code is not None else None
+
+
+def is_denied(exc: Exception) -> bool:
+    """A ``ClientError`` of access denied: what S3 answers for a missing key when the caller may
+    not list where it would be (the functions may list only the prefixes they read)."""
+    return _code(exc) in ("403", "AccessDenied", "Forbidden")
+
+
+def absent(s3: Any, bucket: str, key: str, exc: Exception) -> bool:
+    """Whether ``exc``, from reading ``key``, means the object is not there: a 404, or a 403
+    for a key that listing its own prefix does not show (the listing's errors propagate)."""
+    if is_missing(exc):
+        return True
+    if not is_denied(exc):
+        return False
+    listed = s3.list_objects_v2(Bucket=bucket, Prefix=key, MaxKeys=1).get("Contents", [])
+    return not any(item.get("Key") == key for item in listed)
 
 
 class S3Objects:
@@ -85,7 +109,7 @@ class S3Objects:
         try:
             return bytes(self.s3.get_object(Bucket=self.bucket, Key=key)["Body"].read())
         except ClientError as exc:
-            if is_missing(exc):
+            if absent(self.s3, self.bucket, key, exc):
                 return None
             raise
 
@@ -99,7 +123,7 @@ class S3Objects:
         try:
             return str(self.s3.head_object(Bucket=self.bucket, Key=key)["ETag"])
         except ClientError as exc:
-            if is_missing(exc):
+            if absent(self.s3, self.bucket, key, exc):
                 return None
             raise
 
@@ -162,7 +186,7 @@ class S3ObjectReader:
         try:
             answer = self.s3.get_object(Bucket=obj.bucket, Key=obj.key, **extra)
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "NoSuchVersion"):
+            if _code(exc) == "NoSuchVersion" or absent(self.s3, obj.bucket, obj.key, exc):
                 raise ObjectMissing(
                     "the object was deleted before it could be processed; upload it again"
                 ) from exc

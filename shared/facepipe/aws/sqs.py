@@ -10,23 +10,64 @@ from facepipe.aws.s3 import S3PayloadStore
 from facepipe.ledger import ResultSink
 from facepipe.messages import FacePayload, FaceTask, Result
 
+# SQS counts message attributes toward its size limit: the request_id attribute (its name, type
+# and a value of at most 128 characters) stays well inside this allowance.
+ATTRIBUTES_ALLOWANCE = 1024
+
 
 def _attributes(request_id: str) -> dict[str, Any]:
     return {"request_id": {"DataType": "String", "StringValue": request_id}}
 
 
-class SqsResultSink:
-    """Posts final results (one per request_id) to the response queue."""
+def fits(body: str, max_message_bytes: int) -> bool:
+    """Whether a message body and its attributes fit the queue's size limit."""
+    return len(body.encode()) + ATTRIBUTES_ALLOWANCE <= max_message_bytes
 
-    def __init__(self, sqs: Any, queue_url: str) -> None:
+
+class SqsResultSink:
+    """Posts final results (one per request_id) to the response queue.
+
+    A result over ``max_message_bytes`` (hundreds of faces with many matches each) is final all
+    the same: the whole result goes to S3 under the request's claim-check prefix, and the
+    message carries it without ``faces``/``result``/``album``, naming the object in
+    ``payload_uri`` (``facepipe poll`` reads it back). Without a payload store it would fail
+    every retry: such a sink refuses it with a clear error instead.
+    """
+
+    def __init__(
+        self,
+        sqs: Any,
+        queue_url: str,
+        payloads: S3PayloadStore | None = None,
+        max_message_bytes: int = 262_144,
+    ) -> None:
         self.sqs = sqs
         self.queue_url = queue_url
+        self.payloads = payloads
+        self.max_message_bytes = max_message_bytes
+        self.claim_checked = 0
 
     def send_result(self, result: Result) -> None:
+        body = result.to_json()
+        if not fits(body, self.max_message_bytes):
+            body = self._claim_check(result, body).to_json()
         self.sqs.send_message(
             QueueUrl=self.queue_url,
-            MessageBody=result.to_json(),
+            MessageBody=body,
             MessageAttributes=_attributes(result.request_id),
+        )
+
+    def _claim_check(self, result: Result, body: str) -> Result:
+        if self.payloads is None:
+            raise RuntimeError(
+                f"result {result.request_id} is {len(body.encode())} bytes, over the response "
+                "queue's limit, and no bucket is configured for its claim check"
+            )
+        key = self.payloads.key_for(result.request_id, f"result-{uuid.uuid4().hex}.json")
+        self.payloads.put(key, body.encode())
+        self.claim_checked += 1
+        return result.model_copy(
+            update={"faces": [], "result": [], "album": None, "payload_uri": self.payloads.uri(key)}
         )
 
 
@@ -53,7 +94,7 @@ class SqsDispatcher:
 
     def send_task(self, task: FaceTask) -> None:
         body = task.model_dump_json()
-        if len(body.encode()) > self.max_message_bytes:
+        if not fits(body, self.max_message_bytes):
             if self.payloads is None:
                 raise RuntimeError("message over the size limit and no bucket configured")
             key = self.payloads.key_for(task.request_id, f"{uuid.uuid4().hex}.json")

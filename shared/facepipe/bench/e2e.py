@@ -94,7 +94,9 @@ def run_e2e(
         for i, (name, data) in zip(range(n), itertools.cycle(payloads), strict=False)
     ]
     traces = {f.request_id: Trace(f.request_id) for f in frames}
-    poller = ResultPoller(endpoints.sqs(), endpoints.response_queue_url)
+    poller = ResultPoller(
+        endpoints.sqs(), endpoints.response_queue_url, fetch=endpoints.fetch_result
+    )
 
     def on_result(received: Received) -> None:
         trace = traces[received.result.request_id]

@@ -101,7 +101,9 @@ def through_stack(
             else:
                 failed.append((outcome.frame.filename, f"rejected: {outcome.reason()}"))
     wanted = [request_id for request_id, _ in sent if request_id in accepted]
-    poller = ResultPoller(endpoints.sqs(), endpoints.response_queue_url)
+    poller = ResultPoller(
+        endpoints.sqs(), endpoints.response_queue_url, fetch=endpoints.fetch_result
+    )
     report = poller.poll(wanted, timeout=settings.poll_timeout)
     done: list[tuple[str, Result]] = []
     for request_id, photo in sent:

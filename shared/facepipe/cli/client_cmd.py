@@ -215,7 +215,9 @@ def _poll(
         annotate=args.annotate,
         origins={request_id: origin for request_id, origin in origins if origin is not None},
     )
-    poller = ResultPoller(endpoints.sqs(), endpoints.response_queue_url)
+    poller = ResultPoller(
+        endpoints.sqs(), endpoints.response_queue_url, fetch=endpoints.fetch_result
+    )
     with console.progress("result", total=len(order)) as bar:
 
         def on_result(received: Received) -> None:

@@ -150,10 +150,11 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
 # --- outcomes ---------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Outcome:
-    """What became of one frame: ``queued``/``no_face`` (accepted) or ``rejected``."""
+    """What became of one frame: ``queued``/``no_face``/``duplicate`` (accepted: ``duplicate``
+    is the same frame sent before, whose result is out already) or ``rejected``."""
 
     frame: Frame
-    status: Literal["queued", "no_face", "rejected"]
+    status: Literal["queued", "no_face", "duplicate", "rejected"]
     faces: int | None = None
     http_status: int | None = None
     error: str = ""
@@ -192,13 +193,14 @@ class SendSummary:
     requests: int = 0
     queued: int = 0
     no_face: int = 0
+    duplicate: int = 0
     rejected: int = 0
     retried: int = 0
     reasons: Counter[str] = field(default_factory=Counter)
 
     @property
     def accepted(self) -> int:
-        return self.queued + self.no_face
+        return self.queued + self.no_face + self.duplicate
 
     def add(self, outcome: Outcome) -> None:
         self.frames += 1
@@ -206,6 +208,8 @@ class SendSummary:
             self.queued += 1
         elif outcome.status == "no_face":
             self.no_face += 1
+        elif outcome.status == "duplicate":
+            self.duplicate += 1
         else:
             self.rejected += 1
             self.reasons[outcome.error or "error"] += 1
@@ -214,7 +218,9 @@ class SendSummary:
         reasons = ", ".join(f"{code} ×{n}" for code, n in self.reasons.most_common())
         return (
             f"sent {self.frames} frames in {self.requests} requests: accepted {self.accepted} "
-            f"(queued {self.queued}, no_face {self.no_face}), rejected {self.rejected}"
+            f"(queued {self.queued}, no_face {self.no_face}"
+            + (f", duplicate {self.duplicate}" if self.duplicate else "")
+            + f"), rejected {self.rejected}"
             + (f" ({reasons})" if reasons else "")
             + f", retried {self.retried}"
         )
@@ -422,14 +428,14 @@ def _accepted(frames: Sequence[Frame], response: requests.Response, attempts: in
     outcomes = []
     for frame in frames:
         entry = entries.get(frame.request_id)
-        if entry is None or entry.get("status") not in ("queued", "no_face"):
+        if entry is None or entry.get("status") not in ("queued", "no_face", "duplicate"):
             outcomes.append(
                 Outcome(
                     frame,
                     "rejected",
                     http_status=response.status_code,
                     error="invalid_response",
-                    message="the answer does not list this frame as queued or no_face",
+                    message="the answer does not list this frame as queued, no_face or duplicate",
                     attempts=attempts,
                 )
             )

@@ -101,6 +101,9 @@ class ResultPoller:
     Args:
         sqs: a boto3 SQS client.
         queue_url: the response queue (stack output ``ResponseQueueUrl``).
+        fetch: reads an ``s3://`` URI: a result too large for the queue arrives as a message
+            naming its object (``payload_uri``), read back with it (without ``fetch`` the short
+            message is the result).
         clock / sleep: time sources (tests may pass their own).
     """
 
@@ -109,13 +112,23 @@ class ResultPoller:
         sqs: Any,
         queue_url: str,
         *,
+        fetch: Callable[[str], bytes] | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.sqs = sqs
         self.queue_url = queue_url
+        self.fetch = fetch
         self.clock = clock
         self.sleep = sleep
+
+    def _whole(self, request_id: str, body: str) -> Received:
+        """The result of a message: read from S3 when the message names its object."""
+        result = parse_result(request_id, body)
+        if result.payload_uri and self.fetch is not None:
+            body = self.fetch(result.payload_uri).decode()
+            result = parse_result(request_id, body)
+        return Received(result, body)
 
     def poll(
         self,
@@ -151,8 +164,13 @@ class ResultPoller:
             for message in messages:
                 request_id = message_request_id(message)
                 if request_id in waiting:
+                    try:
+                        received = self._whole(request_id, message["Body"])
+                    except Exception as exc:  # its object could not be read: the message again
+                        logger.warning("cannot read result %s from S3: %s", request_id, exc)
+                        others.append(message)
+                        continue
                     waiting.discard(request_id)
-                    received = Received(parse_result(request_id, message["Body"]), message["Body"])
                     report.results[request_id] = received
                     mine.append(message)
                     if on_result is not None:

@@ -30,6 +30,7 @@ import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 
 from facepipe.aws.clients import client
+from facepipe.aws.s3 import read_uri
 from facepipe.config import Settings
 from facepipe.errors import ConfigError
 from facepipe.local.emulator import DUMMY_CREDENTIALS
@@ -66,6 +67,13 @@ class Endpoints:
         """A boto3 SQS client for the response queue. Against an emulator, dummy credentials
         stand in when the AWS chain has none."""
         return self.client("sqs")
+
+    def fetch_result(self, uri: str) -> bytes:
+        """The bytes of a result the stack wrote to S3 (``payload_uri``: too large for the
+        queue); only ``s3://`` URIs are read."""
+        if not uri.startswith("s3://"):
+            raise ValueError(f"a result's payload_uri must be an s3:// URI, not {uri[:80]!r}")
+        return read_uri(uri, self.client("s3"))  # rare: no client kept
 
     def client(self, service: str) -> Any:
         """A boto3 client of ``service`` in ``region`` (through ``endpoint_url`` when set);

@@ -26,6 +26,7 @@ import json
 import logging
 import re
 from collections.abc import Iterator, Mapping
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -550,6 +551,45 @@ class LocalAws(Service):
             for message in batch:
                 self.sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
             messages.extend(batch)
+
+    def redrive(self, dead_letter_url: str, source_url: str) -> int:
+        """Move every message of a dead-letter queue back to its source queue, with its body and
+        message attributes, as SQS's message move task does (``aws sqs
+        start-message-move-task``, which moto does not have); the number moved."""
+        moved = 0
+        for message in self.drain(dead_letter_url, wait_seconds=0):
+            attributes = {
+                name: {k: v for k, v in value.items() if k in ("DataType", "StringValue")}
+                for name, value in message.get("MessageAttributes", {}).items()
+            }
+            self.sqs.send_message(
+                QueueUrl=source_url, MessageBody=message["Body"], MessageAttributes=attributes
+            )
+            moved += 1
+        return moved
+
+    # --- buckets -----------------------------------------------------------------------------
+    def expire_objects(self, logical_id: str, now: datetime) -> list[str]:
+        """Apply the bucket's lifecycle expiration rules of the template as S3 would at ``now``
+        (moto stores the rules but never applies them): current objects under a rule's prefix
+        older than its ``ExpirationInDays`` are deleted (a delete marker on a versioned bucket).
+        Returns the keys expired. Tests move ``now`` days ahead instead of waiting."""
+        properties = self.template["Resources"][logical_id]["Properties"]
+        rules = self.intrinsics.evaluate(properties.get("LifecycleConfiguration", {}))
+        bucket = self.intrinsics.resources[logical_id]["Ref"]
+        expired: list[str] = []
+        for rule in rules.get("Rules", []):
+            days = rule.get("ExpirationInDays")
+            if rule.get("Status") != "Enabled" or days is None:
+                continue
+            prefix = str(rule.get("Prefix", ""))
+            pages = self.s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+            for page in pages:
+                for obj in page.get("Contents", []):
+                    if now - obj["LastModified"] >= timedelta(days=int(days)):
+                        self.s3.delete_object(Bucket=bucket, Key=obj["Key"])
+                        expired.append(obj["Key"])
+        return expired
 
     def queue_urls(self) -> dict[str, str]:
         """Logical id → URL of every emulated queue, in template order."""

@@ -7,10 +7,12 @@ is a :class:`Dispatcher` (SQS in Lambda, a list in tests, direct recognition in 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Protocol
 
 from PIL import Image
 
@@ -18,7 +20,8 @@ from facepipe.config import Settings
 from facepipe.crops import crop_to_b64
 from facepipe.detection import DetectedFace, FaceDetector
 from facepipe.errors import InvalidRequest, PayloadTooLarge
-from facepipe.frames import decode_base64, decode_image
+from facepipe.frames import decode_base64, load_image, open_image
+from facepipe.ledger import Admission, ResultLedger
 from facepipe.messages import (
     Accepted,
     AlbumOutcome,
@@ -26,6 +29,7 @@ from facepipe.messages import (
     DetectRequest,
     FaceCrop,
     FaceTask,
+    FrameIn,
     Models,
     Result,
 )
@@ -49,6 +53,7 @@ class FrameFaces:
     embedder: str = "vggface2"  # the embedder the crops were cut for
     album: AlbumRequest | None = None  # album mode of the frame, if any
     output_key: str | None = None  # S3 ingress: where the final result is also written
+    faces_dropped: int = 0  # faces found beyond FACEPIPE_MAX_FACES (the smallest)
 
     def to_task(self) -> FaceTask:
         return FaceTask(
@@ -59,6 +64,7 @@ class FrameFaces:
             embedder=self.embedder,
             album=self.album,
             output_key=self.output_key,
+            faces_dropped=self.faces_dropped or None,
             faces=[
                 FaceCrop(
                     box=[round(v, 2) for v in f.box],
@@ -85,6 +91,16 @@ class FrameFaces:
             output_key=self.output_key,
         )
 
+    def accepted(self) -> Accepted:
+        """What the Function URL answers for this frame."""
+        return Accepted(
+            request_id=self.request_id,
+            filename=self.filename,
+            status="queued" if self.faces else "no_face",
+            faces=len(self.faces),
+            faces_dropped=self.faces_dropped or None,
+        )
+
 
 def empty_album_outcome(album: AlbumRequest | None) -> AlbumOutcome | None:
     """The album part of a result with no face: nothing indexed, nobody found."""
@@ -96,40 +112,54 @@ def empty_album_outcome(album: AlbumRequest | None) -> AlbumOutcome | None:
 
 
 class Detection:
-    """Decode + detect for one frame, with stage timings."""
+    """Decode + detect for one frame, with stage timings and the frame limits of the settings
+    (pixels per frame, pixels MTCNN runs on, faces kept)."""
 
     def __init__(self, settings: Settings, detector: FaceDetector) -> None:
         self.settings = settings
         self.detector = detector
 
     def image(self, request_id: str, filename: str, image: Image.Image) -> FrameFaces:
+        """Detect the faces of a decoded frame: MTCNN on at most the pixels the memory budget
+        allows (``Settings.detect_pixel_limit``), the ``max_faces`` largest kept."""
         start = time.perf_counter()
-        faces = self.detector.detect(image)
-        return FrameFaces(
+        limit = self.settings.detect_pixel_limit(image.width * image.height)
+        faces = self.detector.detect(image, max_pixels=limit)
+        kept = faces[: self.settings.max_faces]
+        found = FrameFaces(
             request_id,
             filename,
             image.width,
             image.height,
-            faces,
+            kept,
             {"detect": _ms(start)},
             embedder=self.detector.cropper.kind,
         )
+        found.faces_dropped = len(faces) - len(kept)
+        return found
 
     def decode(self, content_b64: str) -> tuple[Image.Image, float]:
         start = time.perf_counter()
-        image = self._decode(decode_base64(content_b64))
+        image = self.load(self.open(content_b64))
         return image, _ms(start)
 
     def decode_bytes(self, data: bytes) -> tuple[Image.Image, float]:
         """An image file's bytes (an S3 object) under the same format and pixel limits as a
         POSTed frame, so both entrances accept and refuse exactly the same images."""
         start = time.perf_counter()
-        return self._decode(data), _ms(start)
+        return self.load(self.open_bytes(data)), _ms(start)
 
-    def _decode(self, data: bytes) -> Image.Image:
-        return decode_image(
-            data, max_pixels=self.settings.max_pixels, formats=self.settings.accepted_formats
+    def open(self, content_b64: str) -> Image.Image:
+        """A POSTed frame's header, checked against the limits; no pixel decoded yet."""
+        return self.open_bytes(decode_base64(content_b64))
+
+    def open_bytes(self, data: bytes) -> Image.Image:
+        return open_image(
+            data, max_pixels=self.settings.frame_pixel_limit, formats=self.settings.accepted_formats
         )
+
+    def load(self, image: Image.Image) -> Image.Image:
+        return load_image(image)
 
 
 class Dispatcher(Protocol):
@@ -145,28 +175,61 @@ class DetectionReport:
     """What one request did: the per-frame answers plus counts for metrics."""
 
     accepted: list[Accepted]
-    frames: list[FrameFaces]
 
     @property
     def faces(self) -> int:
-        return sum(len(f.faces) for f in self.frames)
+        return sum(a.faces for a in self.accepted)
 
     def body(self) -> dict[str, object]:
-        out: dict[str, object] = {"frames": [a.model_dump() for a in self.accepted]}
+        frames = [a.model_dump(exclude_none=True) for a in self.accepted]
+        out: dict[str, object] = {"frames": frames}
         if len(self.accepted) == 1:
             out["request_id"] = self.accepted[0].request_id
         return out
 
 
-class DetectionService:
-    """POST body → :class:`DetectionReport`; raises :class:`InvalidRequest` (4xx) for bad input
-    before anything is sent, so a rejected request leaves no trace on the queues."""
+def frame_digest(frame: FrameIn) -> str:
+    """What makes a POSTed frame the same frame again (a client's retry): its name, album mode
+    and image bytes as base64 (whitespace aside). The ledger keeps it with the request_id.
 
-    def __init__(self, detection: Detection, dispatcher: Dispatcher) -> None:
+    >>> frame_digest(FrameIn(request_id="r", filename="a.jpg", content="aGk="))[:12]
+    'e2d7c2f1e3b0'
+    """
+    digest = hashlib.sha256()
+    for part in (frame.filename, frame.album.model_dump_json() if frame.album else ""):
+        digest.update(part.encode())
+        digest.update(b"\0")
+    digest.update("".join(frame.content.split()).encode())
+    return digest.hexdigest()[:32]
+
+
+class DuplicateRequestId(InvalidRequest):
+    """A request_id already used for another frame: answering would lose one of the two."""
+
+    code = "duplicate_request_id"
+    status = 409
+
+
+class DetectionService:
+    """POST body → :class:`DetectionReport`, all or nothing per request.
+
+    Every frame is checked (headers, limits) before any is decoded, then decoded and detected
+    one at a time (a request costs the memory of its largest frame, not of all of them), and
+    only when every frame got through are the request_ids admitted to the ledger and the tasks
+    and ``no_face`` results sent. A bad frame (4xx), a request_id in use for another frame
+    (409 ``duplicate_request_id``) or a request over the pixel budget leaves no trace on the
+    queues. The same frame sent again under its request_id (a client retrying) is processed
+    again, or answered ``duplicate`` when its result is already out.
+    """
+
+    def __init__(
+        self, detection: Detection, dispatcher: Dispatcher, ledger: ResultLedger | None = None
+    ) -> None:
         self.detection = detection
         self.dispatcher = dispatcher
+        self.ledger = ledger
 
-    def handle_body(self, body: str | bytes) -> DetectionReport:
+    def parse(self, body: str | bytes) -> DetectRequest:
         settings = self.detection.settings
         size = len(body.encode() if isinstance(body, str) else body)
         if size > settings.max_body_bytes:
@@ -180,36 +243,115 @@ class DetectionService:
             raise InvalidRequest(f"the body is not valid JSON ({exc})") from exc
         except RecursionError as exc:
             raise InvalidRequest("the body is not valid JSON: it is nested too deeply") from exc
-        request = DetectRequest.parse(
+        return DetectRequest.parse(
             payload, max_frames=settings.max_frames, max_filename=settings.max_filename
         )
-        # Decode every frame first: one bad frame rejects the request before any is queued.
-        decoded = []
-        for index, frame in enumerate(request.frames):
-            try:
-                decoded.append(self.detection.decode(frame.content))
-            except InvalidRequest as exc:
-                where = f"frames[{index}]" if len(request.frames) > 1 else "content"
-                exc.message = f"{where} ({frame.request_id}): {exc.message}"
-                raise
-        report = DetectionReport([], [])
-        for frame, (image, decode_ms) in zip(request.frames, decoded, strict=True):
-            found = self.detection.image(frame.request_id, frame.filename, image)
-            found.timings_ms["decode"] = decode_ms
-            found.album = frame.album
-            status: Literal["queued", "no_face"] = "queued"
-            if found.faces:
-                self.dispatcher.send_task(found.to_task())
+
+    def handle_body(self, body: str | bytes) -> DetectionReport:
+        request = self.parse(body)
+        digests = {f.request_id: frame_digest(f) for f in request.frames}
+        admissions = self.ledger.check(digests) if self.ledger is not None else {}
+        _refuse_conflicts(admissions)  # before any pixel is decoded
+        todo = [f for f in request.frames if admissions.get(f.request_id) != Admission.ANSWERED]
+        images = self._open_all(request.frames, todo)
+        outputs: dict[str, FaceTask | Result] = {}
+        accepted: dict[str, Accepted] = {}
+        for frame in todo:
+            found = self._detect(request.frames, frame, images.pop(frame.request_id))
+            outputs[frame.request_id] = found.to_task() if found.faces else found.no_face_result()
+            accepted[frame.request_id] = found.accepted()
+        if self.ledger is not None:
+            answered = self._admit({r: digests[r] for r in outputs})
+            for request_id in answered:
+                del outputs[request_id]
+        for output in outputs.values():
+            if isinstance(output, FaceTask):
+                self.dispatcher.send_task(output)
             else:
-                self.dispatcher.send_result(found.no_face_result())
-                status = "no_face"
-            report.frames.append(found)
-            report.accepted.append(
-                Accepted(
-                    request_id=frame.request_id,
-                    filename=frame.filename,
-                    status=status,
-                    faces=len(found.faces),
+                self.dispatcher.send_result(output)
+        return DetectionReport(
+            [
+                accepted[f.request_id]
+                if f.request_id in outputs
+                else Accepted(
+                    request_id=f.request_id, filename=f.filename, status="duplicate", faces=0
                 )
+                for f in request.frames
+            ]
+        )
+
+    def _open_all(
+        self, frames: Sequence[FrameIn], todo: Sequence[FrameIn]
+    ) -> dict[str, Image.Image]:
+        """Every frame's header checked, and the request's pixel budget, before any decoding."""
+        settings = self.detection.settings
+        images: dict[str, Image.Image] = {}
+        total = 0
+        for frame in todo:
+            try:
+                image = self.detection.open(frame.content)
+            except InvalidRequest as exc:
+                exc.message = f"{_where(frames, frame)}: {exc.message}"
+                raise
+            total += image.width * image.height
+            images[frame.request_id] = image
+        if total > settings.max_request_pixels:
+            raise PayloadTooLarge(
+                f"the request's {len(todo)} frames hold {total} pixels, over the limit of "
+                f"{settings.max_request_pixels} per request (FACEPIPE_MAX_REQUEST_PIXELS): send "
+                "fewer or smaller frames per request",
+                code="request_too_large",
             )
-        return report
+        return images
+
+    def _detect(self, frames: Sequence[FrameIn], frame: FrameIn, image: Image.Image) -> FrameFaces:
+        start = time.perf_counter()
+        try:
+            pixels = self.detection.load(image)
+        except InvalidRequest as exc:  # a body corrupt past its header: still nothing sent
+            exc.message = f"{_where(frames, frame)}: {exc.message}"
+            raise
+        decode_ms = _ms(start)
+        found = self.detection.image(frame.request_id, frame.filename, pixels)
+        found.timings_ms["decode"] = decode_ms
+        found.album = frame.album
+        return found
+
+    def _admit(self, digests: Mapping[str, str]) -> set[str]:
+        """Admit every request_id (all or none): the ones answered meanwhile are returned
+        (nothing to send for them); a conflict withdraws this request's admissions → 409."""
+        assert self.ledger is not None
+        admitted: list[str] = []
+        answered: set[str] = set()
+        conflicts: dict[str, Admission] = {}
+        for request_id, digest in digests.items():
+            admission = self.ledger.admit(request_id, digest)
+            if admission is Admission.CONFLICT:
+                conflicts[request_id] = admission
+                break
+            if admission is Admission.NEW:
+                admitted.append(request_id)
+            elif admission is Admission.ANSWERED:
+                answered.add(request_id)
+        if conflicts:
+            for request_id in admitted:
+                self.ledger.withdraw(request_id, digests[request_id])
+            _refuse_conflicts(conflicts)
+        return answered
+
+
+def _where(frames: Sequence[FrameIn], frame: FrameIn) -> str:
+    """``frames[1] (cam-7)`` or ``content (cam-7)``: which frame an error is about."""
+    where = f"frames[{frames.index(frame)}]" if len(frames) > 1 else "content"
+    return f"{where} ({frame.request_id})"
+
+
+def _refuse_conflicts(admissions: Mapping[str, Admission]) -> None:
+    conflicts = [r for r, a in admissions.items() if a is Admission.CONFLICT]
+    if conflicts:
+        more = f" and {len(conflicts) - 5} more" if len(conflicts) > 5 else ""
+        shown = ", ".join(conflicts[:5]) + more
+        raise DuplicateRequestId(
+            f"request_id {shown} already names another frame (its result is out or on its way);"
+            " a request_id names one frame: send this frame with a new request_id"
+        )

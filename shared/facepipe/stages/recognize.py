@@ -134,6 +134,7 @@ class Recognition:
                     weights=self.embedder.weights_id,
                     timings_ms=timings,
                     output_key=frame.output_key,
+                    faces_dropped=frame.faces_dropped or None,
                 )
             )
         return results
@@ -162,12 +163,12 @@ def check_gallery_embedder(gallery: Gallery, embedder: Embedder) -> None:
 
 
 class GalleryLoader(Protocol):
-    """A stored gallery (``facepipe.gallery_store.GalleryStore``): a tag that changes with every
-    new version, and the gallery itself."""
+    """A stored gallery (``facepipe.services.ServedGallery``): a tag that changes with every new
+    version, and the gallery itself; ``missing_ok=False`` makes a missing one an error."""
 
     def tag(self) -> str: ...
 
-    def load(self) -> Gallery: ...
+    def load(self, *, missing_ok: bool = True) -> Gallery: ...
 
 
 class GallerySource:
@@ -175,12 +176,14 @@ class GallerySource:
 
     The gallery is loaded here (at the function's init: errors propagate). :meth:`current` then
     looks at the store's tag (S3 ``HeadObject`` ETags) at most every ``refresh_seconds`` (0:
-    every call) and reloads when it changed. A reload that fails keeps the gallery in use and
-    logs a warning: a corrupt or refused version (``check`` raising ``GalleryError``) is not
-    tried again until the object changes; any other error is retried at the next check.
+    every call) and reloads when it changed. A reload that fails keeps the gallery in use, logs
+    a warning and sets :attr:`stale` (the reason; the ``GalleryStale`` metric and its alarm
+    read it): a gallery that is gone (deleted), corrupt or refused (``check`` raising
+    ``GalleryError``) is not tried again until the object changes; any other error is retried
+    at the next check. A deleted gallery never becomes an empty one.
 
     Example:
-        >>> source = GallerySource(GalleryStore.open("gallery.npz"), 60)  # doctest: +SKIP
+        >>> source = GallerySource(ServedGallery(settings), 60)  # doctest: +SKIP
         >>> gallery = source.current()  # doctest: +SKIP
     """
 
@@ -200,6 +203,7 @@ class GallerySource:
         self._gallery = loader.load()
         self._checked = clock()
         self.reloads = 0
+        self.stale: str | None = None  # why the gallery served is not the stored one, if so
 
     def current(self) -> Gallery:
         now = self.clock()
@@ -214,19 +218,22 @@ class GallerySource:
         if tag == self._tag:
             return self._gallery
         try:
-            gallery = self.loader.load()
+            gallery = self.loader.load(missing_ok=False)
             if self.check is not None:
                 self.check(gallery)
         except GalleryError as exc:
             _log.warning("new gallery refused, keeping the loaded one: %s", exc.message)
             self._tag = tag  # tried once per version: a broken object stays broken
+            self.stale = exc.message
             return self._gallery
         except Exception as exc:
             _log.warning("gallery reload failed, keeping the loaded one: %r", exc)
+            self.stale = f"reload failed: {exc!r}"
             return self._gallery
         _log.info("gallery reloaded: %d rows of %d people", len(gallery), len(set(gallery.names)))
         self._gallery, self._tag = gallery, tag
         self.reloads += 1
+        self.stale = None
         return gallery
 
 
@@ -254,11 +261,14 @@ def frame_from_task(
         embedder=task.embedder,
         album=task.album,
         output_key=task.output_key,
+        faces_dropped=task.faces_dropped or 0,
     )
 
 
 class PayloadStore(Protocol):
-    """Claim-check storage (S3 in AWS)."""
+    """Claim-check storage (S3 in AWS): a request's objects live under ``key_for(id, "")``."""
+
+    def key_for(self, request_id: str, name: str) -> str: ...
 
     def get(self, key: str) -> bytes: ...
 
@@ -274,17 +284,23 @@ class Outcome:
     error: Exception | None = None
     request_id: str | None = None  # as far as it could be read (for logs)
     duplicate: bool = False  # the request's final result is already out: post nothing
+    payload_key: str | None = None  # its claim-check object, deleted once the record is done
 
 
 class PreparedBatch:
     """A batch after the shared forward pass; :meth:`finish` posts one record's result."""
 
     def __init__(
-        self, outcomes: Mapping[str, Outcome], sink: ResultSink, payloads: PayloadStore | None
+        self,
+        outcomes: Mapping[str, Outcome],
+        sink: ResultSink,
+        payloads: PayloadStore | None,
+        gallery_stale: str | None = None,
     ) -> None:
         self.outcomes = outcomes
         self.sink = sink
         self.payloads = payloads
+        self.gallery_stale = gallery_stale  # a reload failed: the gallery used is an older one
         self.duplicates = sum(o.duplicate for o in outcomes.values())
 
     def finish(self, record_id: str) -> Result | None:
@@ -292,19 +308,25 @@ class PreparedBatch:
         batch failure) when it cannot."""
         outcome = self.outcomes[record_id]
         if outcome.duplicate:
+            self._drop_payload(outcome)
             return None
         if outcome.error is not None:
             raise outcome.error
         assert outcome.result is not None  # no task: a malformed message's error result
-        if self.sink.send_result(outcome.result) is False:  # the ledger had it already
+        posted = self.sink.send_result(outcome.result) is not False  # False: the ledger had it
+        self._drop_payload(outcome)
+        if not posted:
             self.duplicates += 1
             return None
-        if outcome.task is not None and outcome.task.payload_key and self.payloads is not None:
+        return outcome.result
+
+    def _drop_payload(self, outcome: Outcome) -> None:
+        """The record is done (posted, or a duplicate): its claim-check object is not needed."""
+        if outcome.payload_key and self.payloads is not None:
             try:
-                self.payloads.delete(outcome.task.payload_key)
+                self.payloads.delete(outcome.payload_key)
             except Exception:  # the result is out; the bucket's lifecycle rule is the backstop
                 _log.warning("could not delete claim-check payload", exc_info=True)
-        return outcome.result
 
     def request_id(self, record_id: str) -> str | None:
         """The record's request_id, when it could be read (also from a malformed message)."""
@@ -344,14 +366,13 @@ class RecognitionService:
         if task.payload_key:
             if self.payloads is None:
                 raise ConfigError("task has a payload_key but no payload store is configured")
-            key_for = getattr(self.payloads, "key_for", None)
-            home = key_for(task.request_id, "") if key_for is not None else ""
-            if not task.payload_key.startswith(home):
+            key = self._own_payload(task)
+            if key is None:
+                home = self.payloads.key_for(task.request_id, "")
                 raise InvalidMessage(
                     f"payload_key is not under {home}, where detection puts this request's "
                     "claim checks"
                 )
-            key = task.payload_key
             payload = FacePayload.parse_json(self.payloads.get(key), key)  # PayloadMissing
             if payload.request_id != task.request_id:
                 raise InvalidMessage(f"payload {key} belongs to another request")
@@ -360,6 +381,24 @@ class RecognitionService:
         if len({face.crop.shape for face in frame.faces}) > 1:
             raise InvalidMessage("the task's face crops differ in size; one task's crops share one")
         return task, frame
+
+    def _own_payload(self, task: FaceTask) -> str | None:
+        """The task's claim-check key when it lies under its own request's prefix (a task may
+        not make recognition read or delete anything else)."""
+        key = task.payload_key
+        if not key or self.payloads is None:
+            return None
+        return key if key.startswith(self.payloads.key_for(task.request_id, "")) else None
+
+    def _duplicate(self, body: str, request_id: str) -> Outcome:
+        """A record whose request already has its result: nothing to post, but its claim-check
+        object (if it names one of its own request's) is deleted with it."""
+        try:
+            task = FaceTask.parse_json(body)
+        except InvalidMessage:
+            return Outcome(request_id=request_id, duplicate=True)
+        key = self._own_payload(task) if task.request_id == request_id else None
+        return Outcome(request_id=request_id, duplicate=True, payload_key=key)
 
     def _refused(self, body: str, attribute: str | None, exc: Exception) -> Outcome:
         """A record that cannot be recognised. A permanent problem (a malformed message, a
@@ -397,7 +436,7 @@ class RecognitionService:
         outcomes: dict[str, Outcome] = {}
         loaded: list[tuple[str, FrameFaces]] = []
         for record_id, request_id in self._finished(bodies, request_ids or {}).items():
-            outcomes[record_id] = Outcome(request_id=request_id, duplicate=True)
+            outcomes[record_id] = self._duplicate(bodies[record_id], request_id)
         for record_id, body in bodies.items():
             if record_id in outcomes:
                 continue
@@ -407,7 +446,9 @@ class RecognitionService:
                 attribute = (request_ids or {}).get(record_id)
                 outcomes[record_id] = self._refused(body, attribute, exc)
                 continue
-            outcomes[record_id] = Outcome(task=task, request_id=task.request_id)
+            outcomes[record_id] = Outcome(
+                task=task, request_id=task.request_id, payload_key=task.payload_key
+            )
             loaded.append((record_id, frame))
         # One forward pass per crop size: a single one unless a producer sent odd crops.
         groups: dict[tuple[int, ...], list[tuple[str, FrameFaces]]] = {}
@@ -428,7 +469,10 @@ class RecognitionService:
                 continue
             for (record_id, _), result in zip(group, results, strict=True):
                 outcomes[record_id].result = result
-        return PreparedBatch(outcomes, self.sink, self.payloads)
+        source = self.recognition.source
+        return PreparedBatch(
+            outcomes, self.sink, self.payloads, source.stale if source is not None else None
+        )
 
     def _albums(self, frames: Sequence[FrameFaces], results: Sequence[Result]) -> None:
         """Album frames: ``index`` adds the batch's faces as one new shard per album; ``find``
@@ -447,7 +491,8 @@ class RecognitionService:
             elif album.mode == "index":
                 photo = frame.filename or frame.request_id
                 entries = [
-                    AlbumEntry(photo, f.box, v) for f, v in zip(result.faces, vectors, strict=True)
+                    AlbumEntry(photo, f.box, v, frame.request_id)
+                    for f, v in zip(result.faces, vectors, strict=True)
                 ]
                 to_index.setdefault(album.name, []).append((result, entries))
             else:

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from facepipe.config import Settings
+from facepipe.ledger import DEFAULT_LEASE_S
 from facepipe.observability import METRICS_LOCK, flush_metrics
 from facepipe.worker.stages import Message, Stage
 
@@ -42,10 +43,18 @@ class ConsumerOptions:
     wait_seconds: int = 20
     batch_size: int = 10
     window_seconds: float = 0.0
-    visibility_timeout: int = 120
+    visibility_timeout: int = 300
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ConsumerOptions:
+        if settings.worker_visibility_timeout <= DEFAULT_LEASE_S:
+            _log.warning(
+                "FACEPIPE_WORKER_VISIBILITY_TIMEOUT %d s is not above the result ledger's %d s "
+                "lease: a message held by a worker that died mid-post comes back while the "
+                "lease holds, fails as busy and spends a receive on its way to the DLQ",
+                settings.worker_visibility_timeout,
+                DEFAULT_LEASE_S,
+            )
         return cls(
             wait_seconds=settings.worker_wait_seconds,
             batch_size=settings.worker_batch_size,

@@ -122,7 +122,13 @@ class RecognitionWork:
             self.done.append(result)
 
     def record(self, failed: int, elapsed_ms: float) -> None:
-        record_results(self.done, failed, elapsed_ms, duplicates=self.batch.duplicates)
+        record_results(
+            self.done,
+            failed,
+            elapsed_ms,
+            duplicates=self.batch.duplicates,
+            gallery_stale=self.batch.gallery_stale,
+        )
 
 
 class RecognitionStage:
