@@ -16,7 +16,8 @@ export SAM_CLI_TELEMETRY=0
 export CKV_SKIP_PACKAGE_UPDATE_CHECK=true BC_SKIP_MAPPING=TRUE
 
 .PHONY: help install demo eval test lint format typecheck events invoke-detection \
-        invoke-recognition invoke-ingest local bench gpu-wheels gpu-check bench-e2e bench-burst bench-memory bench-match build deploy validate clean
+        invoke-recognition invoke-ingest local bench gpu-wheels gpu-check bench-e2e bench-burst bench-memory bench-match build deploy validate clean \
+        images image-check
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-20s %s\n", $$1, $$2}'
@@ -86,22 +87,33 @@ format: ## apply ruff fixes and formatting
 events: ## regenerate events/ from the sample images (real detection output)
 	$(BIN)/facepipe events --out events
 
-invoke-detection: ## invoke the detection function with events/ (sam local invoke, or awslambdaric + RIE without Docker)
-	@if docker info >/dev/null 2>&1; then \
+# sam local invoke needs Docker's bridge network (it maps the RIE's port 8080 through it); where
+# there is none (a private dockerd here), facepipe invoke runs the built image (or, without one,
+# the function's code) under the RIE on 127.0.0.1 instead.
+SAM_INVOKE := docker network inspect bridge >/dev/null 2>&1 && test -d .aws-sam/build
+
+invoke-detection: ## invoke the detection function with events/ (sam local invoke; else its image or code under the RIE)
+	@if $(SAM_INVOKE); then \
 	  $(BIN)/sam local invoke DetectionFunction -e events/detection-single.json; \
 	else \
 	  $(BIN)/facepipe invoke detection events/detection-single.json; \
 	fi
 
-invoke-recognition: ## invoke the recognition function with events/ (sam local invoke, or awslambdaric + RIE)
-	@if docker info >/dev/null 2>&1; then \
+invoke-recognition: ## invoke the recognition function with events/ (sam local invoke; else its image or code under the RIE)
+	@if $(SAM_INVOKE); then \
 	  $(BIN)/sam local invoke RecognitionFunction -e events/recognition-sqs.json; \
 	else \
 	  $(BIN)/facepipe invoke recognition events/recognition-sqs.json; \
 	fi
 
-invoke-ingest: ## invoke the S3 ingest function with events/ingest-sqs.json, samples/astronaut.jpg uploaded first (awslambdaric + RIE)
+invoke-ingest: ## invoke the S3 ingest function with events/ingest-sqs.json, samples/astronaut.jpg uploaded first (its image or code under the RIE)
 	$(BIN)/facepipe invoke ingest events/ingest-sqs.json --object samples/astronaut.jpg
+
+images: ## build both container images as sam build does: facepipe-detection:local, facepipe-recognition:local (IMAGES_ARGS=--offline here)
+	$(BIN)/facepipe images build $(IMAGES_ARGS)
+
+image-check: ## build both images offline (private dockerd, stand-in base, local torch) and run every event of events/ through them (bench/image-check.sh)
+	bench/image-check.sh $(IMAGE_CHECK_ARGS)
 
 validate: ## sam validate --lint
 	$(BIN)/sam validate --lint -t template.yaml

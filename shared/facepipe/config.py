@@ -254,9 +254,19 @@ class Settings(BaseModel):
         description="Client: SigV4-sign requests (`auto`: for AWS Function URLs, *.on.aws).",
     )
     # --- local stack --------------------------------------------------------------------------
-    runtime: Literal["inprocess", "rie"] = Field(
+    runtime: Literal["inprocess", "rie", "image"] = Field(
         "inprocess",
-        description="Local stack: run the handlers in-process or behind awslambdaric + the RIE.",
+        description=(
+            "Local stack: run the handlers in-process, behind awslambdaric + the RIE, or in "
+            "their built container images (`image`: one container per function, RIE inside)."
+        ),
+    )
+    docker_root: str = Field(
+        "",
+        description=(
+            "Images: data root (images, containers, socket) of the private dockerd started when "
+            "`DOCKER_HOST` names no running Docker; empty: `~/.cache/facepipe/docker`."
+        ),
     )
     port: int = Field(
         0, ge=0, le=65535, description="Local stack: Function URL port on 127.0.0.1 (0: any free)."

@@ -139,6 +139,17 @@ def write_digest_sidecar(path: Path) -> str:
     return digest
 
 
+def weights_label(path: Path) -> str | None:
+    """``random:<seed>`` for a file of seeded random weights (a ``<file>.label`` beside it, as
+    ``facepipe weights fetch --weights random:<seed>`` writes for test images), else ``None``:
+    results name such weights for what they are, not by their checksum."""
+    label = path.with_name(path.name + ".label")
+    if not label.is_file():
+        return None
+    text = label.read_text().strip()
+    return text if text.startswith(RANDOM_PREFIX) else None
+
+
 def file_digest(path: Path) -> str:
     """sha256 of a weights file; a ``<file>.sha256`` sidecar (written at image build) is used
     when present so that a cold start does not hash 100 MB."""
@@ -225,7 +236,7 @@ class FacenetEmbedder:
         else:
             self._path = self._locate(weights)
             digest = file_digest(self._path)
-            self.weights_id = f"{embedder}:sha256:{digest[:16]}"
+            self.weights_id = weights_label(self._path) or f"{embedder}:sha256:{digest[:16]}"
             baked = baked_onnx(self._path, digest)
             if baked is not None and self._resolve(mode) == "onnxruntime":
                 # The image's cold start: a session from the baked graph, no torch at all.

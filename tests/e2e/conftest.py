@@ -26,13 +26,30 @@ from tests.conftest import SAMPLES
 RESULT_DEADLINE_S = 60.0
 
 
-@pytest.fixture(scope="module", params=["inprocess", "rie"])
+@pytest.fixture(scope="module", params=["inprocess", "rie", "image"])
 def stack(request: pytest.FixtureRequest) -> Iterator[LocalStack]:
-    """``facepipe local up`` in this process: seeded random weights, no gallery."""
+    """``facepipe local up`` in this process: seeded random weights, no gallery. ``image``: each
+    function in its built container image (``make image-check`` builds them), skipped with the
+    reason where there is no Docker or no image."""
     runtime = request.param
+    if runtime == "image":
+        skip_without_images()
     settings = Settings.from_env({}, weights="random:0")
     with LocalStack(settings, runtime=runtime, stack=f"facepipe-e2e-{runtime}") as local:
         yield local
+
+
+def skip_without_images() -> None:
+    """Skip (saying why) unless a Docker runs here or can be started, with both images built."""
+    from facepipe.errors import ConfigError
+    from facepipe.local.docker import DockerDaemon
+    from facepipe.local.images import require_images
+
+    try:
+        with DockerDaemon() as daemon:
+            require_images(daemon)
+    except ConfigError as exc:
+        pytest.skip(f"image runtime: {exc.message.splitlines()[0]}")
 
 
 @pytest.fixture

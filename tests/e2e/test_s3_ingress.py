@@ -22,17 +22,22 @@ from facepipe.local.stack import LocalStack
 from facepipe.messages import Result
 from facepipe.stages.ingest import S3Object
 from tests.conftest import SAMPLES, run_facepipe
-from tests.e2e.conftest import collect, frame, post_json
+from tests.e2e.conftest import collect, frame, post_json, skip_without_images
 
 pytestmark = pytest.mark.slow
 PHOTOS = ("astronaut.jpg", "rocket.jpg", "frames/obama-and-biden.jpg")
 MAX_OBJECT_BYTES = 1_000_000  # the samples are under 100 kB
 
 
-@pytest.fixture(scope="module")
-def stack() -> Iterator[LocalStack]:
+@pytest.fixture(scope="module", params=["inprocess", "image"])
+def stack(request: pytest.FixtureRequest) -> Iterator[LocalStack]:
+    """In this process, and in the built images (S3 ingress runs in the detection image with
+    its other handler), skipped with the reason where there is no Docker or no image."""
+    if request.param == "image":
+        skip_without_images()
     settings = Settings.from_env({}, weights="random:0", max_object_bytes=MAX_OBJECT_BYTES)
-    with LocalStack(settings, runtime="inprocess", stack="facepipe-e2e-s3") as local:
+    name = f"facepipe-e2e-s3-{request.param}"
+    with LocalStack(settings, runtime=request.param, stack=name) as local:
         yield local
 
 

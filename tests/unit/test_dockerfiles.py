@@ -40,7 +40,10 @@ def _instructions(name: str) -> list[tuple[str, str]]:
 def test_image_runs_awslambdaric_with_app_handler(name: str) -> None:
     ins = _instructions(name)
     ops = dict(ins)
-    assert ops["FROM"].startswith("python:") or "python:${PYTHON_VERSION}-slim" in ops["FROM"]
+    # The base is a build argument whose default is what users build from.
+    assert ops["FROM"] == "${BASE_IMAGE}"
+    args = [rest for op, rest in ins if op == "ARG"]
+    assert "BASE_IMAGE=python:${PYTHON_VERSION}-slim" in args
     assert json.loads(ops["ENTRYPOINT"]) == ["python", "-m", "awslambdaric"]
     assert json.loads(ops["CMD"]) == ["app.handler"]
     copies = [rest for op, rest in ins if op == "COPY"]
@@ -73,8 +76,13 @@ def test_detection_image_holds_every_handler_module_the_template_names() -> None
 
 @pytest.mark.parametrize("name", FUNCTIONS)
 def test_image_installs_cpu_torch_facenet_no_deps_and_the_library(name: str) -> None:
-    runs = " ".join(rest for op, rest in _instructions(name) if op == "RUN")
-    assert "download.pytorch.org/whl/cpu" in runs
+    ins = _instructions(name)
+    runs = " ".join(rest for op, rest in ins if op == "RUN")
+    # CPU torch from PyTorch's CPU index by default (a build here points it at a local copy)
+    assert "TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu" in [
+        r for op, r in ins if op == "ARG"
+    ]
+    assert "--index-url ${TORCH_INDEX_URL}" in runs and "torch==${TORCH_VERSION}" in runs
     assert "--no-deps facenet-pytorch" in runs
     # with the dlib extra, so that FACEPIPE_EMBEDDER=dlib (template parameter Embedder) works
     assert 'pip install "/tmp/shared[dlib]" awslambdaric' in runs
@@ -109,7 +117,11 @@ def test_the_weight_baking_step_runs(tmp_path: Path) -> None:
     model = save_published_style_weights(src / "20180402-114759-vggface2.pt", seed=11)
     runs = [rest for op, rest in _instructions("recognition") if op == "RUN"]
     fetch = next(r for r in runs if "facepipe weights fetch" in r).split("&&")[0]
-    argv = shlex.split(fetch.replace("${EMBEDDER}", "vggface2"))
+    args = dict(
+        r.split("=", 1) for op, r in _instructions("recognition") if op == "ARG" and "=" in r
+    )
+    assert args["WEIGHTS"] == "published"  # the default bakes the real file, never random ones
+    argv = shlex.split(fetch.replace("${EMBEDDER}", "vggface2").replace("${WEIGHTS}", "published"))
     argv = [str(src) if a == "/tmp/weights" else a for a in argv]
     argv = [str(tmp_path / "out") if a == "/opt/facepipe/weights" else a for a in argv]
     facepipe = Path(sys.executable).with_name("facepipe")
@@ -126,3 +138,38 @@ def test_the_weight_baking_step_runs(tmp_path: Path) -> None:
         want = torch.nn.functional.normalize(model(x), dim=1).numpy()
     got = emb.embed([np.full((160, 160, 3), 127, np.uint8)])  # standardizes to ~0
     assert float(got[0] @ want[0]) > 0.999
+
+
+def test_a_test_build_bakes_random_weights_that_every_result_names(tmp_path: Path) -> None:
+    """WEIGHTS=random:<seed> (image test builds, where the published file cannot be had): the
+    same baking (file, digest, ONNX graph: a real cold start), the same numbers as
+    FACEPIPE_WEIGHTS=random:<seed>, and the results say random:<seed>, not a checksum."""
+    facepipe = Path(sys.executable).with_name("facepipe")
+    done = subprocess.run(
+        [str(facepipe), "weights", "fetch", "--weights", "random:3", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    assert "seeded random weights (random:3)" in done.stderr
+    baked = FacenetEmbedder(weights=str(tmp_path / "vggface2.pt"), device="cpu")
+    assert (baked.weights_id, baked.mode, baked._model) == ("random:3", "onnxruntime", None)
+    crop = [np.random.default_rng(0).integers(0, 255, (160, 160, 3), dtype=np.uint8)]
+    same = FacenetEmbedder(weights="random:3", device="cpu").embed(crop)
+    assert float(baked.embed(crop)[0] @ same[0]) > 0.99999
+    # A real file fetched again over it is no longer labelled random.
+    src = tmp_path / "src"
+    save_published_style_weights(src / "20180402-114759-vggface2.pt", seed=1)
+    subprocess.run(
+        [str(facepipe), "weights", "fetch", "--from-dir", str(src), "--out", str(tmp_path)],
+        capture_output=True,
+        timeout=120,
+        check=True,
+    )
+    assert FacenetEmbedder(weights=str(tmp_path / "vggface2.pt")).weights_id.startswith("vggface2:")
+
+
+def test_recognition_image_labels_its_weights() -> None:
+    labels = [rest for op, rest in _instructions("recognition") if op == "LABEL"]
+    assert any("org.facepipe.weights=${WEIGHTS}" in label for label in labels)

@@ -30,8 +30,15 @@ def _pip_installs(name: str) -> tuple[set[str], set[str]]:
             words = command.split()
             if words[:2] != ["pip", "install"]:
                 continue
+            skip_value = False
             for word in words[2:]:
                 word = word.strip('"')
+                if skip_value:  # the value of --index-url / --extra-index-url
+                    skip_value = False
+                    continue
+                if word in ("--index-url", "--extra-index-url"):
+                    skip_value = True
+                    continue
                 if word.startswith("-") or word.startswith("https://"):
                     continue
                 if word.startswith("/tmp/shared"):

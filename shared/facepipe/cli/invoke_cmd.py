@@ -14,13 +14,13 @@ each of them first, in the local bucket, as the upload that sent the event would
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote_plus, urlparse
+from urllib.parse import urlparse
 
 FUNCTIONS = {
     "detection": "DetectionFunction",
@@ -67,6 +67,15 @@ def register(sub: Any) -> None:
         "before the invoke (the event's ETag and version id become the upload's); without it the "
         "bucket is empty and each photo gets an object_missing result",
     )
+    p.add_argument(
+        "--runtime",
+        choices=("auto", "rie", "image"),
+        default="auto",
+        help="rie: the function's code from this checkout; image: its built container image "
+        "(facepipe-<dir>:local, `make images`) on the Docker of DOCKER_HOST or the private "
+        "dockerd; auto (default): image when that image is built, else rie",
+    )
+    p.add_argument("--docker-root", default=None, help="FACEPIPE_DOCKER_ROOT (image runtime)")
     p.add_argument("--template", type=Path, default=None, help="default: ./template.yaml upward")
     p.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for init + invoke")
     p.add_argument("--show-log", action="store_true", help="print the function's log (stderr)")
@@ -102,63 +111,43 @@ def _upload_gallery(aws: Any, env: dict[str, str], gallery: Path | None) -> None
     aws.s3.put_object(Bucket=parsed.netloc, Key=parsed.path.lstrip("/"), Body=gallery.read_bytes())
 
 
-def _announced(body: dict[str, Any]) -> Iterator[tuple[str, str, dict[str, Any], str, str]]:
-    """(bucket, key, the object's dict, its ETag field, its version id field) of each object an
-    EventBridge event or an S3 event notification announces."""
-    if "detail" in body:
-        detail = body["detail"]
-        yield (
-            detail["bucket"]["name"],
-            detail["object"]["key"],
-            detail["object"],
-            "etag",
-            "version-id",
-        )
-        return
-    for record in body.get("Records", []):
-        obj = record["s3"]["object"]
-        yield record["s3"]["bucket"]["name"], unquote_plus(obj["key"]), obj, "eTag", "versionId"
-
-
-def _upload_objects(aws: Any, event: dict[str, Any], path: Path) -> dict[str, Any]:
-    """Upload ``path`` to each object the event's records announce (in the local bucket, which
-    must be the one they name) and return the event with each object's ETag, and version id
-    where it names one, those of the upload, as S3 would have sent them."""
-    from facepipe.errors import ConfigError
-    from facepipe.stages.ingest import objects_in_message
-
-    data = path.read_bytes()
-    bucket = aws.outputs["BucketName"]
-    records = []
-    for record in event.get("Records", []):
-        objects_in_message(record["body"])  # a clear error for a body that is no S3 event
-        body = json.loads(record["body"])
-        for name, key, obj, etag_field, version_field in _announced(body):
-            if name != bucket:
-                raise ConfigError(
-                    f"the event names bucket {name!r}; the local stack's is {bucket!r}: edit "
-                    "the event's bucket name"
-                )
-            put = aws.s3.put_object(Bucket=bucket, Key=key, Body=data)
-            obj[etag_field] = put["ETag"].strip('"')
-            if version_field in obj:
-                obj[version_field] = put.get("VersionId")
-        records.append({**record, "body": json.dumps(body)})
-    # The uploads made S3 announce them on the ingest queue too: the event file stands for that.
-    aws.drain(aws.outputs["IngestQueueUrl"], wait_seconds=1)
-    return {**event, "Records": records}
-
-
 def _objects(aws: Any) -> dict[str, str]:
     bucket = aws.outputs["BucketName"]
     pages = aws.s3.get_paginator("list_objects_v2").paginate(Bucket=bucket)
     return {o["Key"]: o["ETag"] for page in pages for o in page.get("Contents", [])}
 
 
+def _function(
+    args: argparse.Namespace, aws: Any, logical_id: str, env: dict[str, str], stack: Any
+) -> Any:
+    """The function to invoke: its code under the RIE, or its built image (see --runtime)."""
+    from facepipe.config import Settings
+    from facepipe.local.docker import DockerDaemon, ImageFunction, image_name
+    from facepipe.local.rie import RieFunction
+
+    folder, handler = aws.function_dir(logical_id), aws.function_handler(logical_id)
+    if args.runtime != "rie":
+        daemon = DockerDaemon(args.docker_root or Settings.from_env().docker_root or None)
+        # auto: only a Docker already running, and only when the image is built there
+        if args.runtime == "image" or daemon.running():
+            stack.enter_context(daemon)
+            if args.runtime == "image" or daemon.has_image(image_name(folder)):
+                memory = int(env.get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "0"))
+                if args.weights is None:
+                    env.pop("FACEPIPE_WEIGHTS", None)  # the image's own baked weights
+                return ImageFunction(daemon, image_name(folder), env, handler, memory_mb=memory)
+    return RieFunction(folder, env, handler)
+
+
+def _where(function: Any) -> str:
+    image = getattr(function, "image", None)
+    return f"image {image} (RIE in the container)" if image else "the RIE (this checkout's code)"
+
+
 def run(args: argparse.Namespace) -> int:
     from facepipe.errors import ConfigError
     from facepipe.local.emulator import LocalAws
-    from facepipe.local.rie import RieFunction, function_error
+    from facepipe.local.rie import function_error
 
     if args.object is not None and args.function != "ingest":
         raise ConfigError("--object is for `facepipe invoke ingest`: only its event names photos")
@@ -173,15 +162,17 @@ def run(args: argparse.Namespace) -> int:
             env["FACEPIPE_WEIGHTS"] = weights
         _upload_gallery(aws, env, args.gallery)
         if args.object is not None:
-            event = _upload_objects(aws, event, args.object)
+            event = aws.upload_announced(event, args.object)
         before = _objects(aws)
-        with RieFunction(
-            aws.function_dir(logical_id), env, aws.function_handler(logical_id)
-        ) as function:
-            payload = function.invoke(event, timeout=args.timeout)
-            error = function_error(payload)
-            report = function.last_report()
-            log = function.log_text()
+        with contextlib.ExitStack() as stack:
+            function = _function(args, aws, logical_id, env, stack)
+            print(f"facepipe invoke: {args.function} on {_where(function)}", file=sys.stderr)
+            with function:
+                seen = function.reports()
+                payload = function.invoke(event, timeout=args.timeout)
+                error = function_error(payload)
+                report = function.report_after(seen)
+                log = function.log_text()
         print(json.dumps(payload, indent=2))
         for name, url in aws.queue_urls().items():
             messages = aws.drain(url, wait_seconds=0)

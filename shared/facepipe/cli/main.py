@@ -4,6 +4,7 @@ Subcommands:
   run IMAGE...        detection + recognition in-process, one result per image
   config              every setting (``--markdown`` prints the README table)
   invoke FUNCTION     a function's real awslambdaric entrypoint under the Lambda RIE
+  images build|check  build the container images; run every event through them
   events              write the sample Lambda events (events/*.json)
   weights fetch|check get embedder weights (image builds) and prove they load
   local up            the whole pipeline on this machine: Function URL, queues, both functions
@@ -38,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
         eval_cmd,
         events_cmd,
         gallery_cmd,
+        images_cmd,
         invoke_cmd,
         local_cmd,
         run_cmd,
@@ -53,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
         config_cmd,
         gallery_cmd,
         invoke_cmd,
+        images_cmd,
         weights_cmd,
         events_cmd,
         local_cmd,

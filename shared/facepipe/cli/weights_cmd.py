@@ -9,7 +9,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from facepipe.embedding import WEIGHT_FILES
+from facepipe.embedding import RANDOM_PREFIX, WEIGHT_FILES
+from facepipe.errors import ConfigError
 
 
 def register(sub: Any) -> None:
@@ -24,6 +25,13 @@ def register(sub: Any) -> None:
     fetch.add_argument("--embedder", choices=sorted(WEIGHT_FILES), default="vggface2")
     fetch.add_argument("--out", type=Path, required=True, help="directory to write into")
     fetch.add_argument("--from-dir", type=Path, help="directory that may hold the file already")
+    fetch.add_argument(
+        "--weights",
+        default="published",
+        metavar="published|random:SEED",
+        help="published (default): the real file; random:SEED: seeded random weights for test "
+        "images where the published file cannot be had, labelled random:SEED in every result",
+    )
     fetch.set_defaults(func=run_fetch)
     check = wsub.add_parser("check", help="load a weights file and print its identifier")
     check.add_argument("path", type=Path)
@@ -37,8 +45,25 @@ def run_fetch(args: argparse.Namespace) -> int:
 
     args.out.mkdir(parents=True, exist_ok=True)
     target = args.out / f"{args.embedder}.pt"
+    label = target.with_name(target.name + ".label")
+    label.unlink(missing_ok=True)
     local = args.from_dir / WEIGHT_FILES[args.embedder] if args.from_dir else None
-    if local is not None and local.is_file():
+    if args.weights.startswith(RANDOM_PREFIX):
+        import torch
+
+        from facepipe.facenet_runtime import random_model
+
+        seed = _seed(args.weights)
+        torch.save(random_model(seed).state_dict(), target)
+        label.write_text(f"{RANDOM_PREFIX}{seed}\n")
+        print(
+            f"WARNING: {target} holds seeded random weights ({RANDOM_PREFIX}{seed}), for tests "
+            "only: every result says so, and no name it gives means anything",
+            file=sys.stderr,
+        )
+    elif args.weights != "published":
+        raise ConfigError(f"--weights {args.weights}: expected published or random:<seed>")
+    elif local is not None and local.is_file():
         shutil.copyfile(local, target)
     else:
         # Loading with weights="" uses facenet-pytorch's cache, downloading into it if needed.
@@ -50,6 +75,13 @@ def run_fetch(args: argparse.Namespace) -> int:
     graph = bake_onnx(embedder.model, target, digest)
     print(f"{target}: {embedder.weights_id} (+ {graph.name})", file=sys.stderr)
     return 0
+
+
+def _seed(weights: str) -> int:
+    try:
+        return int(weights[len(RANDOM_PREFIX) :])
+    except ValueError as exc:
+        raise ConfigError(f"--weights {weights}: expected random:<int>") from exc
 
 
 def run_check(args: argparse.Namespace) -> int:

@@ -29,9 +29,11 @@ from collections.abc import Iterator, Mapping
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote_plus
 
 import boto3
 
+from facepipe.errors import ConfigError
 from facepipe.lifecycle import Service
 
 DEFAULT_STACK = "facepipe-local"
@@ -219,6 +221,24 @@ class Intrinsics:
             if op == "Condition":
                 return self.condition(args)
         raise TemplateError(f"condition {value!r} is not emulated locally")
+
+
+def announced_objects(body: dict[str, Any]) -> Iterator[tuple[str, str, dict[str, Any], str, str]]:
+    """(bucket, key, the object's dict, its ETag field, its version id field) of each object an
+    EventBridge event or an S3 event notification announces."""
+    if "detail" in body:
+        detail = body["detail"]
+        yield (
+            detail["bucket"]["name"],
+            detail["object"]["key"],
+            detail["object"],
+            "etag",
+            "version-id",
+        )
+        return
+    for record in body.get("Records", []):
+        obj = record["s3"]["object"]
+        yield record["s3"]["bucket"]["name"], unquote_plus(obj["key"]), obj, "eTag", "versionId"
 
 
 class LocalAws(Service):
@@ -590,6 +610,33 @@ class LocalAws(Service):
                         self.s3.delete_object(Bucket=bucket, Key=obj["Key"])
                         expired.append(obj["Key"])
         return expired
+
+    def upload_announced(self, event: dict[str, Any], path: Path) -> dict[str, Any]:
+        """Upload ``path`` to each object the event's records announce (in the local bucket, which
+        must be the one they name) and return the event with each object's ETag, and version id
+        where it names one, those of the upload, as S3 would have sent them."""
+        from facepipe.stages.ingest import objects_in_message
+
+        data = path.read_bytes()
+        bucket = self.outputs["BucketName"]
+        records = []
+        for record in event.get("Records", []):
+            objects_in_message(record["body"])  # a clear error for a body that is no S3 event
+            body = json.loads(record["body"])
+            for name, key, obj, etag_field, version_field in announced_objects(body):
+                if name != bucket:
+                    raise ConfigError(
+                        f"the event names bucket {name!r}; the local stack's is {bucket!r}: edit "
+                        "the event's bucket name"
+                    )
+                put = self.s3.put_object(Bucket=bucket, Key=key, Body=data)
+                obj[etag_field] = put["ETag"].strip('"')
+                if version_field in obj:
+                    obj[version_field] = put.get("VersionId")
+            records.append({**record, "body": json.dumps(body)})
+        # The uploads made S3 announce them on the ingest queue too: the event file stands for that.
+        self.drain(self.outputs["IngestQueueUrl"], wait_seconds=1)
+        return {**event, "Records": records}
 
     def queue_urls(self) -> dict[str, str]:
         """Logical id → URL of every emulated queue, in template order."""

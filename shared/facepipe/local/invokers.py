@@ -233,11 +233,13 @@ class InProcessInvoker:
 
 
 class RieInvoker:
-    """A function's real entrypoint, ``python -m awslambdaric app.handler``, under the RIE.
+    """A function's real entrypoint, ``python -m awslambdaric app.handler``, under the RIE:
+    from this checkout (:meth:`for_dir`) or in its container image
+    (:class:`facepipe.local.docker.ImageFunction`).
 
     Args:
-        function_dir / env / handler: as :class:`~facepipe.local.rie.RieFunction`; the process
-            starts from this process's environment minus ``FACEPIPE_*`` and ``AWS_*``.
+        function: the :class:`~facepipe.local.rie.RieFunction` (or image) to run.
+        name: the function's name in logs.
         invoke_timeout_s: how long one invocation (the first one includes the init) may take
             before it counts as failed.
         echo_log: copy the function's log (its INIT/REPORT lines and Powertools JSON) to
@@ -246,6 +248,23 @@ class RieInvoker:
 
     def __init__(
         self,
+        function: RieFunction,
+        name: str,
+        *,
+        invoke_timeout_s: float = 300.0,
+        echo_log: bool = False,
+    ) -> None:
+        self.function = function
+        self.name = name
+        self.invoke_timeout_s = invoke_timeout_s
+        self.echo_log = echo_log
+        self.lock = threading.Lock()
+        self._echo_stop = threading.Event()
+        self._echo: threading.Thread | None = None
+
+    @classmethod
+    def for_dir(
+        cls,
         function_dir: str | Path,
         env: Mapping[str, str],
         handler: str = "app.handler",
@@ -254,15 +273,16 @@ class RieInvoker:
         timeout_s: int = DEFAULT_FUNCTION_TIMEOUT_S,
         invoke_timeout_s: float = 300.0,
         echo_log: bool = False,
-    ) -> None:
+    ) -> RieInvoker:
+        """The function of ``function_dir`` run from this checkout under the RIE."""
         base = {k: v for k, v in os.environ.items() if not k.startswith(_NOT_INHERITED)}
-        self.function = RieFunction(function_dir, env, handler, timeout_s=timeout_s, base_env=base)
-        self.name = name or env.get("AWS_LAMBDA_FUNCTION_NAME", Path(function_dir).name)
-        self.invoke_timeout_s = invoke_timeout_s
-        self.echo_log = echo_log
-        self.lock = threading.Lock()
-        self._echo_stop = threading.Event()
-        self._echo: threading.Thread | None = None
+        function = RieFunction(function_dir, env, handler, timeout_s=timeout_s, base_env=base)
+        return cls(
+            function,
+            name or env.get("AWS_LAMBDA_FUNCTION_NAME", Path(function_dir).name),
+            invoke_timeout_s=invoke_timeout_s,
+            echo_log=echo_log,
+        )
 
     def start(self) -> None:
         """Start the RIE and the runtime; the function's init runs on the first invoke."""

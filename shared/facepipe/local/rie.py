@@ -257,6 +257,18 @@ class RieFunction(Service):
             return ""
         return self.log_path.read_text(errors="replace")
 
+    def reports(self) -> int:
+        """How many ``REPORT`` lines the log holds (one per finished invocation)."""
+        return len(_REPORT.findall(self.log_text()))
+
+    def report_after(self, seen: int, wait_s: float = 5.0) -> Report | None:
+        """The report of the invocation after the first ``seen`` ones: the RIE writes the
+        ``REPORT`` line just after it answers, so it is waited for (at most ``wait_s``)."""
+        deadline = time.monotonic() + wait_s
+        while self.reports() <= seen and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return self.last_report() if self.reports() > seen else None
+
     def last_report(self) -> Report | None:
         """The last ``REPORT`` line's duration, and the init duration when that invoke ran it."""
         text = self.log_text()

@@ -1,13 +1,15 @@
-"""The whole two-stage pipeline on one machine: no AWS account, no Docker.
+"""The whole two-stage pipeline on one machine: no AWS account, and Docker only for the images.
 
 :class:`LocalStack` starts, from ``template.yaml``:
 
 1. local AWS (:class:`~facepipe.local.emulator.LocalAws`): the template's queues (with their
    visibility timeouts and redrive policy) and bucket in a moto server on 127.0.0.1;
 2. every function that has a Function URL or an SQS event, each behind an invoker
-   (:mod:`facepipe.local.invokers`): in this process (``runtime="inprocess"``) or as its real
-   ``python -m awslambdaric app.handler`` under the Lambda RIE (``runtime="rie"``), with the
-   environment the template gives it plus the settings the caller set;
+   (:mod:`facepipe.local.invokers`): in this process (``runtime="inprocess"``), as its real
+   ``python -m awslambdaric app.handler`` under the Lambda RIE (``runtime="rie"``), or in its
+   built container image with the RIE inside (``runtime="image"``,
+   :class:`~facepipe.local.docker.ImageFunction`), with the environment the template gives it
+   plus the settings the caller set;
 3. the Function URL (:class:`~facepipe.local.url_server.FunctionUrlServer`) on
    ``http://127.0.0.1:<port>/``;
 4. one SQS event source mapping (:class:`~facepipe.local.event_source.SqsEventSource`) per SQS
@@ -32,12 +34,14 @@ from typing import Any
 from facepipe.config import Settings, env_name
 from facepipe.errors import ConfigError
 from facepipe.lifecycle import Service
+from facepipe.local.docker import DockerDaemon, ImageFunction, image_name
 from facepipe.local.emulator import FUNCTION, REGION, LocalAws, TemplateError
 from facepipe.local.event_source import SqsEventSource
 from facepipe.local.invokers import InProcessInvoker, Invoker, RieInvoker
+from facepipe.local.rie import DEFAULT_FUNCTION_TIMEOUT_S
 from facepipe.local.url_server import FunctionUrlServer
 
-RUNTIMES = ("inprocess", "rie")
+RUNTIMES = ("inprocess", "rie", "image")
 INFO_KEYS = (
     "function_url",
     "endpoint_url",
@@ -68,6 +72,9 @@ _STACK_SETTINGS = frozenset(
         "port",
     }
 )
+# What an image brings itself (FACEPIPE_WEIGHTS is its baked file), and this machine's own
+# settings a container has no use for.
+_IMAGE_OWN_SETTINGS = frozenset({"weights", "docker_root"})
 _LOCAL_PATHS = ("weights", "gallery")  # made absolute: an RIE function runs in its own folder
 _log = logging.getLogger(__name__)
 
@@ -119,6 +126,7 @@ class LocalStack(Service):
         self.event_sources: list[SqsEventSource] = []
         # In-process functions share one interpreter: one invocation at a time (see invokers).
         self._inprocess_lock = threading.Lock()
+        self.docker: DockerDaemon | None = None  # the image runtime's Docker
 
     # --- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
@@ -126,6 +134,8 @@ class LocalStack(Service):
         try:
             self.aws.start()
             url_functions, mappings = self._plan()
+            if self.runtime == "image":
+                self._start_docker()
             if self.runtime == "rie":
                 for function in dict.fromkeys(m["function"] for m in mappings):
                     self._check_weights(function)
@@ -174,6 +184,9 @@ class LocalStack(Service):
                 _log.warning("could not stop %s", invoker.name, exc_info=True)
         self.invokers = {}
         self.aws.stop()
+        if self.docker is not None:
+            self.docker.stop()  # only a private dockerd this stack started
+            self.docker = None
 
     # --- what runs ---------------------------------------------------------------------------
     def info(self) -> dict[str, str]:
@@ -200,7 +213,7 @@ class LocalStack(Service):
     def peak_memory_mb(self) -> dict[str, float | None]:
         """Peak resident memory so far: each function's runtime process under the RIE, or, with
         in-process functions, this whole process (functions, Function URL and moto together)."""
-        if self.runtime == "rie":
+        if self.runtime in ("rie", "image"):
             return {
                 logical_id: invoker.function.peak_rss_mb()  # type: ignore[attr-defined]
                 for logical_id, invoker in self.invokers.items()
@@ -214,7 +227,11 @@ class LocalStack(Service):
         """The template's environment for the function (pointed at local AWS), plus every
         setting the caller set, except where the stack's resources are."""
         env = self.aws.function_env(logical_id)
-        for name in sorted(self.settings.model_fields_set - _STACK_SETTINGS):
+        chosen = self.settings.model_fields_set - _STACK_SETTINGS
+        if self.runtime == "image":
+            # The image is the artefact under test: its baked weights and its own paths.
+            chosen -= _IMAGE_OWN_SETTINGS
+        for name in sorted(chosen):
             value = getattr(self.settings, name)
             text = _absolute(str(value)) if name in _LOCAL_PATHS else str(value)
             env[env_name(name)] = text
@@ -280,11 +297,40 @@ class LocalStack(Service):
                 timeout_s=self._timeout(logical_id),
                 lock=self._inprocess_lock,
             )
+        elif self.runtime == "rie":
+            invoker = RieInvoker.for_dir(
+                folder, env, handler, name=logical_id, echo_log=self.echo_logs
+            )
         else:
-            invoker = RieInvoker(folder, env, handler, name=logical_id, echo_log=self.echo_logs)
+            assert self.docker is not None
+            function = ImageFunction(
+                self.docker,
+                image_name(folder),
+                env,
+                handler,
+                memory_mb=int(env.get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "0")),
+                timeout_s=DEFAULT_FUNCTION_TIMEOUT_S,
+            )
+            invoker = RieInvoker(function, logical_id, echo_log=self.echo_logs)
         _log.info("starting %s (%s, %s)", logical_id, self.runtime, folder)
         invoker.start()
         return invoker
+
+    def _start_docker(self) -> None:
+        """The Docker of ``DOCKER_HOST``, else the private dockerd (stopped with the stack), and
+        both images built; a gallery on this machine's disk is not in the containers."""
+        gallery = self.settings.gallery
+        if gallery and not gallery.startswith("s3://"):
+            raise ConfigError(
+                f"--gallery {gallery}: the image runtime's functions run in containers and read "
+                "the gallery from the local bucket: enrol into it (`facepipe gallery enroll "
+                "--local-info ...`) or give an s3:// location"
+            )
+        from facepipe.local.images import require_images
+
+        self.docker = DockerDaemon(self.settings.docker_root or None)
+        self.docker.start()
+        require_images(self.docker)
 
     def _check_weights(self, logical_id: str) -> None:
         """Load the embedder the way the recognition function's init will (its environment:
