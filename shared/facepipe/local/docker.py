@@ -26,7 +26,6 @@ import logging
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import threading
@@ -436,30 +435,7 @@ class ImageFunction(RieFunction):
         self.port = free_port()
         command = self.command(free_port())
         self.url = f"http://127.0.0.1:{self.port}/2015-03-31/functions/function/invocations"
-        self.log_path = Path(self._tmp) / "rie.log"
-        with self.log_path.open("wb") as log:
-            self._process = subprocess.Popen(
-                command,
-                env=self.daemon.env(),
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        deadline = time.monotonic() + ready_timeout
-        while True:
-            if self._process.poll() is not None:
-                text = self.log_text()
-                self.stop()
-                raise RieError(f"the container exited at start: {text[-3000:]}")
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
-                return
-            except OSError:
-                if time.monotonic() > deadline:
-                    self.stop()
-                    raise RieError(f"the container's RIE did not listen on {self.port}") from None
-                time.sleep(0.2)
+        self._launch(command, self.daemon.env(), None, ready_timeout)
 
     def stop(self) -> None:
         if self._process is not None:

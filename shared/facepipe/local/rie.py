@@ -152,12 +152,20 @@ class RieFunction(Service):
         command = self.command(free_port())
         self.url = f"http://127.0.0.1:{self.port}{INVOKE_PATH}"
         self._tmp = tempfile.mkdtemp(prefix="facepipe-rie-")
+        self._launch(command, self.env, self.function_dir, ready_timeout)
+
+    def _launch(
+        self, command: list[str], env: Mapping[str, str], cwd: Path | None, ready_timeout: float
+    ) -> None:
+        """Start ``command`` (the RIE, or the container holding it) with its output in the log,
+        and wait until the RIE listens on 127.0.0.1:``port``."""
+        assert self._tmp is not None
         self.log_path = Path(self._tmp) / "rie.log"
         with self.log_path.open("wb") as log:
             self._process = subprocess.Popen(
                 command,
-                cwd=self.function_dir,
-                env=self.env,
+                cwd=cwd,
+                env=dict(env),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -167,8 +175,9 @@ class RieFunction(Service):
         while True:
             if self._process.poll() is not None:
                 log_text = self.log_text()
+                code = self._process.returncode
                 self.stop()
-                raise RieError(f"the RIE exited at start ({self._process.returncode}):\n{log_text}")
+                raise RieError(f"the RIE exited at start ({code}):\n{log_text[-3000:]}")
             try:
                 socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
                 return

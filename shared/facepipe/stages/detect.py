@@ -193,7 +193,7 @@ def frame_digest(frame: FrameIn) -> str:
     and image bytes as base64 (whitespace aside). The ledger keeps it with the request_id.
 
     >>> frame_digest(FrameIn(request_id="r", filename="a.jpg", content="aGk="))[:12]
-    'e2d7c2f1e3b0'
+    'f7f3bb7e976b'
     """
     digest = hashlib.sha256()
     for part in (frame.filename, frame.album.model_dump_json() if frame.album else ""):
