@@ -32,9 +32,9 @@ class MemoryModel:
     """Peak memory of a detection process: ``base_mib`` + the frame's costs (MiB per megapixel),
     of which ``headroom`` of the function's memory may be used."""
 
-    base_mib: float = 700.0
+    base_mib: float = 750.0
     decode_mib_per_mp: float = 12.0
-    detect_mib_per_mp: float = 80.0
+    detect_mib_per_mp: float = 90.0
     headroom: float = 0.85
 
     def usable_mib(self, memory_mib: float) -> float:
