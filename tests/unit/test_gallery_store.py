@@ -151,6 +151,11 @@ class _DeniedS3:
 
         raise ClientError({"Error": {"Code": "403", "Message": "Forbidden"}}, "HeadObject")
 
+    def get_object(self, **_: object) -> None:
+        from botocore.exceptions import ClientError
+
+        raise ClientError({"Error": {"Code": "AccessDenied", "Message": "Denied"}}, "GetObject")
+
     def list_objects_v2(self, Bucket: str, Prefix: str, MaxKeys: int) -> dict[str, object]:  # noqa: N803
         return {"Contents": [{"Key": k} for k in self.listed if k.startswith(Prefix)][:MaxKeys]}
 
@@ -169,3 +174,19 @@ def test_a_403_for_a_key_not_listed_is_a_missing_object() -> None:
     )
     with pytest.raises(ClientError):  # it is there: the 403 is a real one
         S3Objects(_DeniedS3(["gallery/gallery.pt"]), "b").tag("gallery/gallery.pt")
+
+
+def test_a_claim_check_gone_under_a_confined_listing_is_payload_missing() -> None:
+    """Recognition may list payloads/ only under its s3:prefix condition: a claim check that
+    is gone can come back as 403, and is still the request's payload_missing result."""
+    from botocore.exceptions import ClientError
+
+    from facepipe.aws.s3 import S3PayloadStore
+    from facepipe.errors import PayloadMissing
+
+    with pytest.raises(PayloadMissing):
+        S3PayloadStore(_DeniedS3([]), "b", "payloads/").get("payloads/r1/x.json")
+    with pytest.raises(ClientError):  # it is there: access is really denied, retried
+        S3PayloadStore(_DeniedS3(["payloads/r1/x.json"]), "b", "payloads/").get(
+            "payloads/r1/x.json"
+        )

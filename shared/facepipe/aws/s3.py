@@ -38,7 +38,8 @@ class S3PayloadStore:
         try:
             return bytes(self.s3.get_object(Bucket=self.bucket, Key=key)["Body"].read())
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") == "NoSuchKey":  # not NoSuchBucket
+            # Not NoSuchBucket: a bucket that is not there is a deployment fault, retried.
+            if _code(exc) != "NoSuchBucket" and absent(self.s3, self.bucket, key, exc):
                 raise PayloadMissing(
                     f"claim-check payload s3://{self.bucket}/{key} does not exist (payloads "
                     "expire after 19 days and are deleted once their result is posted); send "
