@@ -129,18 +129,15 @@ def make_ledger(settings: Settings) -> ResultLedger:
 
 
 def result_sink(
-    settings: Settings, sqs: object, s3: object | None, ledger: ResultLedger
+    settings: Settings, sqs: object, payloads: S3PayloadStore, ledger: ResultLedger
 ) -> OncePerRequest:
-    """The response queue behind the ledger: one final result per request_id. With ``s3``,
-    S3-ingress results are also written to their ``output_key`` in the bucket."""
-    payloads = (
-        S3PayloadStore(s3, settings.bucket, settings.payload_prefix) if s3 is not None else None
-    )
+    """The response queue behind the ledger: one final result per request_id; a result too
+    large for the queue is claim-checked in ``payloads``, and S3-ingress results are also
+    written to their ``output_key`` in the same bucket."""
     sink: ResultSink = SqsResultSink(
         sqs, settings.response_queue_url, payloads, settings.max_message_bytes
     )
-    if s3 is not None:
-        sink = S3ResultCopies(sink, s3, settings.bucket, settings.output_prefix)
+    sink = S3ResultCopies(sink, payloads.s3, settings.bucket, settings.output_prefix)
     return OncePerRequest(sink, ledger)
 
 
@@ -153,7 +150,7 @@ def detection_service(settings: Settings) -> DetectionService:
     dispatcher = SqsDispatcher(
         sqs,
         settings.request_queue_url,
-        result_sink(settings, sqs, s3, ledger),
+        result_sink(settings, sqs, payloads, ledger),
         payloads,
         settings.max_message_bytes,
     )
@@ -205,9 +202,10 @@ def recognition_service(settings: Settings) -> RecognitionService:
         source=source,
     )
     location = albums_location(settings)
+    payloads = S3PayloadStore(s3, settings.bucket, settings.payload_prefix)
     return RecognitionService(
         recognition,
-        result_sink(settings, client("sqs", settings), s3, make_ledger(settings)),
-        S3PayloadStore(s3, settings.bucket, settings.payload_prefix),
+        result_sink(settings, client("sqs", settings), payloads, make_ledger(settings)),
+        payloads,
         open_albums(location, s3 if location.startswith("s3://") else None),
     )

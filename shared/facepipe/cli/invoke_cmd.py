@@ -140,8 +140,11 @@ def _function(
 
 
 def _where(function: Any) -> str:
-    image = getattr(function, "image", None)
-    return f"image {image} (RIE in the container)" if image else "the RIE (this checkout's code)"
+    from facepipe.local.docker import ImageFunction
+
+    if isinstance(function, ImageFunction):
+        return f"image {function.image} (RIE in the container)"
+    return "the RIE (this checkout's code)"
 
 
 def run(args: argparse.Namespace) -> int:

@@ -38,7 +38,7 @@ from typing import Any
 
 from facepipe.errors import ConfigError
 from facepipe.lifecycle import Service
-from facepipe.local.rie import RieError, RieFunction, free_port, rie_binary
+from facepipe.local.rie import RieError, RieFunction, rie_binary
 
 _log = logging.getLogger(__name__)
 
@@ -431,11 +431,13 @@ class ImageFunction(RieFunction):
                 f"no image {self.image} on {self.daemon.host}: build it with `make images` "
                 "(or `make image-check` where no registry can be reached)"
             )
-        self._tmp = tempfile.mkdtemp(prefix="facepipe-image-")
-        self.port = free_port()
-        command = self.command(free_port())
-        self.url = f"http://127.0.0.1:{self.port}/2015-03-31/functions/function/invocations"
-        self._launch(command, self.daemon.env(), None, ready_timeout)
+        super().start(ready_timeout)
+
+    def _launch_env(self) -> Mapping[str, str]:
+        return self.daemon.env()  # the docker client's; the container gets only --env-file
+
+    def _launch_cwd(self) -> Path | None:
+        return None
 
     def stop(self) -> None:
         if self._process is not None:
@@ -446,12 +448,6 @@ class ImageFunction(RieFunction):
         if self._tmp is not None:
             shutil.rmtree(self._tmp, ignore_errors=True)
             self._tmp = None
-
-    def runtime_pid(self) -> int | None:
-        """The container's init process (the RIE), as the host sees it."""
-        done = self.daemon.docker("inspect", "-f", "{{.State.Pid}}", self.container, check=False)
-        pid = done.stdout.strip()
-        return int(pid) if done.returncode == 0 and pid.isdigit() and pid != "0" else None
 
     def kill_runtime(self) -> None:
         """SIGKILL the function's runtime inside the container (``awslambdaric``), as an

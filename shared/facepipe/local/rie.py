@@ -148,24 +148,29 @@ class RieFunction(Service):
         ]
 
     def start(self, ready_timeout: float = 15.0) -> None:
+        self._tmp = tempfile.mkdtemp(prefix="facepipe-rie-")
         self.port = free_port()
         command = self.command(free_port())
         self.url = f"http://127.0.0.1:{self.port}{INVOKE_PATH}"
-        self._tmp = tempfile.mkdtemp(prefix="facepipe-rie-")
-        self._launch(command, self.env, self.function_dir, ready_timeout)
+        self._launch(command, ready_timeout)
 
-    def _launch(
-        self, command: list[str], env: Mapping[str, str], cwd: Path | None, ready_timeout: float
-    ) -> None:
+    def _launch_env(self) -> Mapping[str, str]:
+        """The environment of the process :meth:`start` launches (the RIE's own)."""
+        return self.env
+
+    def _launch_cwd(self) -> Path | None:
+        return self.function_dir
+
+    def _launch(self, command: list[str], ready_timeout: float) -> None:
         """Start ``command`` (the RIE, or the container holding it) with its output in the log,
         and wait until the RIE listens on 127.0.0.1:``port``."""
-        assert self._tmp is not None
+        assert self._tmp is not None  # made by start()
         self.log_path = Path(self._tmp) / "rie.log"
         with self.log_path.open("wb") as log:
             self._process = subprocess.Popen(
                 command,
-                cwd=cwd,
-                env=dict(env),
+                cwd=self._launch_cwd(),
+                env=dict(self._launch_env()),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,

@@ -251,7 +251,7 @@ class DetectionService:
         request = self.parse(body)
         digests = {f.request_id: frame_digest(f) for f in request.frames}
         admissions = self.ledger.check(digests) if self.ledger is not None else {}
-        _refuse_conflicts(admissions)  # before any pixel is decoded
+        _refuse_conflicts([r for r, a in admissions.items() if a is Admission.CONFLICT])
         todo = [f for f in request.frames if admissions.get(f.request_id) != Admission.ANSWERED]
         images = self._open_all(request.frames, todo)
         outputs: dict[str, FaceTask | Result] = {}
@@ -323,20 +323,16 @@ class DetectionService:
         assert self.ledger is not None
         admitted: list[str] = []
         answered: set[str] = set()
-        conflicts: dict[str, Admission] = {}
         for request_id, digest in digests.items():
             admission = self.ledger.admit(request_id, digest)
             if admission is Admission.CONFLICT:
-                conflicts[request_id] = admission
-                break
+                for earlier in admitted:
+                    self.ledger.withdraw(earlier, digests[earlier])
+                _refuse_conflicts([request_id])
             if admission is Admission.NEW:
                 admitted.append(request_id)
             elif admission is Admission.ANSWERED:
                 answered.add(request_id)
-        if conflicts:
-            for request_id in admitted:
-                self.ledger.withdraw(request_id, digests[request_id])
-            _refuse_conflicts(conflicts)
         return answered
 
 
@@ -346,8 +342,8 @@ def _where(frames: Sequence[FrameIn], frame: FrameIn) -> str:
     return f"{where} ({frame.request_id})"
 
 
-def _refuse_conflicts(admissions: Mapping[str, Admission]) -> None:
-    conflicts = [r for r, a in admissions.items() if a is Admission.CONFLICT]
+def _refuse_conflicts(conflicts: Sequence[str]) -> None:
+    """409 naming the request_ids that already name another frame, if any."""
     if conflicts:
         more = f" and {len(conflicts) - 5} more" if len(conflicts) > 5 else ""
         shown = ", ".join(conflicts[:5]) + more
