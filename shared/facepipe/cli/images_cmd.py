@@ -88,18 +88,14 @@ def run_build(args: argparse.Namespace) -> int:
 
 
 def _build(args: argparse.Namespace) -> int:
-    from facepipe.local.images import build_all, table
+    from facepipe.local.images import build_all, image_summary, table
 
     with _daemon(args) as daemon:
         built = build_all(daemon, offline=args.offline, extra_args=_extra(args), log_dir=args.logs)
-        print(table({"images": [_image(b) for b in built], "functions": []}), file=sys.stderr)
+        print(
+            table({"images": [image_summary(b) for b in built], "functions": []}), file=sys.stderr
+        )
     return 0
-
-
-def _image(built: Any) -> dict[str, Any]:
-    from dataclasses import asdict
-
-    return asdict(built) | {"size_mb": round(built.size_bytes / 2**20, 1)}
 
 
 def run_check(args: argparse.Namespace) -> int:
