@@ -17,7 +17,7 @@ export CKV_SKIP_PACKAGE_UPDATE_CHECK=true BC_SKIP_MAPPING=TRUE
 
 .PHONY: help install demo eval test lint format typecheck events invoke-detection \
         invoke-recognition invoke-ingest local bench gpu-wheels gpu-check bench-e2e bench-burst bench-memory bench-match build deploy validate clean \
-        images image-check
+        images image-check docs format
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-20s %s\n", $$1, $$2}'
@@ -72,13 +72,18 @@ test: ## lint, type-check and run every test (what CI runs)
 	$(MAKE) lint
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-lint: $(CHECKOV) ## ruff (lint + format check), mypy, sam validate --lint, cfn-lint + serverless rules, checkov
+lint: $(CHECKOV) ## ruff (lint + format check), mypy, import contracts, doc links, sam validate --lint, cfn-lint + serverless rules, checkov
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
+	$(PY) docs/check_links.py
 	$(BIN)/sam validate --lint -t template.yaml
 	$(BIN)/cfn-lint template.yaml -a cfn_lint_serverless.rules
 	$(CHECKOV) -f template.yaml
+
+docs: ## the documentation site from docs/ into build/site (MkDocs Material; fails on a broken link)
+	$(BIN)/mkdocs build --strict
 
 format: ## apply ruff fixes and formatting
 	$(BIN)/ruff check --fix .

@@ -55,13 +55,13 @@ def shared_faces() -> Path:
 
 @pytest.fixture(scope="session")
 def detector():  # type: ignore[no-untyped-def]
-    from facepipe.detection import FaceDetector
+    from facepipe.vision.detector import FaceDetector
 
     return FaceDetector(device="cpu")
 
 
 @pytest.fixture(scope="session")
 def embedder():  # type: ignore[no-untyped-def]
-    from facepipe.embedding import FacenetEmbedder
+    from facepipe.identity.facenet import FacenetEmbedder
 
     return FacenetEmbedder(weights="random:0", device="cpu")

@@ -1,8 +1,7 @@
-"""facepipe: serverless face detection and recognition (MTCNN + InceptionResnetV1)."""
+"""facepipe: serverless face detection and recognition (MTCNN + InceptionResnetV1).
 
-from facepipe.torch_runtime import limit_openmp_spin
+Importing the package has no side effect: processes make the one setup call of
+:mod:`facepipe.runtime` themselves.
+"""
 
 __version__ = "0.1.0"
-
-# Before anything imports torch: see limit_openmp_spin (a process's own setting wins).
-limit_openmp_spin()

@@ -13,11 +13,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from facepipe.embedders import DEFAULT_MATCH_THRESHOLDS
 from facepipe.errors import ConfigError
-from facepipe.frames import ACCEPTED_FORMATS, SUPPORTED_FORMATS
-from facepipe.memory_budget import DETECTION_MEMORY
+from facepipe.identity.embedders import DEFAULT_MATCH_THRESHOLDS
 from facepipe.messages import MAX_FILENAME
+from facepipe.vision.frames import ACCEPTED_FORMATS, SUPPORTED_FORMATS
+from facepipe.vision.memory_budget import DETECTION_MEMORY
 
 ENV_PREFIX = "FACEPIPE_"
 LAMBDA_MEMORY_ENV = "AWS_LAMBDA_FUNCTION_MEMORY_SIZE"

@@ -23,13 +23,13 @@ from typing import Any
 
 import pytest
 
+from facepipe.app.wiring import recognition_stage
 from facepipe.config import Settings
 from facepipe.local.event_source import SqsEventSource
 from facepipe.local.invokers import InProcessInvoker
 from facepipe.local.stack import LocalStack
 from facepipe.messages import Result
 from facepipe.worker.runner import Worker
-from facepipe.worker.stages import recognition_stage
 from tests.conftest import FACEPIPE, ROOT
 from tests.e2e.conftest import collect, frame, new_id, post_json, queue_counts
 from tests.fakes import LimitedMemoryEmbedder

@@ -20,14 +20,14 @@ def local_aws() -> Iterator[LocalAws]:
 
 @pytest.fixture(scope="module")
 def own_observability() -> Iterator[None]:
-    """For modules that import handlers: each imports facepipe.observability under its own
+    """For modules that import handlers: each imports facepipe.aws.powertools under its own
     environment (its service name, as in its own execution environment); the process's copy is
     put back afterwards, so that the handlers later modules import get theirs."""
-    saved = sys.modules.pop("facepipe.observability", None)
+    saved = sys.modules.pop("facepipe.aws.powertools", None)
     yield
-    sys.modules.pop("facepipe.observability", None)
+    sys.modules.pop("facepipe.aws.powertools", None)
     if saved is not None:
-        sys.modules["facepipe.observability"] = saved
+        sys.modules["facepipe.aws.powertools"] = saved
 
 
 def read_queue(aws: LocalAws, output: str) -> list[dict[str, Any]]:

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from facepipe.album import open_albums, selfie_embedding
+from facepipe.app.albums import selfie_embedding
+from facepipe.app.pipeline import LocalPipeline
+from facepipe.app.stores import open_albums
 from facepipe.config import Settings
-from facepipe.pipeline import LocalPipeline
 from tests.conftest import SAMPLES, run_facepipe
 
 pytestmark = pytest.mark.shared_data

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
+from facepipe.app.pipeline import LocalPipeline
 from facepipe.config import Settings
-from facepipe.matching import Gallery
-from facepipe.pipeline import LocalPipeline
+from facepipe.identity.gallery import Gallery
 from tests.conftest import SAMPLES, run_facepipe
 
 

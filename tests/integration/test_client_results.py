@@ -23,9 +23,9 @@ from PIL import Image
 from facepipe.aws.sqs import SqsResultSink
 from facepipe.client.annotate import draw_result, write_annotated
 from facepipe.client.results import Received, ResultPoller
-from facepipe.frames import decode_image
 from facepipe.local.emulator import LocalAws
 from facepipe.messages import FaceResult, Result
+from facepipe.vision.frames import decode_image
 from tests.conftest import SAMPLES, run_facepipe
 
 BOX = [10.0, 12.0, 40.0, 44.0]

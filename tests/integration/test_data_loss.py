@@ -23,10 +23,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from facepipe.album import AlbumEntry, AlbumStore
 from facepipe.aws.s3 import S3Objects
 from facepipe.client.results import ResultPoller
 from facepipe.client.stack import Endpoints
+from facepipe.identity.albums import AlbumEntry, AlbumStore
 from facepipe.local.emulator import LocalAws
 from facepipe.messages import FaceTask
 from tests.conftest import SAMPLES
@@ -258,7 +258,7 @@ def test_a_retried_album_record_indexes_its_faces_once(
 
 
 def test_album_shards_keep_one_copy_of_each_request(tmp_path: Any) -> None:
-    from facepipe.gallery_store import LocalObjects
+    from facepipe.identity.objects import LocalObjects
 
     store = AlbumStore(LocalObjects(tmp_path))
     face = np.ones(4, np.float32) / 2

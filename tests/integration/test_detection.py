@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from PIL import Image, ImageOps
 
-from facepipe.detection import FaceDetector
+from facepipe.vision.detector import FaceDetector
 from tests.conftest import SAMPLES
 
 

@@ -16,16 +16,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from facepipe.app.enrollment import enroll_folder
+from facepipe.app.evaluation import embed_largest_faces, evaluate
+from facepipe.app.pipeline import LocalPipeline
+from facepipe.app.wiring import make_detector, make_embedder
 from facepipe.config import Settings
-from facepipe.dlib_embedder import DlibChipCropper, DlibEmbedder
-from facepipe.embedding import DEFAULT_MATCH_THRESHOLDS, FacenetEmbedder
-from facepipe.enrollment import enroll_folder
 from facepipe.errors import ConfigError, GalleryError, InvalidMessage
-from facepipe.evaluation import embed_largest_faces, evaluate
-from facepipe.matching import UNKNOWN, Gallery
+from facepipe.identity.dlib_embedder import DlibChipCropper, DlibEmbedder
+from facepipe.identity.embedders import DEFAULT_MATCH_THRESHOLDS
+from facepipe.identity.facenet import FacenetEmbedder
+from facepipe.identity.gallery import UNKNOWN, Gallery
 from facepipe.messages import FaceTask, Result
-from facepipe.pipeline import LocalPipeline
-from facepipe.services import make_detector, make_embedder
+from facepipe.stages.batch import Message
+from facepipe.stages.ledger import MemoryLedger, OncePerRequest
 from facepipe.stages.recognize import Recognition, RecognitionService
 from tests.conftest import SAMPLES
 
@@ -38,6 +41,14 @@ class ListSink:
 
     def send_result(self, result: Result) -> None:
         self.results.append(result)
+
+
+def _service(recognition: Recognition, sink: ListSink | None = None) -> RecognitionService:
+    return RecognitionService(recognition, OncePerRequest(sink or ListSink(), MemoryLedger()))
+
+
+def _messages(**bodies: str) -> list[Message]:
+    return [Message(message_id, "", body) for message_id, body in bodies.items()]
 
 
 @pytest.fixture(scope="module")
@@ -130,8 +141,7 @@ def test_queue_round_trip_gives_the_in_process_result(named: LocalPipeline) -> N
     task = frame.to_task()
     assert task.embedder == "dlib"
     sink = ListSink()
-    service = RecognitionService(named.recognition, sink)
-    service.prepare({"r1": task.model_dump_json()}).finish("r1")
+    _service(named.recognition, sink).prepare(_messages(r1=task.model_dump_json())).finish("r1")
     direct = named.run_file(path)
     assert [f.name for f in sink.results[0].faces] == [f.name for f in direct.faces]
     assert [f.distance for f in sink.results[0].faces] == [f.distance for f in direct.faces]
@@ -154,8 +164,8 @@ def _task(embedder: str | None) -> str:
 def test_a_task_cut_for_another_embedder_is_refused(
     dlib_pipeline: LocalPipeline, embedder: FacenetEmbedder
 ) -> None:
-    dlib_service = RecognitionService(dlib_pipeline.recognition, ListSink())
-    batch = dlib_service.prepare({"old": _task(None), "facenet": _task("vggface2")})
+    dlib_service = _service(dlib_pipeline.recognition)
+    batch = dlib_service.prepare(_messages(old=_task(None), facenet=_task("vggface2")))
     for record in ("old", "facenet"):
         with pytest.raises(InvalidMessage) as info:
             batch.finish(record)
@@ -163,11 +173,12 @@ def test_a_task_cut_for_another_embedder_is_refused(
             "task crops were made for vggface2 but this function embeds with dlib; "
             "set FACEPIPE_EMBEDDER the same on both functions"
         )
-    facenet_service = RecognitionService(Recognition(embedder, Gallery(), 1.1), ListSink())
-    batch = facenet_service.prepare({"dlib": _task("dlib"), "old": _task(None)})
+    facenet_service = _service(Recognition(embedder, Gallery(), 1.1))
+    batch = facenet_service.prepare(_messages(dlib=_task("dlib"), old=_task(None)))
     with pytest.raises(InvalidMessage, match="made for dlib but this function embeds with vgg"):
         batch.finish("dlib")
-    assert batch.finish("old").status == "no_face"  # old messages carry facenet crops
+    batch.finish("old")
+    assert [r.status for r in batch.summary().results] == ["no_face"]  # facenet crops, as old
 
 
 def test_old_tasks_default_to_facenet_crops() -> None:

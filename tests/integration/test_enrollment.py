@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from facepipe.app.enrollment import enroll_folder
+from facepipe.app.pipeline import LocalPipeline
 from facepipe.config import Settings
-from facepipe.enrollment import enroll_folder
-from facepipe.matching import Gallery
-from facepipe.pipeline import LocalPipeline
+from facepipe.identity.gallery import Gallery
 from tests.conftest import SAMPLES
 
 

@@ -14,12 +14,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from facepipe.app.stores import open_gallery_store
 from facepipe.aws.s3 import S3Objects
 from facepipe.cli.main import main
 from facepipe.errors import GalleryError
-from facepipe.gallery_store import GalleryStore
+from facepipe.identity.gallery import Gallery
 from facepipe.local.emulator import LocalAws
-from facepipe.matching import Gallery
 from facepipe.messages import FaceTask
 from tests.conftest import ROOT, SAMPLES
 from tests.integration.test_handlers import load_handler, recognize, results
@@ -52,7 +52,7 @@ def _task() -> dict[str, str]:
 
 
 def _face_embedding(body: str) -> np.ndarray:
-    from facepipe.embedding import FacenetEmbedder
+    from facepipe.identity.facenet import FacenetEmbedder
     from facepipe.stages.recognize import frame_from_task
 
     task = FaceTask.model_validate_json(body)
@@ -73,7 +73,7 @@ def test_recognition_picks_up_a_new_gallery_version_without_redeploy(
     task = _task()
     own = _face_embedding(task["Body"])
     stranger = np.random.default_rng(0).normal(size=512)
-    store = GalleryStore.open(f"s3://{bucket}/gallery/gallery.pt", s3=aws.s3)
+    store = open_gallery_store(f"s3://{bucket}/gallery/gallery.pt", s3=aws.s3)
     store.save(Gallery(["person-a", "stranger"], np.stack([own, stranger]), "vggface2"))
     handler = load_handler(
         aws, "RecognitionFunction", FACEPIPE_GALLERY_REFRESH_SECONDS=str(REFRESH)
@@ -123,7 +123,7 @@ def test_gallery_remove_leaves_no_trace_in_any_object_version(
     assert not [v for v in versions if "barack-obama" in v["Key"]]
     assert [v["Key"] for v in versions].count("gallery/gallery.pt") == 1
     assert [v["Key"] for v in versions].count("gallery/gallery.pt.manifest.json") == 1
-    store = GalleryStore.open(uri, s3=aws.s3)
+    store = open_gallery_store(uri, s3=aws.s3)
     assert store.load().names == ["joe-biden"]
     assert len(store.crops_of("joe-biden")) == 1
     for version in versions:  # no old bytes anywhere still hold the name
@@ -142,7 +142,7 @@ def test_a_deleted_gallery_never_becomes_an_empty_one(
 
     task = _task()
     own = _face_embedding(task["Body"])
-    store = GalleryStore.open(f"s3://{bucket}/gallery/gallery.pt", s3=aws.s3)
+    store = open_gallery_store(f"s3://{bucket}/gallery/gallery.pt", s3=aws.s3)
     store.save(Gallery(["person-a"], own[None, :], "vggface2"))
     handler = load_handler(aws, "RecognitionFunction", FACEPIPE_GALLERY_REFRESH_SECONDS="0")
     assert _named(aws, handler)[0] == "person-a"

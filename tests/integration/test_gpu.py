@@ -10,11 +10,11 @@ import pytest
 import torch
 from facenet_pytorch import MTCNN, InceptionResnetV1
 
+from facepipe.app.pipeline import LocalPipeline
 from facepipe.config import Settings
-from facepipe.detection import FaceDetector
-from facepipe.embedding import FacenetEmbedder
-from facepipe.pipeline import LocalPipeline
+from facepipe.identity.facenet import FacenetEmbedder
 from facepipe.stages.detect import Detection
+from facepipe.vision.detector import FaceDetector
 from tests.conftest import SAMPLES
 from tests.integration.test_parity import check
 

@@ -21,10 +21,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from facepipe.identity.gallery import Gallery
 from facepipe.local.emulator import LocalAws
 from facepipe.local.events import function_url_event, sqs_event
 from facepipe.local.invokers import _PER_FUNCTION_MODULES, _own_copies
-from facepipe.matching import Gallery
 from facepipe.messages import FaceTask, Result
 from tests.conftest import ROOT, SAMPLES
 
@@ -62,7 +62,7 @@ def load_handler(aws: LocalAws, logical_id: str, **extra_env: str) -> ModuleType
         assert spec.loader is not None
         module = importlib.util.module_from_spec(spec)
         # its own Logger/Metrics, built from its env (POWERTOOLS_SERVICE_NAME), as in Lambda:
-        # another test may have imported facepipe.observability with other settings
+        # another test may have imported facepipe.aws.powertools with other settings
         with _own_copies(_PER_FUNCTION_MODULES):
             spec.loader.exec_module(module)
     return module
@@ -429,7 +429,7 @@ def test_gallery_from_s3_names_the_person(aws: LocalAws, detection: ModuleType) 
     post(detection, {"request_id": "g-1", "content": b64(SAMPLES / "astronaut.jpg")})
     queued = tasks(aws)
     # Enrol the sample's own embedding (same seeded weights) plus a distractor.
-    from facepipe.embedding import FacenetEmbedder
+    from facepipe.identity.facenet import FacenetEmbedder
     from facepipe.stages.recognize import frame_from_task
 
     task = FaceTask.model_validate_json(queued[0]["Body"])

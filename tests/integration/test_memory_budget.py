@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from facepipe.bench.memory import measure
-from facepipe.memory_budget import DETECTION_MEMORY, MP
+from facepipe.vision.memory_budget import DETECTION_MEMORY, MP
 
 pytestmark = pytest.mark.slow
 

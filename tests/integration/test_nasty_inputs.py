@@ -27,9 +27,9 @@ import pytest
 from PIL import Image
 
 from facepipe.errors import InvalidImage
-from facepipe.frames import decode_image
 from facepipe.local.emulator import LocalAws
 from facepipe.local.events import function_url_event
+from facepipe.vision.frames import decode_image
 from tests.integration.test_handlers import FakeContext, load_handler
 
 ERROR_CODES = {

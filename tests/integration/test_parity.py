@@ -13,7 +13,7 @@ from facenet_pytorch import MTCNN, InceptionResnetV1
 from PIL import Image, ImageOps
 
 from facepipe.config import Settings
-from facepipe.embedding import FacenetEmbedder
+from facepipe.identity.facenet import FacenetEmbedder
 from facepipe.stages.detect import Detection
 from facepipe.stages.recognize import frame_from_task
 from tests.conftest import SAMPLES

@@ -22,11 +22,11 @@ import pytest
 from facenet_pytorch import MTCNN
 from PIL import Image
 
-from facepipe.embedding import FacenetEmbedder
+from facepipe.identity.facenet import FacenetEmbedder
+from facepipe.identity.gallery import Gallery
 from facepipe.local.emulator import LocalAws
 from facepipe.local.events import sqs_event
 from facepipe.local.rie import RieFunction, function_error
-from facepipe.matching import Gallery
 from facepipe.messages import FaceTask, Result
 from facepipe.stages.recognize import frame_from_task
 from tests.conftest import ROOT, SAMPLES, run_facepipe

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from facepipe.album import AlbumEntry, AlbumStore, check_album_name
 from facepipe.errors import FacepipeError, GalleryError
-from facepipe.gallery_store import LocalObjects
+from facepipe.identity.albums import AlbumEntry, AlbumStore, check_album_name
+from facepipe.identity.objects import LocalObjects
 
 
 def unit(v: np.ndarray) -> np.ndarray:

@@ -8,7 +8,8 @@ import torch
 from facenet_pytorch import fixed_image_standardization
 from torchvision.transforms import functional as tvf
 
-from facepipe.crops import (
+from facepipe.errors import InvalidMessage
+from facepipe.vision.crops import (
     crop_from_b64,
     crop_sides,
     crop_to_b64,
@@ -16,7 +17,6 @@ from facepipe.crops import (
     encode_png,
     standardize,
 )
-from facepipe.errors import InvalidMessage
 
 
 def test_png_roundtrip_is_bit_exact() -> None:

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-from facepipe.embedding import FacenetEmbedder
+from facepipe.identity.facenet import FacenetEmbedder
 from tests.conftest import ROOT
 from tests.fakes import save_published_style_weights
 

@@ -9,13 +9,13 @@ import importlib
 import pytest
 
 MODULES = (
-    "facepipe.memory_budget",
+    "facepipe.vision.memory_budget",
     "facepipe.aws.clients",
     "facepipe.stages.detect",
     "facepipe.stages.ingest",
     "facepipe.config",
     "facepipe.messages",
-    "facepipe.frames",
+    "facepipe.vision.frames",
 )
 
 

@@ -10,8 +10,9 @@ import pytest
 import torch
 from facenet_pytorch import InceptionResnetV1
 
-from facepipe.embedding import FacenetEmbedder, embed_splitting
 from facepipe.errors import ConfigError, WeightsUnavailable
+from facepipe.identity.embedders import embed_splitting
+from facepipe.identity.facenet import FacenetEmbedder
 from tests.fakes import LimitedMemoryEmbedder, save_published_style_weights
 
 

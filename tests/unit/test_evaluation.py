@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from facepipe.app.evaluation import best_threshold, cosine_of, read_pairs, roc_auc
 from facepipe.errors import FacepipeError
-from facepipe.evaluation import best_threshold, cosine_of, read_pairs, roc_auc
 
 
 def test_auc_counts_ties_half_and_matches_brute_force() -> None:

@@ -16,7 +16,6 @@ from typing import Any
 import pytest
 
 from facepipe.errors import InvalidRequest
-from facepipe.frames import decode_base64, decode_image
 from facepipe.local.emulator import LocalAws
 from facepipe.local.events import (
     SENT_AT,
@@ -27,6 +26,7 @@ from facepipe.local.events import (
 )
 from facepipe.messages import DetectRequest, FaceTask
 from facepipe.stages.ingest import S3Object, objects_in_message
+from facepipe.vision.frames import decode_base64, decode_image
 from tests.conftest import ROOT
 
 EVENTS = ROOT / "events"

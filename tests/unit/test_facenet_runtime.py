@@ -1,4 +1,4 @@
-"""The embedder's fast paths (facepipe.facenet_runtime): parity with eager facenet-pytorch in
+"""The embedder's fast paths (facepipe.identity.facenet_graph): parity with eager facenet-pytorch in
 every exact mode, the lossy bfloat16 opt-in's cosine, state_dict loading without random
 initialisation, and a cold start that imports neither torchvision nor facenet-pytorch's
 ``__init__``."""
@@ -15,11 +15,11 @@ import pytest
 import torch
 from facenet_pytorch import InceptionResnetV1
 
-from facepipe import facenet_runtime as fr
 from facepipe.config import Settings
-from facepipe.crops import standardize
-from facepipe.embedding import FacenetEmbedder
 from facepipe.errors import ConfigError, WeightsUnavailable
+from facepipe.identity import facenet_graph as fr
+from facepipe.identity.facenet import FacenetEmbedder
+from facepipe.vision.crops import standardize
 from tests.fakes import save_published_style_weights
 
 # Exact modes differ from eager float32 by rounding only (measured: 1 − cos ≈ 1e-13).
@@ -151,7 +151,7 @@ def test_baked_graph_runs_without_torch_and_matches_eager(tmp_path: Path) -> Non
     model = fr.random_model(5)
     path = tmp_path / "vggface2.pt"
     torch.save(model.state_dict(), path)
-    from facepipe.embedding import file_digest
+    from facepipe.identity.embedders import file_digest
 
     fr.bake_onnx(model, path, file_digest(path))
     crops = _crops(3, seed=2)
@@ -161,7 +161,7 @@ def test_baked_graph_runs_without_torch_and_matches_eager(tmp_path: Path) -> Non
     code = textwrap.dedent(f"""
         import sys
         from facepipe.config import Settings
-        from facepipe.services import make_embedder
+        from facepipe.app.wiring import make_embedder
         e = make_embedder(Settings(weights={str(path)!r}, device="auto", threads=2))
         import numpy as np
         e.embed([np.zeros((160, 160, 3), np.uint8)])
@@ -196,7 +196,7 @@ def test_misshapen_state_dict_is_refused(tmp_path: Path) -> None:
 
 def test_mode_comes_from_the_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     """FACEPIPE_EMBED_MODE (or --embed-mode) reaches the embedder the services build."""
-    from facepipe.services import make_embedder
+    from facepipe.app.wiring import make_embedder
 
     monkeypatch.setenv("FACEPIPE_EMBED_MODE", "torch")
     monkeypatch.setenv("FACEPIPE_WEIGHTS", "random:0")
@@ -220,7 +220,7 @@ def test_cold_start_imports_no_torchvision_and_leaves_facenet_pytorch_importable
         """
         import sys
         import numpy as np
-        from facepipe.embedding import FacenetEmbedder
+        from facepipe.identity.facenet import FacenetEmbedder
 
         emb = FacenetEmbedder(weights="random:0", device="cpu")
         assert emb.embed([np.zeros((160, 160, 3), np.uint8)]).shape == (1, 512)

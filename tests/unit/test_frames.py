@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from facepipe.errors import InvalidImage, InvalidRequest, PayloadTooLarge
-from facepipe.frames import decode_base64, decode_image
+from facepipe.vision.frames import decode_base64, decode_image
 
 
 def _encode(image: Image.Image, fmt: str, **kw: object) -> bytes:

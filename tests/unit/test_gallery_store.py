@@ -8,9 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from facepipe.app.stores import open_gallery_store
 from facepipe.errors import GalleryError
-from facepipe.gallery_store import GalleryStore, check_person_name
-from facepipe.matching import Gallery
+from facepipe.identity.gallery import Gallery
+from facepipe.identity.gallery_store import check_person_name
 from facepipe.stages.recognize import GallerySource
 
 
@@ -21,7 +22,7 @@ def _gallery(*names: str, embedder: str = "vggface2", seed: int = 0) -> Gallery:
 
 @pytest.mark.parametrize("suffix", [".pt", ".npz"])
 def test_save_writes_object_manifest_and_crops(tmp_path: Path, suffix: str) -> None:
-    store = GalleryStore.open(str(tmp_path / f"gallery{suffix}"))
+    store = open_gallery_store(str(tmp_path / f"gallery{suffix}"))
     key = store.crop_key("ann", "ab" * 32)
     manifest = store.save(_gallery("ann", "bob", "ann"), {key: b"png bytes"})
     assert (manifest.count, manifest.people, manifest.dimension) == (3, 2, 512)
@@ -44,7 +45,7 @@ def test_save_writes_object_manifest_and_crops(tmp_path: Path, suffix: str) -> N
 
 
 def test_a_gallery_that_does_not_match_its_manifest_is_refused(tmp_path: Path) -> None:
-    store = GalleryStore.open(str(tmp_path / "gallery.pt"))
+    store = open_gallery_store(str(tmp_path / "gallery.pt"))
     store.save(_gallery("ann"))
     (tmp_path / "gallery.pt").write_bytes(_gallery("mallory").to_pt_bytes())
     with pytest.raises(GalleryError, match="does not match its manifest"):
@@ -53,12 +54,12 @@ def test_a_gallery_that_does_not_match_its_manifest_is_refused(tmp_path: Path) -
 
 def test_a_gallery_without_manifest_loads_unchecked_and_none_is_empty(tmp_path: Path) -> None:
     (tmp_path / "data.pt").write_bytes(_gallery("ann").to_pt_bytes())
-    assert GalleryStore.open(str(tmp_path / "data.pt")).load().names == ["ann"]
-    assert len(GalleryStore.open(str(tmp_path / "none.pt")).load()) == 0
+    assert open_gallery_store(str(tmp_path / "data.pt")).load().names == ["ann"]
+    assert len(open_gallery_store(str(tmp_path / "none.pt")).load()) == 0
 
 
 def test_remove_erases_rows_and_crops(tmp_path: Path) -> None:
-    store = GalleryStore.open(str(tmp_path / "gallery.npz"))
+    store = open_gallery_store(str(tmp_path / "gallery.npz"))
     crops = {store.crop_key("ann", "a" * 64): b"1", store.crop_key("bob", "b" * 64): b"2"}
     store.save(_gallery("ann", "bob", "ann"), crops)
     removal = store.remove("ann")

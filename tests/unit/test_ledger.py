@@ -8,17 +8,17 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from facepipe.ledger import (
+from facepipe.aws.dynamo_ledger import DynamoLedger
+from facepipe.messages import Result
+from facepipe.stages.ledger import (
     DEFAULT_LEASE_S,
     Admission,
     Claim,
-    DynamoLedger,
     MemoryLedger,
     OncePerRequest,
     ResultInFlight,
     ResultLedger,
 )
-from facepipe.messages import Result
 
 
 class Clock:

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from facepipe.errors import GalleryError
-from facepipe.matching import UNKNOWN, Gallery
+from facepipe.identity.gallery import UNKNOWN, Gallery
 
 
 def _unit(v: list[float]) -> np.ndarray:

@@ -14,22 +14,20 @@ from facenet_pytorch.models import mtcnn as facenet_mtcnn
 from PIL import Image
 from torch.nn.functional import interpolate
 
-from facepipe.detection import extract_face as our_extract_face
-from facepipe.mtcnn import (
-    NMS_BLOCK,
-    Integral,
-    Mtcnn,
+from facepipe.vision.detector import extract_face as our_extract_face
+from facepipe.vision.mtcnn import boxes as ours_boxes
+from facepipe.vision.mtcnn.detect import Mtcnn
+from facepipe.vision.mtcnn.nets import (
     ONet,
     PNet,
     RNet,
     SlopeTiles,
-    _candidates,
-    _load,
     _max_pool_2x2,
-    _nms,
     _prelu,
+    load_net,
     onednn_available,
 )
+from facepipe.vision.mtcnn.resample import Integral
 from tests.conftest import SAMPLES
 
 PHOTOS = [SAMPLES / "astronaut.jpg", SAMPLES / "frames" / "obama-and-biden.jpg"]
@@ -59,7 +57,7 @@ def test_networks_are_facenets(ours, theirs, side, onednn) -> None:  # type: ign
     CPU path as loaded (the R- and O-net's convolutions on oneDNN's tensors) and on the
     channels-last modules alone (the CUDA path)."""
     name = theirs.__name__.lower()
-    mine, ref = _load(ours(), name, "cpu"), theirs(pretrained=True).eval()
+    mine, ref = load_net(ours(), name, "cpu"), theirs(pretrained=True).eval()
     if ours is not PNet:
         assert bool(mine.onednn) is onednn_available()
         if not onednn:
@@ -110,11 +108,13 @@ def test_candidates_are_facenets_generate_bounding_box_bit_for_bit() -> None:
         probs = torch.rand(1, h, w, 2, generator=gen).permute(0, 3, 1, 2)[:, 1]
         for threshold in (0.6, 1.1):
             theirs, _ = generateBoundingBox(reg, probs, scale, threshold)
-            ours = torch.from_numpy(_candidates(reg, probs, scale, threshold))
+            ours = torch.from_numpy(ours_boxes.generateBoundingBox(reg, probs, scale, threshold))
             assert ours.dtype == theirs.dtype and torch.equal(ours, theirs), (h, w, threshold)
 
 
-@pytest.mark.parametrize("count", [0, 1, 2, 40, NMS_BLOCK + 57, 3 * NMS_BLOCK])
+@pytest.mark.parametrize(
+    "count", [0, 1, 2, 40, ours_boxes.NMS_BLOCK + 57, 3 * ours_boxes.NMS_BLOCK]
+)
 def test_nms_keeps_torchvisions_boxes(count: int) -> None:
     """Clustered candidates (many overlaps, several row blocks): the same kept indices in the
     same order as torchvision's ``nms``, which facenet-pytorch's ``detect_face`` calls."""
@@ -128,7 +128,7 @@ def test_nms_keeps_torchvisions_boxes(count: int) -> None:
     boxes = torch.cat([xy, xy + side], dim=1)
     scores = torch.rand(count, generator=gen)
     for threshold in (0.5, 0.7):
-        ours = _nms(boxes.numpy(), scores.numpy(), threshold)
+        ours = ours_boxes.nms(boxes.numpy(), scores.numpy(), threshold)
         assert ours.tolist() == nms(boxes, scores, threshold).tolist()
 
 
@@ -221,7 +221,7 @@ def test_blank_and_tiny_frames_have_no_faces(fast: Mtcnn) -> None:
 def test_detector_does_not_import_torchvision() -> None:
     """torchvision (through facenet-pytorch's package __init__) costs ~1.2 s of cold start."""
     code = (
-        "import sys; from facepipe.detection import FaceDetector; FaceDetector(); "
+        "import sys; from facepipe.vision.detector import FaceDetector; FaceDetector(); "
         "print('torchvision' in sys.modules, 'facenet_pytorch' in sys.modules)"
     )
     out = subprocess.run(
@@ -233,7 +233,7 @@ def test_detector_does_not_import_torchvision() -> None:
 def test_max_detect_side_finds_the_same_faces_in_full_frame_pixels() -> None:
     """Detection on a downscaled 1080p frame: boxes come back in the frame's own pixels, close to
     full-size detection, and crops are cut from the full frame."""
-    from facepipe.detection import FaceDetector
+    from facepipe.vision.detector import FaceDetector
 
     image = Image.open(PHOTOS[1]).convert("RGB")
     image = image.resize((round(image.width * 1080 / image.height), 1080))

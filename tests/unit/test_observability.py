@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from facepipe.observability import NoTracer, tracing_enabled
+from facepipe.aws.powertools import NoTracer, tracing_enabled
 
 
 @pytest.mark.parametrize(
@@ -30,7 +30,7 @@ def test_no_tracer_leaves_handlers_as_they_are() -> None:
 @pytest.mark.parametrize(("disabled", "xray"), [("true", "False"), ("false", "True")])
 def test_xray_sdk_is_imported_only_when_tracing(disabled: str, xray: str) -> None:
     code = (
-        "import sys; from facepipe.observability import tracer; "
+        "import sys; from facepipe.aws.powertools import tracer; "
         "print(type(tracer).__name__, 'aws_xray_sdk.core' in sys.modules)"
     )
     out = subprocess.run(

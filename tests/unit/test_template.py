@@ -25,7 +25,7 @@ from samtranslator.parser.parser import Parser
 from samtranslator.translator.translator import Translator
 from samtranslator.yaml_helper import yaml_parse
 
-from facepipe.ledger import DEFAULT_RETENTION_S
+from facepipe.stages.ledger import DEFAULT_RETENTION_S
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "template.yaml"
@@ -348,7 +348,7 @@ def test_embedder_and_threshold_parameters(template: dict[str, Any]) -> None:
     import re
 
     from facepipe.config import Settings
-    from facepipe.embedding import DEFAULT_MATCH_THRESHOLDS
+    from facepipe.identity.embedders import DEFAULT_MATCH_THRESHOLDS
 
     params = template["Parameters"]
     assert params["Embedder"]["AllowedValues"] == ["vggface2", "casia-webface", "dlib"]
@@ -885,7 +885,7 @@ def test_alarm_parameters(template: dict[str, Any], cfn: dict[str, Any]) -> None
     assert age["MaxValue"] <= retention
 
 
-# What the functions publish (shared/facepipe/observability.py, functions/*/app.py), by the
+# What the functions publish (shared/facepipe/aws/powertools.py, functions/*/app.py), by the
 # service dimension Powertools adds from POWERTOOLS_SERVICE_NAME.
 APP_METRICS = {
     "detection": {
@@ -972,7 +972,7 @@ def test_dashboard_names_every_app_metric(cfn: dict[str, Any]) -> None:
         for name in names:
             assert ("facepipe", name, "service", service) in found, (service, name)
     # A metric added to the code shows up here until it is on the dashboard too.
-    sources = [ROOT / "shared/facepipe/observability.py", *ROOT.glob("functions/*/app.py")]
+    sources = [*ROOT.glob("shared/facepipe/aws/*.py"), *ROOT.glob("functions/*/*.py")]
     emitted = {
         m for path in sources for m in re.findall(r'add_metric\(\s*name="(\w+)"', path.read_text())
     }

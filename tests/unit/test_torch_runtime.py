@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from facepipe.errors import ConfigError
-from facepipe.torch_runtime import (
+from facepipe.runtime import (
     GOMP_SPINCOUNT,
     OPENMP_WAIT_ENV,
     limit_openmp_spin,
@@ -25,7 +25,7 @@ from facepipe.torch_runtime import (
 # the page faults of the last 10 rounds.
 FAULTS = """
 import json, resource, sys, torch
-from facepipe.torch_runtime import keep_freed_memory
+from facepipe.runtime import keep_freed_memory
 applied = keep_freed_memory() if sys.argv[1] == "keep" else False
 def rounds(n):
     for _ in range(n):
@@ -91,7 +91,7 @@ def test_auto_falls_back_to_cpu_and_cpu_passes_through() -> None:
 
 @no_gpu
 def test_detector_asked_for_cuda_fails_at_init_with_the_config_error() -> None:
-    from facepipe.detection import FaceDetector
+    from facepipe.vision.detector import FaceDetector
 
     with pytest.raises(ConfigError, match="FACEPIPE_DEVICE=cuda"):
         FaceDetector(device="cuda")
@@ -103,13 +103,16 @@ def test_auto_picks_cuda_where_torch_sees_a_gpu() -> None:
     assert resolve_device("cuda") == "cuda"
 
 
-# A fresh interpreter imports facepipe (or not) and then torch, runs one parallel matrix product
-# at a time and reports the median CPU time the process burns in the 30 ms after each, while the
-# calling thread sleeps: torch's OpenMP threads spinning before they go to sleep.
+# A fresh interpreter makes facepipe's process setup (or not), then imports torch, runs one
+# parallel matrix product at a time and reports the median CPU time the process burns in the
+# 30 ms after each, while the calling thread sleeps: torch's OpenMP threads spinning before they
+# go to sleep.
 SPIN = """
 import json, os, statistics, sys, time
+import facepipe  # importing the package alone changes nothing
 if sys.argv[1] == "facepipe":
-    import facepipe
+    from facepipe.runtime import setup_process
+    setup_process()
 import torch
 x = torch.rand(1000, 1000)
 burned = []
@@ -128,8 +131,8 @@ def _spin(mode: str, **env: str) -> dict[str, Any]:
     return _fresh(SPIN, mode, OPENMP_WAIT_ENV, env)
 
 
-def test_importing_facepipe_first_shortens_torchs_openmp_spin() -> None:
-    """Imported before torch, facepipe sets ``GOMP_SPINCOUNT`` and torch's idle OpenMP threads
+def test_process_setup_shortens_torchs_openmp_spin() -> None:
+    """``setup_process()`` before torch sets ``GOMP_SPINCOUNT`` and torch's idle OpenMP threads
     burn less CPU after each operation (here ~2.5 ms against ~5.5 ms by default; where torch
     runs a single thread there is no pool to spin). A process's own setting is kept."""
     rounds = []

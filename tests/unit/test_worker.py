@@ -19,25 +19,29 @@ import pytest
 
 from facepipe.config import Settings
 from facepipe.local.emulator import LocalAws
-from facepipe.observability import metrics
+from facepipe.stages.batch import Message, RecognitionSummary
 from facepipe.worker.consumer import ConsumerOptions, QueueConsumer
 from facepipe.worker.runner import Worker
-from facepipe.worker.stages import Message
 
 
 class FakeWork:
     def __init__(self, stage: FakeStage, messages: Sequence[Message]) -> None:
         self.stage, self.bodies = stage, {m.message_id: m.body for m in messages}
+        self.failed = 0
 
     def finish(self, message_id: str) -> None:
         body = self.bodies[message_id]
         if body.startswith("bad"):
+            self.failed += 1
             raise ValueError(f"cannot do {body}")
         self.stage.finished.append(body)
 
-    def record(self, failed: int, elapsed_ms: float) -> None:
-        self.stage.recorded.append((len(self.bodies), failed))
-        metrics.add_metric(name="RecordsFailed", unit="Count", value=failed)
+    def log_keys(self, message_id: str) -> dict[str, object]:
+        return {"request_id": None}
+
+    def summary(self) -> RecognitionSummary:  # recorded as a recognition batch (RecordsFailed)
+        self.stage.recorded.append((len(self.bodies), self.failed))
+        return RecognitionSummary()
 
 
 class FakeStage:

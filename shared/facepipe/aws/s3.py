@@ -208,7 +208,7 @@ class S3ObjectReader:
 class S3ResultCopies:
     """A result sink that first writes each S3-ingress result (one with an ``output_key``) to
     that key as JSON, then hands it to ``sink`` (the response queue). Inside
-    :class:`~facepipe.ledger.OncePerRequest` the copy is written once per request_id, and a
+    :class:`~facepipe.stages.ledger.OncePerRequest` the copy is written once per request_id, and a
     failed send releases the claim, so the retry writes it again (same key: idempotent).
 
     Only keys under ``output_prefix`` are written: a task cannot point the function anywhere

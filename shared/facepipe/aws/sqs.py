@@ -7,8 +7,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from facepipe.aws.s3 import S3PayloadStore
-from facepipe.ledger import ResultSink
 from facepipe.messages import FacePayload, FaceTask, Result
+from facepipe.stages.ledger import ResultSink
 
 # SQS counts message attributes toward its size limit: the request_id attribute (its name, type
 # and a value of at most 128 characters) stays well inside this allowance.

@@ -11,7 +11,7 @@ Levers: ``eager`` (``InceptionResnetV1`` as its README runs it), ``fold`` (batch
 into the convolutions), ``torch`` (folded + channels_last: ``FACEPIPE_EMBED_MODE=torch``),
 ``jit_freeze`` (``torch.jit.trace`` + ``freeze``, which also folds), ``jit_optimized`` (+
 ``optimize_for_inference``: oneDNN layouts and fusions), ``onnxruntime`` (the default,
-:func:`facepipe.facenet_runtime.onnx_model`) at the process's threads and at one thread,
+:func:`facepipe.identity.facenet_graph.onnx_model`) at the process's threads and at one thread,
 ``onnxruntime_export`` (the graph ``torch.onnx.export`` writes, when the ``onnx`` package is
 installed), ``bfloat16`` (lossy, opt-in) and, with ``compile=True``, ``torch.compile``
 (inductor with freezing; about a minute of compiling here, which a Lambda cold start cannot pay).
@@ -35,9 +35,9 @@ from typing import Any
 
 import numpy as np
 
-from facepipe import facenet_runtime as fr
 from facepipe.bench.timing import FACENET_GFLOP_PER_FACE, gflops, median_ms, sgemm_ms
-from facepipe.crops import standardize
+from facepipe.identity import facenet_graph as fr
+from facepipe.vision.crops import standardize
 
 BATCH = 10
 Run = Callable[[np.ndarray], np.ndarray]

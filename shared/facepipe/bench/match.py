@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from facepipe.bench.e2e import percentiles
-from facepipe.matching import DEFAULT_TOP_K, Gallery, IvfIndex
+from facepipe.identity.gallery import DEFAULT_TOP_K, Gallery, IvfIndex
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
 

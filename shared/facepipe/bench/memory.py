@@ -7,7 +7,7 @@ them), runs one small frame through it (the nets' first run), then one POST body
 frames (a real photo scaled up to the size asked, so MTCNN finds faces in it), and reports the
 process's peak resident memory (``VmHWM``) before and after that request.
 
-The fitted figures are what :class:`facepipe.memory_budget.MemoryModel` holds, rounded up.
+The fitted figures are what :class:`facepipe.vision.memory_budget.MemoryModel` holds, rounded up.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from facepipe.memory_budget import DETECTION_MEMORY, MP
+from facepipe.vision.memory_budget import DETECTION_MEMORY, MP
 
 SOURCE = "samples/frames/obama-and-biden.jpg"  # two faces, 4:3-ish; scaled to each size asked
 
@@ -70,11 +70,14 @@ def child(
     root: Path, frames_mp: Sequence[float], memory_mb: int, max_detect: int
 ) -> dict[str, Any]:
     """Inside the fresh interpreter: one request of ``frames_mp`` frames; the peaks."""
+    from facepipe.runtime import setup_process
+
+    setup_process()  # what the handler's init does first
     import boto3
 
-    import facepipe.observability  # noqa: F401  (what the handler imports: Powertools)
+    import facepipe.aws.powertools  # noqa: F401  (what the handler imports: Powertools)
+    from facepipe.app.wiring import make_detector
     from facepipe.config import Settings
-    from facepipe.services import make_detector
     from facepipe.stages.detect import Detection, DetectionService
 
     # The function's clients, so the base holds what its init holds (no request is sent).

@@ -27,7 +27,7 @@ from PIL import Image
 
 from facepipe.bench.timing import FACENET_GFLOP_PER_FACE, median_ms, sgemm_ms
 from facepipe.config import Settings
-from facepipe.frames import decode_image
+from facepipe.vision.frames import decode_image
 
 HEIGHTS = (480, 720, 1080)
 # The opt-in maximum detection side the benchmark measures (its own parity figure).
@@ -124,7 +124,7 @@ class Reference:
             torch.manual_seed(int(weights.split(":", 1)[1]))  # as FacenetEmbedder's random:<n>
             self.resnet = InceptionResnetV1(pretrained=None).eval().to(device)
         else:
-            from facepipe.embedding import FacenetEmbedder
+            from facepipe.identity.facenet import FacenetEmbedder
 
             self.resnet = FacenetEmbedder("vggface2", weights, device, mode="eager").model
         self.device = device
@@ -147,10 +147,10 @@ class Reference:
 
 class PipelinePath:
     """This project's detection + recognition code path in one process (the Lambdas' stage
-    objects, as :class:`facepipe.pipeline.LocalPipeline` wires them)."""
+    objects, as :class:`facepipe.app.pipeline.LocalPipeline` wires them)."""
 
     def __init__(self, settings: Settings) -> None:
-        from facepipe.pipeline import LocalPipeline
+        from facepipe.app.pipeline import LocalPipeline
 
         self.local = LocalPipeline(settings)
 
@@ -502,8 +502,8 @@ def weights_file_like_the_image(weights: str, folder: Path) -> str:
         return weights
     import torch
 
-    from facepipe.embedding import write_digest_sidecar
-    from facepipe.facenet_runtime import bake_onnx, random_model
+    from facepipe.identity.facenet import write_digest_sidecar
+    from facepipe.identity.facenet_graph import bake_onnx, random_model
 
     path = folder / "weights.pt"
     model = random_model(int(weights.split(":", 1)[1]))

@@ -115,7 +115,7 @@ def through_stack(
 
 
 def _store(args: argparse.Namespace, settings: Any) -> Any:
-    from facepipe.album import albums_location, open_albums
+    from facepipe.app.stores import albums_location, open_albums
     from facepipe.aws.clients import client
 
     location = albums_location(settings)
@@ -147,8 +147,8 @@ def photos_of(source: str, settings: Any) -> Iterator[tuple[str, bytes]]:
 
 
 def run_index(args: argparse.Namespace) -> int:
-    from facepipe.album import index_photos
-    from facepipe.pipeline import LocalPipeline
+    from facepipe.app.albums import index_photos
+    from facepipe.app.pipeline import LocalPipeline
 
     settings = settings_from_args(args)
     endpoints = _remote(args, settings)
@@ -220,8 +220,8 @@ def _read(path: Path) -> bytes:
 
 
 def run_find(args: argparse.Namespace) -> int:
-    from facepipe.album import selfie_embedding
-    from facepipe.pipeline import LocalPipeline
+    from facepipe.app.albums import selfie_embedding
+    from facepipe.app.pipeline import LocalPipeline
 
     settings = settings_from_args(args)
     endpoints = _remote(args, settings)

@@ -30,7 +30,7 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from facepipe.demo import run_demo
+    from facepipe.app.demo import run_demo
 
     return run_demo(
         settings_from_args(args), args.samples, args.out, random_weights=args.random_weights

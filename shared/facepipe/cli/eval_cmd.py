@@ -34,10 +34,10 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from facepipe.embedding import default_weights_note
+    from facepipe.app.evaluation import evaluate, table
+    from facepipe.app.pipeline import LocalPipeline
     from facepipe.errors import FacepipeError
-    from facepipe.evaluation import evaluate, table
-    from facepipe.pipeline import LocalPipeline
+    from facepipe.identity.facenet import default_weights_note
 
     if not args.pairs.is_file():
         raise FacepipeError(f"no pairs file at {args.pairs}: pass --pairs CSV")

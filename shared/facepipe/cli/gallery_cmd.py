@@ -1,7 +1,8 @@
 """``facepipe gallery enroll|list|show|remove|import|export``: the managed gallery.
 
 Every command works on the gallery ``--gallery`` (``FACEPIPE_GALLERY``) names: a local path or
-``s3://bucket/key``, with its manifest and enrolment crops beside it (``facepipe.gallery_store``).
+``s3://bucket/key``, with its manifest and enrolment crops beside it
+(``facepipe.identity.gallery_store``).
 """
 
 from __future__ import annotations
@@ -72,21 +73,21 @@ def register(sub: Any) -> None:
 
 
 def _store(settings: Any, location: str | None = None) -> Any:
-    from facepipe.gallery_store import GalleryStore
+    from facepipe.app.stores import open_gallery_store
 
     location = location or settings.gallery
     if not location:
         raise ConfigError("no gallery: pass --gallery PATH|s3://bucket/key or FACEPIPE_GALLERY")
-    return GalleryStore.open(location, settings)
+    return open_gallery_store(location, settings)
 
 
 def run_enroll(args: argparse.Namespace) -> int:
-    from facepipe.crops import encode_png
-    from facepipe.embedding import default_weights_note
-    from facepipe.enrollment import Skipped, enroll_folder
+    from facepipe.app.enrollment import Skipped, enroll_folder
+    from facepipe.app.pipeline import LocalPipeline
     from facepipe.errors import GalleryError
-    from facepipe.matching import Gallery
-    from facepipe.pipeline import LocalPipeline
+    from facepipe.identity.facenet import default_weights_note
+    from facepipe.identity.gallery import Gallery
+    from facepipe.vision.crops import encode_png
 
     settings = settings_from_args(args)
     store = _store(settings, args.out)
@@ -152,7 +153,7 @@ def run_list(args: argparse.Namespace) -> int:
 
 def run_show(args: argparse.Namespace) -> int:
     from facepipe.errors import GalleryError
-    from facepipe.gallery_store import is_person_name
+    from facepipe.identity.gallery_store import is_person_name
 
     store = _store(settings_from_args(args))
     gallery = store.load()
@@ -178,7 +179,7 @@ def run_show(args: argparse.Namespace) -> int:
 
 
 def run_remove(args: argparse.Namespace) -> int:
-    from facepipe.album import AlbumStore
+    from facepipe.identity.albums import AlbumStore
 
     settings = settings_from_args(args)
     store = _store(settings)
@@ -198,12 +199,12 @@ def run_remove(args: argparse.Namespace) -> int:
 
 
 def run_import(args: argparse.Namespace) -> int:
+    from facepipe.app.stores import open_gallery_store
     from facepipe.errors import GalleryError
-    from facepipe.gallery_store import GalleryStore
 
     settings = settings_from_args(args)
     store = _store(settings)
-    source = GalleryStore.open(args.file, settings)
+    source = open_gallery_store(args.file, settings)
     if source.objects.get(source.key) is None:
         raise GalleryError(f"cannot read {args.file}: no such file or object")
     rows = source.load()
@@ -220,11 +221,11 @@ def run_import(args: argparse.Namespace) -> int:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from facepipe.gallery_store import GalleryStore
+    from facepipe.app.stores import open_gallery_store
 
     settings = settings_from_args(args)
     gallery = _store(settings).load()
-    target = GalleryStore.open(args.out, settings)
+    target = open_gallery_store(args.out, settings)
     target.objects.put(target.key, gallery.to_bytes(target.key))
     print(f"exported {len(gallery)} rows to {target.location}", file=sys.stderr)
     return 0

@@ -62,7 +62,7 @@ def _parameters(pairs: list[str]) -> dict[str, str]:
 
 
 def up_command(args: argparse.Namespace) -> int:
-    from facepipe.embedding import default_weights_note
+    from facepipe.identity.facenet import default_weights_note
     from facepipe.local.emulator import TemplateError
     from facepipe.local.stack import LocalStack
 

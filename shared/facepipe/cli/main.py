@@ -27,6 +27,7 @@ import sys
 from collections.abc import Sequence
 
 from facepipe.errors import FacepipeError
+from facepipe.runtime import setup_process
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -72,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    setup_process()  # before any command imports torch
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -24,8 +24,8 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from facepipe.embedding import default_weights_note
-    from facepipe.pipeline import LocalPipeline
+    from facepipe.app.pipeline import LocalPipeline
+    from facepipe.identity.facenet import default_weights_note
 
     pipeline = LocalPipeline(settings_from_args(args))
     note = default_weights_note(pipeline.weights_id)

@@ -9,8 +9,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from facepipe.embedding import RANDOM_PREFIX, WEIGHT_FILES
 from facepipe.errors import ConfigError
+from facepipe.identity.embedders import RANDOM_PREFIX
+from facepipe.identity.facenet import WEIGHT_FILES
 
 
 def register(sub: Any) -> None:
@@ -40,8 +41,8 @@ def register(sub: Any) -> None:
 
 
 def run_fetch(args: argparse.Namespace) -> int:
-    from facepipe.embedding import FacenetEmbedder, facenet_cache_path, write_digest_sidecar
-    from facepipe.facenet_runtime import bake_onnx
+    from facepipe.identity.facenet import FacenetEmbedder, facenet_cache_path, write_digest_sidecar
+    from facepipe.identity.facenet_graph import bake_onnx
 
     args.out.mkdir(parents=True, exist_ok=True)
     target = args.out / f"{args.embedder}.pt"
@@ -51,7 +52,7 @@ def run_fetch(args: argparse.Namespace) -> int:
     if args.weights.startswith(RANDOM_PREFIX):
         import torch
 
-        from facepipe.facenet_runtime import random_model
+        from facepipe.identity.facenet_graph import random_model
 
         seed = _seed(args.weights)
         torch.save(random_model(seed).state_dict(), target)
@@ -85,7 +86,7 @@ def _seed(weights: str) -> int:
 
 
 def run_check(args: argparse.Namespace) -> int:
-    from facepipe.embedding import FacenetEmbedder
+    from facepipe.identity.facenet import FacenetEmbedder
 
     embedder = FacenetEmbedder(args.embedder, weights=str(args.path), device="cpu")
     print(embedder.weights_id)

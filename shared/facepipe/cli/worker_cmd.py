@@ -35,8 +35,9 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from facepipe.app.wiring import build_stages
+    from facepipe.runtime import process_init
     from facepipe.worker.runner import Worker
-    from facepipe.worker.stages import build_stages
 
     settings = settings_from_args(args)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="facepipe: %(message)s")
@@ -49,7 +50,8 @@ def run(args: argparse.Namespace) -> int:
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        worker = Worker(settings, build_stages(settings))  # loads the models: may take a while
+        with process_init():  # the worker's init, as a function's: loads the models
+            worker = Worker(settings, build_stages(settings))
         if stop.is_set():  # signalled while loading: nothing was received yet
             return 0
         worker.start()

@@ -1,6 +1,6 @@
 """Drawing a result on its image: a box per face and a ``name (similarity)`` label.
 
-The image is decoded exactly as the detection function decodes it (:func:`facepipe.frames.
+The image is decoded exactly as the detection function decodes it (:func:`facepipe.vision.frames.
 decode_image`, EXIF orientation applied), so the boxes land on the pixels they were found in.
 Nothing is resized; only the box outlines and labels change pixels.
 
@@ -16,8 +16,8 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
-from facepipe.frames import decode_image
 from facepipe.messages import FaceResult, Result
+from facepipe.vision.frames import decode_image
 
 KNOWN = (46, 204, 64)  # a named face
 UNKNOWN = (255, 133, 27)  # a face nobody in the gallery matches

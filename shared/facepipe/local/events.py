@@ -278,7 +278,7 @@ def _b64(data: bytes) -> str:
 def _shrink(data: bytes) -> bytes:
     from PIL import Image
 
-    from facepipe.frames import decode_image, encode_image
+    from facepipe.vision.frames import decode_image, encode_image
 
     image = decode_image(data, max_pixels=1 << 30)
     height = round(image.height * SHRUNK_WIDTH / image.width)
@@ -320,10 +320,10 @@ def generate_events(out_dir: str | Path, samples: str | Path | None = None) -> l
     ``FACEPIPE_*`` variables, so the files do not depend on who generates them; each image is
     checked to show the faces it is meant to.
     """
+    from facepipe.app.wiring import make_detector
     from facepipe.config import Settings
-    from facepipe.frames import decode_image
-    from facepipe.services import make_detector
     from facepipe.stages.detect import Detection
+    from facepipe.vision.frames import decode_image
 
     samples = Path(samples) if samples else find_template().parent / "samples"
     out = Path(out_dir)

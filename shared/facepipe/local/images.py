@@ -25,8 +25,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from facepipe.embedding import WEIGHT_FILES
 from facepipe.errors import ConfigError
+from facepipe.identity.facenet import WEIGHT_FILES
 from facepipe.local.docker import (
     Built,
     DockerDaemon,

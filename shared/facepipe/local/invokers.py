@@ -8,7 +8,7 @@ function's failure, so a bad request or a poisoned record cannot take the stack 
 * :class:`InProcessInvoker` imports ``functions/<name>/app.py`` (or the module the function's
   ImageConfig Command names, e.g. ``ingest_app.py``) into this process, with the
   function's environment in ``os.environ`` while the module is imported (its init code reads
-  it there, as in Lambda), and its own copy of :mod:`facepipe.observability` (so its logs carry
+  it there, as in Lambda), and its own copy of :mod:`facepipe.aws.powertools` (so its logs carry
   its own service name). This process *is* the stack: both functions share one interpreter, one
   ``os.environ`` and Powertools' process-wide state (the metric set, the cold-start flag), so
   the stack gives all its in-process invokers one lock and runs one invocation at a time. Fast
@@ -57,8 +57,8 @@ _ENVIRON_LOCK = threading.Lock()  # os.environ is process-wide: one import at a 
 # Modules that read the environment when imported (Powertools' service name, metrics namespace
 # and log level): each in-process function imports its own copy under its own environment, as in
 # its own execution environment, and the process's copy (if any) is put back afterwards.
-# facepipe.worker.stages logs through facepipe.observability's logger, so it is one of them.
-_PER_FUNCTION_MODULES = ("facepipe.observability", "facepipe.worker.stages")
+# facepipe.aws.function_url logs through facepipe.aws.powertools's logger, so it is one of them.
+_PER_FUNCTION_MODULES = ("facepipe.aws.powertools", "facepipe.aws.function_url")
 
 
 class Invoker(Protocol):

@@ -337,6 +337,6 @@ class LocalStack(Service):
         ``FACEPIPE_EMBEDDER``, ``FACEPIPE_WEIGHTS``), so that missing weights stop the stack at
         start-up with the function's own message, rather than at the first batch inside an RIE
         process."""
-        from facepipe.services import make_embedder
+        from facepipe.app.wiring import make_embedder
 
         make_embedder(Settings.from_env(self.function_env(logical_id), device="cpu"))

@@ -17,11 +17,7 @@ from typing import Protocol
 from PIL import Image
 
 from facepipe.config import Settings
-from facepipe.crops import crop_to_b64
-from facepipe.detection import DetectedFace, FaceDetector
 from facepipe.errors import InvalidRequest, PayloadTooLarge
-from facepipe.frames import decode_base64, load_image, open_image
-from facepipe.ledger import Admission, ResultLedger
 from facepipe.messages import (
     Accepted,
     AlbumOutcome,
@@ -33,6 +29,10 @@ from facepipe.messages import (
     Models,
     Result,
 )
+from facepipe.stages.ledger import Admission, ResultLedger
+from facepipe.vision.crops import crop_to_b64
+from facepipe.vision.detector import DetectedFace, FaceDetector
+from facepipe.vision.frames import decode_base64, load_image, open_image
 
 
 def _ms(start: float) -> float:

@@ -16,15 +16,16 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 from urllib.parse import unquote_plus
 
 from pydantic import ValidationError
 
 from facepipe.errors import ConfigError, FacepipeError, InvalidMessage, InvalidRequest
 from facepipe.messages import ErrorInfo, Filename, Result, check_printable, describe_validation
+from facepipe.stages.batch import Ingested, IngestSummary, Message
 from facepipe.stages.detect import Detection, Dispatcher
 
 _log = logging.getLogger(__name__)
@@ -143,20 +144,6 @@ class ObjectReader(Protocol):
         ...
 
 
-IngestStatus = Literal["queued", "no_face", "error", "duplicate", "skipped"]
-
-
-@dataclass
-class Ingested:
-    """What became of one object (for logs and metrics)."""
-
-    request_id: str
-    key: str
-    status: IngestStatus
-    faces: int = 0
-    error: str | None = None
-
-
 class IngestService:
     """S3 objects → detection → tasks / final results, through the POST path's own pieces.
 
@@ -230,6 +217,35 @@ class IngestService:
             return Ingested(request_id, obj.key, "queued", faces=len(found.faces))
         self.dispatcher.send_result(found.no_face_result())
         return Ingested(request_id, obj.key, "no_face")
+
+    def prepare(self, messages: Sequence[Message]) -> IngestBatch:
+        """A batch of ingest-queue messages; each message's objects are detected at its
+        finish (no shared batch step: MTCNN runs per photo)."""
+        return IngestBatch(self, messages)
+
+
+class IngestBatch:
+    """An ingest batch (:class:`~facepipe.stages.batch.Batch`): a message fails at its first
+    object that raises (an S3 or SQS error), and is retried whole."""
+
+    def __init__(self, service: IngestService, messages: Sequence[Message]) -> None:
+        self.service = service
+        self.messages = {m.message_id: m for m in messages}
+        self.failing: dict[str, S3Object] = {}  # message id → the object it failed on
+        self.done = IngestSummary()
+
+    def finish(self, message_id: str) -> None:
+        for obj in objects_in_message(self.messages[message_id].body):
+            self.failing[message_id] = obj
+            self.done.done.append(self.service.handle(obj))
+            del self.failing[message_id]
+
+    def log_keys(self, message_id: str) -> dict[str, Any]:
+        obj = self.failing.get(message_id)
+        return {} if obj is None else {"request_id": obj.request_id(), "key": obj.key}
+
+    def summary(self) -> IngestSummary:
+        return self.done
 
 
 def _printable(key: str) -> str:

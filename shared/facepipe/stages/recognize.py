@@ -11,14 +11,10 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
-from facepipe.album import AlbumEntry, AlbumStore
-from facepipe.crops import crop_from_b64, crop_sides
-from facepipe.detection import DetectedFace
-from facepipe.embedding import EMBEDDERS, Embedder, embed_splitting
 from facepipe.errors import (
     ConfigError,
     EmbedderMismatch,
@@ -26,8 +22,9 @@ from facepipe.errors import (
     GalleryError,
     InvalidMessage,
 )
-from facepipe.ledger import ResultSink
-from facepipe.matching import DEFAULT_TOP_K, Gallery
+from facepipe.identity.albums import AlbumEntry, AlbumStore
+from facepipe.identity.embedders import EMBEDDERS, Embedder, embed_splitting
+from facepipe.identity.gallery import DEFAULT_TOP_K, Gallery
 from facepipe.messages import (
     AlbumMatch,
     AlbumOutcome,
@@ -41,7 +38,11 @@ from facepipe.messages import (
     Result,
     readable_request_id,
 )
+from facepipe.stages.batch import Message, RecognitionSummary
 from facepipe.stages.detect import FrameFaces, _ms
+from facepipe.stages.ledger import FinalResults
+from facepipe.vision.crops import crop_from_b64, crop_sides
+from facepipe.vision.detector import DetectedFace
 
 _log = logging.getLogger(__name__)
 
@@ -50,7 +51,7 @@ class Recognition:
     """Embeds and names the faces of many frames at once.
 
     Args:
-        embedder: an :class:`~facepipe.embedding.Embedder` (``embed(crops) -> (N, dim)``).
+        embedder: an :class:`~facepipe.identity.embedders.Embedder` (``embed(crops) -> (N, dim)``).
         gallery: known people; empty means every face is ``unknown``. A gallery made with
             another embedder (or of another dimension) is refused with a ``GalleryError``.
         threshold: L2 distance above which a face is ``unknown``.
@@ -163,7 +164,7 @@ def check_gallery_embedder(gallery: Gallery, embedder: Embedder) -> None:
 
 
 class GalleryLoader(Protocol):
-    """A stored gallery (``facepipe.services.ServedGallery``): a tag that changes with every new
+    """A stored gallery (``facepipe.app.wiring.ServedGallery``): a tag that changes with every new
     version, and the gallery itself; ``missing_ok=False`` makes a missing one an error."""
 
     def tag(self) -> str: ...
@@ -241,7 +242,8 @@ def frame_from_task(
     task: FaceTask, faces: Sequence[FaceCrop], sides: tuple[int, int] | None = None
 ) -> FrameFaces:
     """A queue task (with its faces, inline or fetched) → the in-memory frame; with ``sides``
-    (:func:`~facepipe.crops.crop_sides`) crops of another size are refused before decoding."""
+    (:func:`~facepipe.vision.crops.crop_sides`) crops of another size are refused before
+    decoding."""
     return FrameFaces(
         request_id=task.request_id,
         filename=task.filename,
@@ -277,70 +279,86 @@ class PayloadStore(Protocol):
 
 @dataclass
 class Outcome:
-    """What became of one record: its task (when it parsed) and result, or the error."""
+    """What became of one message: its task (when it parsed) and result, or the error."""
 
+    request_id: str | None = None  # as far as it could be read (for the log and the refusal)
     task: FaceTask | None = None
     result: Result | None = None
     error: Exception | None = None
-    request_id: str | None = None  # as far as it could be read (for logs)
     duplicate: bool = False  # the request's final result is already out: post nothing
-    payload_key: str | None = None  # its claim-check object, deleted once the record is done
+    payload_key: str | None = None  # its claim-check object, deleted once the message is done
 
 
-class PreparedBatch:
-    """A batch after the shared forward pass; :meth:`finish` posts one record's result."""
+def parse_message(message: Message) -> Outcome:
+    """The message read once: its task and request_id, or the refusal (the error, with the
+    request_id still readable from the attribute or the body's start, so that a malformed
+    message can be answered with its request's ``error`` result)."""
+    try:
+        task = FaceTask.parse_json(message.body)
+    except InvalidMessage as exc:
+        return Outcome(request_id=readable_request_id(message.body, message.request_id), error=exc)
+    return Outcome(request_id=task.request_id, task=task, payload_key=task.payload_key)
+
+
+class RecognitionBatch:
+    """A recognition batch after its shared forward pass (:class:`~facepipe.stages.batch.Batch`):
+    :meth:`finish` posts one message's result, and a message whose result cannot be posted
+    fails alone."""
 
     def __init__(
         self,
         outcomes: Mapping[str, Outcome],
-        sink: ResultSink,
+        sink: FinalResults,
         payloads: PayloadStore | None,
         gallery_stale: str | None = None,
     ) -> None:
         self.outcomes = outcomes
         self.sink = sink
         self.payloads = payloads
-        self.gallery_stale = gallery_stale  # a reload failed: the gallery used is an older one
-        self.duplicates = sum(o.duplicate for o in outcomes.values())
+        self.done = RecognitionSummary(
+            duplicates=sum(o.duplicate for o in outcomes.values()), gallery_stale=gallery_stale
+        )
 
-    def finish(self, record_id: str) -> Result | None:
-        """Post the record's result (None: a duplicate, nothing posted); raises (→ partial
-        batch failure) when it cannot."""
-        outcome = self.outcomes[record_id]
+    def finish(self, message_id: str) -> None:
+        """Post the message's result (nothing for a duplicate); raises (→ partial batch
+        failure) when it cannot."""
+        outcome = self.outcomes[message_id]
         if outcome.duplicate:
             self._drop_payload(outcome)
-            return None
+            return
         if outcome.error is not None:
             raise outcome.error
         assert outcome.result is not None  # no task: a malformed message's error result
-        posted = self.sink.send_result(outcome.result) is not False  # False: the ledger had it
+        posted = self.sink.send_result(outcome.result)  # False: the ledger had it
         self._drop_payload(outcome)
-        if not posted:
-            self.duplicates += 1
-            return None
-        return outcome.result
+        if posted:
+            self.done.results.append(outcome.result)
+        else:
+            self.done.duplicates += 1
 
     def _drop_payload(self, outcome: Outcome) -> None:
-        """The record is done (posted, or a duplicate): its claim-check object is not needed."""
+        """The message is done (posted, or a duplicate): its claim-check object is not needed."""
         if outcome.payload_key and self.payloads is not None:
             try:
                 self.payloads.delete(outcome.payload_key)
             except Exception:  # the result is out; the bucket's lifecycle rule is the backstop
                 _log.warning("could not delete claim-check payload", exc_info=True)
 
-    def request_id(self, record_id: str) -> str | None:
-        """The record's request_id, when it could be read (also from a malformed message)."""
-        outcome = self.outcomes.get(record_id)
-        return None if outcome is None else outcome.request_id
+    def log_keys(self, message_id: str) -> dict[str, Any]:
+        outcome = self.outcomes.get(message_id)
+        return {"request_id": None if outcome is None else outcome.request_id}
+
+    def summary(self) -> RecognitionSummary:
+        return self.done
 
 
 class RecognitionService:
-    """Queue records → :class:`PreparedBatch` (one forward pass for all good records)."""
+    """Queue messages → :class:`RecognitionBatch` (one forward pass for all good messages)."""
 
     def __init__(
         self,
         recognition: Recognition,
-        sink: ResultSink,
+        sink: FinalResults,
         payloads: PayloadStore | None = None,
         albums: AlbumStore | None = None,
     ) -> None:
@@ -349,8 +367,9 @@ class RecognitionService:
         self.payloads = payloads
         self.albums = albums
 
-    def _load(self, body: str) -> tuple[FaceTask, FrameFaces]:
-        task = FaceTask.parse_json(body)
+    def _frame(self, task: FaceTask) -> FrameFaces:
+        """The task's frame, its crops inline or fetched from its claim check; refuses a task
+        for another embedder and crops of another size."""
         embedder = self.recognition.embedder.name
         if task.embedder not in EMBEDDERS:
             raise InvalidMessage(
@@ -380,7 +399,7 @@ class RecognitionService:
         frame = frame_from_task(task, faces, crop_sides(embedder))
         if len({face.crop.shape for face in frame.faces}) > 1:
             raise InvalidMessage("the task's face crops differ in size; one task's crops share one")
-        return task, frame
+        return frame
 
     def _own_payload(self, task: FaceTask) -> str | None:
         """The task's claim-check key when it lies under its own request's prefix (a task may
@@ -390,71 +409,49 @@ class RecognitionService:
             return None
         return key if key.startswith(self.payloads.key_for(task.request_id, "")) else None
 
-    def _duplicate(self, body: str, request_id: str) -> Outcome:
-        """A record whose request already has its result: nothing to post, but its claim-check
-        object (if it names one of its own request's) is deleted with it."""
-        try:
-            task = FaceTask.parse_json(body)
-        except InvalidMessage:
-            return Outcome(request_id=request_id, duplicate=True)
-        key = self._own_payload(task) if task.request_id == request_id else None
-        return Outcome(request_id=request_id, duplicate=True, payload_key=key)
-
-    def _refused(self, body: str, attribute: str | None, exc: Exception) -> Outcome:
-        """A record that cannot be recognised. A permanent problem (a malformed message, a
+    @staticmethod
+    def _refuse(outcome: Outcome, exc: Exception) -> None:
+        """A message that cannot be recognised. A permanent problem (a malformed message, a
         missing claim check) whose request_id can still be read becomes that request's final
         ``error`` result; anything else (no readable request_id, a transient S3 error, a
-        deployment mismatch) fails the record: retried, then dead-lettered."""
-        request_id = readable_request_id(body, attribute)
+        deployment mismatch) fails the message: retried, then dead-lettered."""
+        request_id = outcome.request_id
         if isinstance(exc, InvalidMessage) and exc.permanent and request_id is not None:
             _log.warning("malformed message %s: error result (%s)", request_id, exc.code)
             error = ErrorInfo(code=exc.code, message=exc.message)
-            result = Result(request_id=request_id, status="error", error=error)
-            return Outcome(result=result, request_id=request_id)
+            outcome.result = Result(request_id=request_id, status="error", error=error)
+            outcome.task = outcome.error = None
+            return
         if not isinstance(exc, FacepipeError):
             _log.warning("record failed: %r", exc)
-        return Outcome(error=exc, request_id=request_id)
+        outcome.error = exc
 
-    def _finished(
-        self, bodies: Mapping[str, str], attributes: Mapping[str, str | None]
-    ) -> dict[str, str]:
-        """Records (record id → request_id) whose request already has its final result (the
-        sink's ledger says so): a redelivered or repeated message, dropped before any work —
-        its claim-check payload may already be gone."""
-        finished = getattr(self.sink, "finished", None)
-        if finished is None:
-            return {}
-        ids = {r: readable_request_id(b, attributes.get(r)) for r, b in bodies.items()}
-        done = finished(i for i in ids.values() if i is not None)
-        return {r: i for r, i in ids.items() if i is not None and i in done}
-
-    def prepare(
-        self, bodies: Mapping[str, str], request_ids: Mapping[str, str | None] | None = None
-    ) -> PreparedBatch:
-        """``bodies``: record id → message body; ``request_ids``: record id → the message's
-        ``request_id`` attribute (it names the request of a malformed body)."""
-        outcomes: dict[str, Outcome] = {}
+    def prepare(self, messages: Sequence[Message]) -> RecognitionBatch:
+        """Each message parsed once (:func:`parse_message`); those whose request already has
+        its final result (the sink's ledger says so: a redelivered or repeated message) are
+        dropped before any work, their own claim checks deleted; the rest embedded together."""
+        outcomes = {m.message_id: parse_message(m) for m in messages}
+        readable = [o.request_id for o in outcomes.values() if o.request_id is not None]
+        finished = self.sink.finished(readable) if readable else set()
         loaded: list[tuple[str, FrameFaces]] = []
-        for record_id, request_id in self._finished(bodies, request_ids or {}).items():
-            outcomes[record_id] = self._duplicate(bodies[record_id], request_id)
-        for record_id, body in bodies.items():
-            if record_id in outcomes:
+        for message_id, outcome in outcomes.items():
+            if outcome.request_id in finished:
+                own = outcome.task is not None and self._own_payload(outcome.task)
+                outcome.duplicate, outcome.error = True, None
+                outcome.payload_key = own or None
                 continue
             try:
-                task, frame = self._load(body)
+                if outcome.error is not None:
+                    raise outcome.error
+                assert outcome.task is not None
+                loaded.append((message_id, self._frame(outcome.task)))
             except Exception as exc:
-                attribute = (request_ids or {}).get(record_id)
-                outcomes[record_id] = self._refused(body, attribute, exc)
-                continue
-            outcomes[record_id] = Outcome(
-                task=task, request_id=task.request_id, payload_key=task.payload_key
-            )
-            loaded.append((record_id, frame))
+                self._refuse(outcome, exc)
         # One forward pass per crop size: a single one unless a producer sent odd crops.
         groups: dict[tuple[int, ...], list[tuple[str, FrameFaces]]] = {}
-        for record_id, frame in loaded:
+        for message_id, frame in loaded:
             shape = frame.faces[0].crop.shape if frame.faces else ()
-            groups.setdefault(shape, []).append((record_id, frame))
+            groups.setdefault(shape, []).append((message_id, frame))
         for group in groups.values():
             frames = [frame for _, frame in group]
             in_albums = any(frame.album for frame in frames)
@@ -462,15 +459,15 @@ class RecognitionService:
                 results = self.recognition.recognize(frames, with_embeddings=in_albums)
                 if in_albums:
                     self._albums(frames, results)
-            except Exception as exc:  # every record of the group fails (and is retried)
+            except Exception as exc:  # every message of the group fails (and is retried)
                 _log.exception("recognition failed for %d records", len(group))
-                for record_id, _ in group:
-                    outcomes[record_id].error = exc
+                for message_id, _ in group:
+                    outcomes[message_id].error = exc
                 continue
-            for (record_id, _), result in zip(group, results, strict=True):
-                outcomes[record_id].result = result
+            for (message_id, _), result in zip(group, results, strict=True):
+                outcomes[message_id].result = result
         source = self.recognition.source
-        return PreparedBatch(
+        return RecognitionBatch(
             outcomes, self.sink, self.payloads, source.stale if source is not None else None
         )
 

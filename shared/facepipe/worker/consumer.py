@@ -1,7 +1,7 @@
 """One SQS queue consumed outside Lambda, with the event source mapping's semantics.
 
 :class:`QueueConsumer` long-polls a queue, gathers a batch, hands it to its
-:class:`~facepipe.worker.stages.Stage`, deletes the messages that finished and leaves the ones
+:class:`~facepipe.stages.batch.QueueStage`, deletes the messages that finished and leaves the ones
 that failed (they come back after their visibility timeout and, after ``maxReceiveCount``
 receives, SQS moves them to the dead-letter queue) — what Lambda's mapping does with
 ``ReportBatchItemFailures``. Beyond Lambda, it has to do itself what Lambda's runtime did:
@@ -27,10 +27,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from facepipe.aws.powertools import METRICS_LOCK, finish_message, flush_metrics, record_batch
 from facepipe.config import Settings
-from facepipe.ledger import DEFAULT_LEASE_S
-from facepipe.observability import METRICS_LOCK, flush_metrics
-from facepipe.worker.stages import Message, Stage
+from facepipe.stages.batch import Message, QueueStage
+from facepipe.stages.ledger import DEFAULT_LEASE_S
 
 MAX_RECEIVE = 10  # SQS ReceiveMessage's MaxNumberOfMessages (and the batch APIs' entries)
 _log = logging.getLogger(__name__)
@@ -84,7 +84,7 @@ class QueueConsumer:
     def __init__(
         self,
         sqs: Any,
-        stage: Stage,
+        stage: QueueStage,
         options: ConsumerOptions | None = None,
         *,
         clock: Any = time.monotonic,
@@ -151,7 +151,7 @@ class QueueConsumer:
             MessageAttributeNames=["All"],
             MessageSystemAttributeNames=["All"],
         )
-        messages = [Message.from_sqs(m) for m in response.get("Messages", [])]
+        messages = [Message.from_receive(m) for m in response.get("Messages", [])]
         now = self.clock()
         self.last_progress = now
         with self._lock:
@@ -217,7 +217,7 @@ class QueueConsumer:
                 if self._abandoned or message_id not in self._held:
                     break
                 try:
-                    work.finish(message_id)
+                    finish_message(work, message_id)
                 except Exception:
                     failed.append(message_id)
                 else:
@@ -230,7 +230,7 @@ class QueueConsumer:
         elapsed_ms = round((time.perf_counter() - start) * 1000, 3)
         if ok or failed:  # a batch released whole at shutdown did nothing worth a metric
             with METRICS_LOCK:
-                work.record(len(failed), elapsed_ms)
+                record_batch(work, len(failed), elapsed_ms)
                 flush_metrics(self.stage.metrics_service)
         self._batch_done(ok=ok, failed=len(failed))
 

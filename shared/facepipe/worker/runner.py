@@ -18,12 +18,12 @@ from collections.abc import Sequence
 from typing import Any
 
 from facepipe.aws.clients import client
+from facepipe.aws.powertools import logger
 from facepipe.config import Settings
 from facepipe.lifecycle import Service
-from facepipe.observability import logger
+from facepipe.stages.batch import QueueStage
 from facepipe.worker.consumer import ConsumerOptions, QueueConsumer
 from facepipe.worker.health import HealthServer
-from facepipe.worker.stages import Stage
 
 TICK_SECONDS = 1.0
 
@@ -43,11 +43,11 @@ class Worker(Service):
     Args:
         settings: ``FACEPIPE_WORKER_*`` (polling, batching, visibility, grace, health,
             heartbeat) and the AWS endpoint/region for the SQS client.
-        stages: what to run (:func:`~facepipe.worker.stages.build_stages`).
+        stages: what to run (:func:`~facepipe.app.wiring.build_stages`).
         sqs: an SQS client; default: one built from ``settings``.
     """
 
-    def __init__(self, settings: Settings, stages: Sequence[Stage], sqs: Any = None) -> None:
+    def __init__(self, settings: Settings, stages: Sequence[QueueStage], sqs: Any = None) -> None:
         self.settings = settings
         sqs = sqs if sqs is not None else client("sqs", settings)
         options = ConsumerOptions.from_settings(settings)

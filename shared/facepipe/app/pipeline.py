@@ -9,13 +9,13 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from facepipe.app.wiring import load_gallery, make_detector, make_embedder
 from facepipe.config import Settings
 from facepipe.errors import FacepipeError
-from facepipe.frames import decode_image
 from facepipe.messages import ErrorInfo, Result, new_request_id
-from facepipe.services import load_gallery, make_detector, make_embedder
 from facepipe.stages.detect import Detection, _ms
 from facepipe.stages.recognize import Recognition
+from facepipe.vision.frames import decode_image
 
 
 class LocalPipeline:

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import numpy as np
 
+from facepipe.app.pipeline import LocalPipeline
 from facepipe.errors import FacepipeError
-from facepipe.frames import decode_image
-from facepipe.matching import Gallery
-from facepipe.pipeline import LocalPipeline
+from facepipe.identity.gallery import Gallery
+from facepipe.vision.frames import decode_image
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp"})
 

@@ -31,7 +31,7 @@ def _facepipe() -> list[str]:
 
 def check_weights(settings: Settings) -> str | None:
     """None when the embedder's weights load; else the reason (what to do about it)."""
-    from facepipe.services import make_embedder
+    from facepipe.app.wiring import make_embedder
 
     try:
         make_embedder(settings.model_copy(update={"device": "cpu"}))

@@ -14,7 +14,7 @@ without a manifest (a file written by hand, the original worker's ``data.pt``) l
 The crops keep what is needed to re-embed a person with another model and to erase them.
 
 Example:
-    >>> store = GalleryStore.open("/tmp/people/gallery.npz")  # doctest: +SKIP
+    >>> store = open_gallery_store("/tmp/people/gallery.npz")  # doctest: +SKIP
     >>> store.save(store.load().plus(new_rows), crops)  # doctest: +SKIP
 """
 
@@ -23,21 +23,19 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import posixpath
 import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any, Literal, Protocol
-from urllib.parse import urlparse
+from typing import Literal
 
 from pydantic import BaseModel, ValidationError
 
 from facepipe.errors import GalleryError
-from facepipe.matching import INDEX_MIN_SIZE, Gallery
+from facepipe.identity.gallery import INDEX_MIN_SIZE, Gallery
+from facepipe.identity.objects import Objects
 
 _log = logging.getLogger(__name__)
 
@@ -79,78 +77,6 @@ def check_person_name(name: str) -> str:
     return name
 
 
-class Objects(Protocol):
-    """Where the gallery's objects live: an S3 bucket or a local folder, by key."""
-
-    def uri(self, key: str) -> str: ...
-
-    def get(self, key: str) -> bytes | None: ...
-
-    def put(self, key: str, data: bytes, content_type: str = ...) -> None: ...
-
-    def tag(self, key: str) -> str | None: ...
-
-    def keys(self, prefix: str) -> list[str]: ...
-
-    def erase_prefix(self, prefix: str) -> int: ...
-
-    def drop_history(self, key: str) -> int: ...
-
-
-class LocalObjects:
-    """Files under ``root``; writes are atomic (a temporary file renamed into place). A folder
-    keeps no old versions, so ``drop_history`` has nothing to do."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-
-    def _path(self, key: str) -> Path:
-        return self.root.joinpath(*key.split("/"))
-
-    def uri(self, key: str) -> str:
-        return str(self._path(key))
-
-    def get(self, key: str) -> bytes | None:
-        try:
-            return self._path(key).read_bytes()
-        except FileNotFoundError:
-            return None
-
-    def put(self, key: str, data: bytes, content_type: str = "") -> None:
-        path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-
-    def tag(self, key: str) -> str | None:
-        try:
-            stat = self._path(key).stat()
-        except FileNotFoundError:
-            return None
-        return f"{stat.st_mtime_ns}:{stat.st_size}"
-
-    def keys(self, prefix: str) -> list[str]:
-        folder = self._path(prefix.rstrip("/"))
-        if not folder.is_dir():
-            return []
-        return sorted(p.relative_to(self.root).as_posix() for p in folder.rglob("*") if p.is_file())
-
-    def erase_prefix(self, prefix: str) -> int:
-        keys = self.keys(prefix)
-        for key in keys:
-            self._path(key).unlink(missing_ok=True)
-        folder = self._path(prefix.rstrip("/"))
-        if folder.is_dir():
-            for sub in sorted(folder.rglob("*"), reverse=True):
-                sub.rmdir()
-            folder.rmdir()
-        return len(keys)
-
-    def drop_history(self, key: str) -> int:
-        return 0
-
-
 @dataclass(frozen=True)
 class Removal:
     """What ``GalleryStore.remove`` deleted."""
@@ -185,35 +111,6 @@ class GalleryStore:
         self.crops_prefix = f"{folder}/{CROPS_FOLDER}/" if folder else f"{CROPS_FOLDER}/"
         self.index_min_size = index_min_size
         self.index_nprobe = index_nprobe
-
-    @classmethod
-    def open(
-        cls,
-        location: str,
-        settings: Any = None,
-        s3: Any = None,
-    ) -> GalleryStore:
-        """``location``: ``s3://bucket/key`` (``s3`` or ``settings`` give the client) or a path;
-        ``settings`` also give the index settings of the galleries it loads."""
-        index = {
-            "index_min_size": getattr(settings, "index_min_size", INDEX_MIN_SIZE),
-            "index_nprobe": getattr(settings, "index_nprobe", 0),
-        }
-        parsed = urlparse(location)
-        if parsed.scheme == "s3":
-            from facepipe.aws.s3 import S3Objects
-
-            if s3 is None:
-                from facepipe.aws.clients import client
-                from facepipe.config import Settings
-
-                s3 = client("s3", settings or Settings.from_env())
-            key = parsed.path.lstrip("/")
-            if not parsed.netloc or not key:
-                raise GalleryError(f"{location}: expected s3://<bucket>/<key>")
-            return cls(S3Objects(s3, parsed.netloc), key, **index)
-        path = Path(location).expanduser()
-        return cls(LocalObjects(path.parent), path.name, **index)
 
     @property
     def location(self) -> str:

@@ -1,8 +1,8 @@
-"""Wiring: settings → ready-to-use stage services with their AWS adapters.
+"""The one wiring module: settings → a process's ready-to-use services and their AWS adapters.
 
-Handlers call these once at init (cold start) and keep the result for every invocation. Each
-stage's own modules are imported by the factories that need them: the detection function's cold
-start (``detection_service``) imports none of recognition's (embedder, gallery, matching, albums).
+Handlers, workers and the CLI call these once at init (cold start) and keep the result. The
+recognition-only modules (embedders, gallery, albums) are imported by the factories that need
+them, so that the detection function's cold start imports none of them.
 """
 
 from __future__ import annotations
@@ -13,19 +13,21 @@ from typing import TYPE_CHECKING
 from botocore.exceptions import ClientError
 
 from facepipe.aws.clients import LazyClient, client
+from facepipe.aws.dynamo_ledger import DynamoLedger
 from facepipe.aws.s3 import S3ObjectReader, S3PayloadStore, S3ResultCopies
 from facepipe.aws.sqs import SqsDispatcher, SqsResultSink
 from facepipe.config import Settings
-from facepipe.detection import FaceCropper, FaceDetector, FacenetCropper
 from facepipe.errors import ConfigError, GalleryError
-from facepipe.ledger import DynamoLedger, MemoryLedger, OncePerRequest, ResultLedger, ResultSink
+from facepipe.runtime import configure_threads
+from facepipe.stages.batch import QueueStage
 from facepipe.stages.detect import Detection, DetectionService
-from facepipe.torch_runtime import configure_threads
+from facepipe.stages.ledger import MemoryLedger, OncePerRequest, ResultLedger, ResultSink
+from facepipe.vision.detector import FaceCropper, FaceDetector, FacenetCropper
 
 if TYPE_CHECKING:
-    from facepipe.embedding import Embedder
-    from facepipe.gallery_store import GalleryStore
-    from facepipe.matching import Gallery
+    from facepipe.identity.embedders import Embedder
+    from facepipe.identity.gallery import Gallery
+    from facepipe.identity.gallery_store import GalleryStore
     from facepipe.stages.ingest import IngestService
     from facepipe.stages.recognize import RecognitionService
 
@@ -41,7 +43,7 @@ def _require(settings: Settings, *names: str) -> None:
 def make_cropper(settings: Settings) -> FaceCropper:
     """The crop step ``FACEPIPE_EMBEDDER`` needs: facenet's ``extract_face`` or dlib's chip."""
     if settings.embedder == "dlib":
-        from facepipe.dlib_embedder import DlibChipCropper
+        from facepipe.identity.dlib_embedder import DlibChipCropper
 
         return DlibChipCropper()
     return FacenetCropper(settings.image_size, settings.margin, kind=settings.embedder)
@@ -65,10 +67,10 @@ def make_embedder(settings: Settings) -> Embedder:
     thread count is set by the facenet embedder itself, only when it runs on torch: the baked
     ONNX graph's cold start imports no torch, even with ``FACEPIPE_THREADS`` set."""
     if settings.embedder == "dlib":
-        from facepipe.dlib_embedder import DlibEmbedder
+        from facepipe.identity.dlib_embedder import DlibEmbedder
 
         return DlibEmbedder(settings.weights, settings.device)
-    from facepipe.embedding import FacenetEmbedder
+    from facepipe.identity.facenet import FacenetEmbedder
 
     return FacenetEmbedder(
         settings.embedder, settings.weights, settings.device, settings.embed_mode, settings.threads
@@ -88,10 +90,10 @@ class ServedGallery:
     stack)."""
 
     def __init__(self, settings: Settings, s3: object | None = None) -> None:
-        from facepipe.gallery_store import GalleryStore
+        from facepipe.app.stores import open_gallery_store
 
         self.uri = settings.gallery
-        self.store: GalleryStore = GalleryStore.open(settings.gallery, settings, s3)
+        self.store: GalleryStore = open_gallery_store(settings.gallery, settings, s3)
 
     def tag(self) -> str:
         return self.store.tag()
@@ -115,7 +117,7 @@ class ServedGallery:
 def load_gallery(settings: Settings, s3: object | None = None) -> Gallery:
     """The gallery ``FACEPIPE_GALLERY`` names, or an empty one when unset."""
     if not settings.gallery:
-        from facepipe.matching import Gallery
+        from facepipe.identity.gallery import Gallery
 
         return Gallery(index_min_size=settings.index_min_size, index_nprobe=settings.index_nprobe)
     return ServedGallery(settings, s3).load()
@@ -142,6 +144,7 @@ def result_sink(
 
 
 def detection_service(settings: Settings) -> DetectionService:
+    """The detection function's service: MTCNN, the request queue, the ledger, the results."""
     _require(settings, "request_queue_url", "response_queue_url", "bucket")
     sqs = client("sqs", settings)
     s3 = LazyClient("s3", settings)  # only oversized tasks and S3-ingress results use S3
@@ -157,26 +160,26 @@ def detection_service(settings: Settings) -> DetectionService:
     return DetectionService(Detection(settings, make_detector(settings)), dispatcher, ledger)
 
 
-def ingest_service(settings: Settings, detection: DetectionService) -> IngestService:
-    """S3 ingress on top of the detection function's own service: the same detector, limits
-    and dispatcher (one image, two handlers: the ingest function's own module builds this)."""
+def ingest_service(settings: Settings) -> IngestService:
+    """S3 ingress on top of the detection function's own service: the same detector, limits,
+    dispatcher and ledger (one image, two handlers: the ingest function's module builds this)."""
     from facepipe.stages.ingest import IngestService
 
-    dispatcher = detection.dispatcher
-    results = getattr(dispatcher, "results", None)
+    detection = detection_service(settings)
+    assert detection.ledger is not None  # detection_service always gives it one
     return IngestService(
         detection.detection,
-        dispatcher,
+        detection.dispatcher,
         S3ObjectReader(LazyClient("s3", settings)),
         ingest_prefix=settings.ingest_prefix,
         output_prefix=settings.output_prefix,
         max_object_bytes=settings.max_object_bytes,
-        finished=getattr(results, "finished", None),
+        finished=detection.ledger.finished,
     )
 
 
 def recognition_service(settings: Settings) -> RecognitionService:
-    from facepipe.album import albums_location, open_albums
+    from facepipe.app.stores import albums_location, open_albums
     from facepipe.stages.recognize import (
         GallerySource,
         Recognition,
@@ -209,3 +212,28 @@ def recognition_service(settings: Settings) -> RecognitionService:
         payloads,
         open_albums(location, s3 if location.startswith("s3://") else None),
     )
+
+
+def recognition_stage(settings: Settings) -> QueueStage:
+    """What the recognition function builds at init (weights, gallery, clients), for a worker."""
+    if not settings.request_queue_url:
+        raise ConfigError("the recognition worker needs FACEPIPE_REQUEST_QUEUE_URL")
+    return QueueStage(
+        "recognition", "recognition", settings.request_queue_url, recognition_service(settings)
+    )
+
+
+def detection_stage(settings: Settings) -> QueueStage:
+    """What the ingest function builds at init, for a worker: the S3 ingest queue → detection →
+    tasks on the request queue (or final results); metrics under the IngestFunction's
+    ``service`` dimension."""
+    if not settings.ingest_queue_url:
+        raise ConfigError("the detection worker needs FACEPIPE_INGEST_QUEUE_URL (IngestQueue)")
+    return QueueStage("detection", "ingest", settings.ingest_queue_url, ingest_service(settings))
+
+
+def build_stages(settings: Settings) -> list[QueueStage]:
+    """The stages ``FACEPIPE_STAGE`` names (``both``: detection and recognition)."""
+    wanted = ("detection", "recognition") if settings.stage == "both" else (settings.stage,)
+    builders = {"detection": detection_stage, "recognition": recognition_stage}
+    return [builders[name](settings) for name in wanted]

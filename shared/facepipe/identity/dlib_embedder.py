@@ -27,8 +27,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from facepipe.embedding import RANDOM_PREFIX, file_digest
 from facepipe.errors import ConfigError, WeightsUnavailable
+from facepipe.identity.embedders import RANDOM_PREFIX, file_digest
 
 NAME = "dlib"
 DIM = 128

@@ -1,4 +1,5 @@
-"""The one place Logger, Metrics and Tracer live; handlers and workers import them from here.
+"""The one place Logger, Metrics and Tracer live; handlers and workers import them from here,
+and the Lambda's batch driver (:func:`finish_lambda_batch`).
 
 Logs carry request_ids, counts and timings, never image bytes, crops or embeddings.
 """
@@ -7,17 +8,16 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 
 from facepipe.messages import Result
+from facepipe.stages.batch import Batch, BatchService, Ingested, IngestSummary, Message
 from facepipe.stages.detect import DetectionReport
-
-if TYPE_CHECKING:
-    from facepipe.stages.ingest import Ingested
 
 # The template sets POWERTOOLS_SERVICE_NAME per function (detection, recognition) and
 # POWERTOOLS_METRICS_NAMESPACE; outside Lambda both default to "facepipe".
@@ -157,3 +157,53 @@ def flush_metrics(service: str) -> None:
     holding :data:`METRICS_LOCK` around adding and flushing."""
     if metrics.metric_set:  # Powertools warns about an empty flush
         Metrics(namespace=NAMESPACE, service=service).flush_metrics()
+
+
+def finish_message(batch: Batch, message_id: str) -> None:
+    """``batch.finish(message_id)``; a failure is logged (with the message's request_id, and
+    the object's key for S3 ingress) and raised again: the message fails alone."""
+    try:
+        batch.finish(message_id)
+    except Exception as exc:
+        logger.warning(
+            "record failed",
+            extra=batch.log_keys(message_id) | {"error": type(exc).__name__, "detail": str(exc)},
+        )
+        raise
+
+
+def record_batch(batch: Batch, failed: int, elapsed_ms: float) -> None:
+    """Metrics and one log line for a finished batch, by its stage."""
+    summary = batch.summary()
+    if isinstance(summary, IngestSummary):
+        record_ingest(summary.done, failed, elapsed_ms)
+    else:
+        record_results(
+            summary.results,
+            failed,
+            elapsed_ms,
+            duplicates=summary.duplicates,
+            gallery_stale=summary.gallery_stale,
+        )
+
+
+def finish_lambda_batch(
+    event: dict[str, Any], context: Any, service: BatchService, processor: Any
+) -> dict[str, Any]:
+    """An SQS-triggered function's batch: every record read once into a
+    :class:`~facepipe.stages.batch.Message`, the batch prepared in one call, then Powertools'
+    batch ``processor`` finishes each record and reports only the failed ones
+    (ReportBatchItemFailures); then the batch is recorded."""
+    from aws_lambda_powertools.utilities.batch import process_partial_response
+
+    start = time.perf_counter()
+    batch = service.prepare([Message.from_record(r) for r in event.get("Records", [])])
+    response = process_partial_response(
+        event=event,
+        record_handler=lambda record: finish_message(batch, record.message_id),
+        processor=processor,
+        context=context,
+    )
+    failed = len(response.get("batchItemFailures", []))
+    record_batch(batch, failed, round((time.perf_counter() - start) * 1000, 3))
+    return dict(response)

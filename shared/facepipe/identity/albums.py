@@ -1,8 +1,8 @@
 """Album search ("find me in these photos"): an index of every face of every photo of an album,
 and a search of it by a selfie.
 
-Layout, in the data bucket or a local folder (the same :class:`~facepipe.gallery_store.Objects`
-as the gallery)::
+Layout, in the data bucket or a local folder (the same
+:class:`~facepipe.identity.objects.Objects` as the gallery)::
 
     albums/<album>/shards/<UTC time>-<uuid>/entries.npz   photos (ids), boxes, embeddings,
                                                           request_ids, embedder
@@ -18,21 +18,15 @@ from __future__ import annotations
 
 import io
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
-from urllib.parse import urlparse
 
 import numpy as np
 
 from facepipe.errors import FacepipeError, GalleryError
-from facepipe.gallery_store import LocalObjects, Objects
+from facepipe.identity.objects import Objects
 from facepipe.messages import check_album
-
-if TYPE_CHECKING:
-    from facepipe.pipeline import LocalPipeline
 
 ALBUMS_PREFIX = "albums/"
 SHARD_FILE = "entries.npz"
@@ -256,85 +250,3 @@ class AlbumStore:
             self.add(album, entries, embedder)
         # Each shard has a folder of its own: erasing it removes every version of the shard.
         self.objects.erase_prefix(old_key[: -len(SHARD_FILE)])
-
-
-# --- local indexing and search (the CLI; the Lambdas use AlbumStore directly) -----------------
-def albums_location(settings: Any) -> str:
-    """``FACEPIPE_ALBUMS``, else beside the gallery (its bucket, or its folder), else the data
-    bucket, else ``./albums-data``; `gallery remove` erases album faces at the same place."""
-    if settings.albums:
-        return str(settings.albums)
-    gallery = urlparse(settings.gallery)
-    if gallery.scheme == "s3":
-        return f"s3://{gallery.netloc}"
-    if settings.gallery:
-        return str(Path(settings.gallery).expanduser().parent)
-    return f"s3://{settings.bucket}" if settings.bucket else "albums-data"
-
-
-def open_albums(location: str, s3: Any = None) -> AlbumStore:
-    """``s3://bucket`` (its ``albums/`` prefix) or a local folder (its ``albums/`` folder)."""
-    parsed = urlparse(location)
-    if parsed.scheme == "s3":
-        from facepipe.aws.s3 import S3Objects
-
-        if not parsed.netloc:
-            raise GalleryError(f"{location}: expected s3://<bucket>")
-        return AlbumStore(S3Objects(s3, parsed.netloc))
-    return AlbumStore(LocalObjects(Path(location).expanduser()))
-
-
-@dataclass
-class IndexReport:
-    photos: int = 0
-    faces: int = 0
-    skipped: list[tuple[str, str]] = field(default_factory=list)
-    shards: list[str] = field(default_factory=list)
-
-
-def index_photos(
-    pipeline: LocalPipeline,
-    store: AlbumStore,
-    album: str,
-    photos: Iterable[tuple[str, bytes]],
-    *,
-    shard_size: int = 200,
-) -> IndexReport:
-    """Detect and embed every face of every ``(photo id, bytes)`` with the pipeline's own code;
-    write a shard every ``shard_size`` photos."""
-    check_album_name(album)
-    report = IndexReport()
-    embedder = pipeline.recognition.embedder
-    pending: list[AlbumEntry] = []
-    pending_photos = 0
-
-    def flush() -> None:
-        key = store.add(album, pending, embedder.name)
-        if key:
-            report.shards.append(key)
-        pending.clear()
-
-    for photo, data in photos:
-        result = pipeline.run_bytes(data, photo, with_embeddings=True)
-        report.photos += 1
-        if result.status != "ok":
-            report.skipped.append((photo, result.error.message if result.error else "no face"))
-            continue
-        for face in result.faces:
-            pending.append(AlbumEntry(photo, face.box, np.asarray(face.embedding, np.float32)))
-        report.faces += len(result.faces)
-        pending_photos += 1
-        if pending_photos >= shard_size:
-            flush()
-            pending_photos = 0
-    flush()
-    return report
-
-
-def selfie_embedding(pipeline: LocalPipeline, data: bytes) -> np.ndarray:
-    """The embedding of the selfie's largest face (MTCNN lists the largest first)."""
-    result = pipeline.run_bytes(data, "selfie", with_embeddings=True)
-    if result.status != "ok" or not result.faces:
-        reason = result.error.message if result.error else "no face found in the selfie"
-        raise FacepipeError(reason, code="no_face", status=422)
-    return np.asarray(result.faces[0].embedding, np.float32)

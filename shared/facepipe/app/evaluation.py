@@ -23,10 +23,10 @@ from typing import Any
 
 import numpy as np
 
-from facepipe.embedding import default_match_threshold
+from facepipe.app.pipeline import LocalPipeline
 from facepipe.errors import FacepipeError
-from facepipe.frames import decode_image
-from facepipe.pipeline import LocalPipeline
+from facepipe.identity.embedders import default_match_threshold
+from facepipe.vision.frames import decode_image
 
 EMBED_BATCH = 32
 _YES = {"yes", "true", "1", "same"}

@@ -1,10 +1,10 @@
-"""Face detection: MTCNN (facenet-pytorch's networks and weights, :mod:`facepipe.mtcnn`'s fast
-path) → boxes, probabilities, landmarks and lossless crops.
+"""Face detection: MTCNN (facenet-pytorch's networks and weights, :mod:`facepipe.vision.mtcnn`'s
+fast path) → boxes, probabilities, landmarks and lossless crops.
 
 The crop that travels to recognition depends on the embedder, so cutting it is a step of its own
 (:class:`FaceCropper`) that :class:`FaceDetector` runs on the boxes it keeps: facenet-pytorch's
 ``extract_face`` (:class:`FacenetCropper`, the default) for ``vggface2``/``casia-webface``, the
-aligned dlib chip (:class:`facepipe.dlib_embedder.DlibChipCropper`) for ``dlib``.
+aligned dlib chip (:class:`facepipe.identity.dlib_embedder.DlibChipCropper`) for ``dlib``.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Protocol
 import numpy as np
 from PIL import Image
 
-from facepipe.torch_runtime import keep_freed_memory, resolve_device
+from facepipe.runtime import resolve_device
 
 
 @dataclass(frozen=True)
@@ -114,7 +114,7 @@ class FaceDetector:
         device: str = "auto",
         cropper: FaceCropper | None = None,
     ) -> None:
-        from facepipe.mtcnn import Mtcnn
+        from facepipe.vision.mtcnn.detect import Mtcnn
 
         self.image_size = image_size
         self.margin = margin
@@ -123,7 +123,6 @@ class FaceDetector:
         self.max_side = max_side
         self.cropper: FaceCropper = cropper or FacenetCropper(image_size, margin)
         self.device = resolve_device(device)
-        keep_freed_memory()  # MTCNN's large per-frame buffers are reused, not re-faulted
         self.mtcnn = Mtcnn(min_face_size=min_face_size, device=self.device)
 
     def detect(self, image: Image.Image, *, max_pixels: int = 0) -> list[DetectedFace]:

@@ -1,10 +1,8 @@
-"""Face embedding: the :class:`Embedder` protocol, facenet-pytorch InceptionResnetV1 and the
-loading of its weights, and (from :mod:`facepipe.embedders`) each embedder's default match
-threshold.
+"""The facenet embedders: facenet-pytorch's InceptionResnetV1 and the loading of its weights.
 
-Three embedders: ``vggface2`` and ``casia-webface`` (:class:`FacenetEmbedder`, 512-d) and
-``dlib`` (:class:`facepipe.dlib_embedder.DlibEmbedder`, 128-d, offline); every one returns unit
-rows, so distances and thresholds mean the same thing for all of them.
+``vggface2`` and ``casia-webface`` (:class:`FacenetEmbedder`, 512-d unit rows); the registry of
+every embedder (with ``dlib``) and the :class:`~facepipe.identity.embedders.Embedder` protocol are
+:mod:`facepipe.identity.embedders`'.
 
 Facenet weights come from, in order: the file ``FACEPIPE_WEIGHTS`` names (the container images
 bake the VGGFace2 file in at build time), else facenet-pytorch's own cache
@@ -12,22 +10,20 @@ bake the VGGFace2 file in at build time), else facenet-pytorch's own cache
 random weights for tests: numbers are consistent, names are meaningless, and every result says so.
 
 How the network is built and run (fast cold start, ONNX Runtime on CPU, the opt-in lossy
-bfloat16) is :mod:`facepipe.facenet_runtime`'s; ``FACEPIPE_EMBED_MODE`` chooses.
+bfloat16) is :mod:`facepipe.identity.facenet_graph`'s; ``FACEPIPE_EMBED_MODE`` chooses.
 """
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
-from facepipe.crops import standardize
-from facepipe.embedders import DEFAULT_MATCH_THRESHOLDS, EMBEDDERS
 from facepipe.errors import ConfigError, WeightsUnavailable
-from facepipe.facenet_runtime import (
+from facepipe.identity.embedders import RANDOM_PREFIX, file_digest
+from facepipe.identity.facenet_graph import (
     EMBED_MODES,
     LOSSY_MODES,
     baked_onnx,
@@ -39,7 +35,8 @@ from facepipe.facenet_runtime import (
     random_model,
     resolve_mode,
 )
-from facepipe.torch_runtime import configure_threads, resolve_device
+from facepipe.runtime import configure_threads, resolve_device
+from facepipe.vision.crops import standardize
 
 # The files facenet-pytorch downloads for each pretrained set (its load_weights()).
 WEIGHT_FILES = {
@@ -50,77 +47,6 @@ WEIGHT_URLS = {
     name: f"https://github.com/timesler/facenet-pytorch/releases/download/v2.2.9/{file}"
     for name, file in WEIGHT_FILES.items()
 }
-RANDOM_PREFIX = "random:"
-# EMBEDDERS and DEFAULT_MATCH_THRESHOLDS (imported above) live in facepipe.embedders, so that the
-# settings read them without importing this module; they stay importable from here.
-
-
-class Embedder(Protocol):
-    """What recognition needs from an embedder.
-
-    ``name`` is the ``FACEPIPE_EMBEDDER`` value (and the kind of crop it takes), ``dim`` the
-    embedding size, ``weights_id`` which weights made the numbers (results carry it).
-    """
-
-    name: str
-    dim: int
-    weights_id: str
-
-    def embed(self, crops: Sequence[np.ndarray]) -> np.ndarray:
-        """uint8 HxWx3 crops → float32 ``(N, dim)`` unit rows."""
-        ...
-
-
-def is_out_of_memory(exc: BaseException) -> bool:
-    """Host ``MemoryError``, torch's CPU allocator failure, or CUDA out-of-memory."""
-    if isinstance(exc, MemoryError):
-        return True
-    text = str(exc).lower()
-    return isinstance(exc, RuntimeError) and (
-        "out of memory" in text or "can't allocate memory" in text
-    )
-
-
-def embed_splitting(
-    embedder: Embedder, crops: Sequence[np.ndarray], on_split: Callable[[int], None] | None = None
-) -> np.ndarray:
-    """``embedder.embed(crops)``; when that runs out of memory, each half in turn (recursively,
-    down to one crop), so a batch too large for the function's memory still completes. The
-    rows come back in the order of ``crops``; ``on_split`` is told the size of each batch that
-    had to be split."""
-    try:
-        return embedder.embed(crops)
-    except (MemoryError, RuntimeError) as exc:
-        if not is_out_of_memory(exc) or len(crops) < 2:
-            raise
-    _release_cached_memory()
-    if on_split is not None:
-        on_split(len(crops))
-    half = len(crops) // 2
-    return np.concatenate(
-        [
-            embed_splitting(embedder, crops[:half], on_split),
-            embed_splitting(embedder, crops[half:], on_split),
-        ]
-    )
-
-
-def _release_cached_memory() -> None:
-    import sys
-
-    torch = sys.modules.get("torch")
-    if torch is not None and torch.cuda.is_available():
-        torch.cuda.empty_cache()
-
-
-def default_match_threshold(embedder: str) -> float:
-    """The calibrated (or, for facenet, the customary) threshold of ``embedder``."""
-    try:
-        return DEFAULT_MATCH_THRESHOLDS[embedder]
-    except KeyError:
-        raise ConfigError(
-            f"unknown embedder {embedder!r}; choose one of {', '.join(EMBEDDERS)}"
-        ) from None
 
 
 def facenet_cache_path(embedder: str) -> Path:
@@ -150,19 +76,6 @@ def weights_label(path: Path) -> str | None:
     return text if text.startswith(RANDOM_PREFIX) else None
 
 
-def file_digest(path: Path) -> str:
-    """sha256 of a weights file; a ``<file>.sha256`` sidecar (written at image build) is used
-    when present so that a cold start does not hash 100 MB."""
-    sidecar = path.with_name(path.name + ".sha256")
-    if sidecar.exists():
-        return sidecar.read_text().split()[0]
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def load_state(path: Path) -> dict[str, Any]:
     """``torch.load`` of a state_dict file, memory-mapped when the file is in torch's zip
     format (the model then shares the page cache's pages instead of a private copy of 100 MB);
@@ -186,13 +99,13 @@ class FacenetEmbedder:
             InceptionResnetV1(pretrained=None).eval()``).
         device: torch device string, or ``"auto"``.
         mode: how the network runs (``FACEPIPE_EMBED_MODE``, see
-            :mod:`facepipe.facenet_runtime`): ``auto`` (ONNX Runtime on CPU, folded torch
+            :mod:`facepipe.identity.facenet_graph`): ``auto`` (ONNX Runtime on CPU, folded torch
             elsewhere), ``onnxruntime``, ``torch``, ``eager`` or the lossy ``bfloat16``.
         threads: intra-op threads of the runner (0: torch's, one per core).
 
     A weights file with a matching baked graph beside it (``<file>.onnx``, see
-    :func:`facepipe.facenet_runtime.bake_onnx`; the recognition image has one) runs that graph
-    on ONNX Runtime directly: no torch import, no module built, unless ``model`` is asked for.
+    :func:`facepipe.identity.facenet_graph.bake_onnx`; the recognition image has one) runs that
+    graph on ONNX Runtime directly: no torch import, no module built, unless ``model`` is asked for.
 
     ``model`` is always the plain eval facenet-pytorch module holding the weights (the parity
     reference); ``embed`` runs the mode's own copy of them.

@@ -1,4 +1,5 @@
-"""HTTP responses of the Function URL (payload format 2.0): JSON bodies, errors as
+"""The detection function behind its Function URL (payload format 2.0): the event parsed, the
+one call, the answer. JSON bodies; errors as
 ``{"error": <code>, "message": <what is wrong and how to fix it>}``."""
 
 from __future__ import annotations
@@ -6,12 +7,15 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import time
 from collections.abc import Mapping
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from facepipe.aws.powertools import logger, metrics, record_detection
 from facepipe.errors import FacepipeError, InvalidRequest
+from facepipe.stages.detect import DetectionService
 
 
 class _Http(BaseModel):
@@ -75,3 +79,26 @@ def internal_error() -> dict[str, Any]:
         500,
         {"error": "internal_error", "message": "the request failed on our side; retry later"},
     )
+
+
+def answer(service: DetectionService, event: Mapping[str, Any]) -> dict[str, Any]:
+    """A Function URL event → the service → the HTTP answer: 202 with the report, 4xx naming
+    what is wrong with the request, 500 when it failed on our side; metrics for each."""
+    start = time.perf_counter()
+    try:
+        report = service.handle_body(request_body(event))
+    except FacepipeError as exc:
+        logger.warning(
+            "request rejected",
+            extra={"error": exc.code, "status": exc.status, "detail": exc.message},
+        )
+        metrics.add_metric(name="RequestsRejected", unit="Count", value=1)
+        return error_response(exc)
+    except Exception:
+        logger.exception("detection failed")
+        # A 500 is an answer, not a Lambda error: AWS/Lambda Errors never sees it, so it gets
+        # its own metric and alarm (<stack>-detection-failures).
+        metrics.add_metric(name="RequestsFailed", unit="Count", value=1)
+        return internal_error()
+    record_detection(report, round((time.perf_counter() - start) * 1000, 3))
+    return json_response(202, report.body())
