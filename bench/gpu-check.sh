@@ -24,7 +24,7 @@ export PYTHONPATH=$PWD/shared${PYTHONPATH:+:$PYTHONPATH}
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$OUT/gpu-smi.txt"
 "$PY" -c "import torch; assert torch.cuda.is_available(), 'torch sees no GPU'; print(torch.__version__, torch.cuda.get_device_name(0))"
 status=0
-"$PY" -m pytest -p no:cacheprovider -ra tests/integration/test_gpu.py tests/unit/test_torch_runtime.py \
+"$PY" -m pytest -p no:cacheprovider -ra tests/integration/test_gpu.py tests/unit/test_runtime.py \
     2>&1 | tee "$OUT/gpu-tests.txt" || status=1
 "$PY" -m facepipe.cli.main bench perf --random-weights --no-e2e --no-cold-start --device cuda \
     --json-out "$OUT/gpu.json" --chart "$OUT/gpu.png" 2>&1 >/dev/null | tee "$OUT/gpu-bench.txt" || status=1

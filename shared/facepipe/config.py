@@ -2,7 +2,8 @@
 
 One pydantic model holds them all. The Lambda handlers read it from the environment; the CLI
 builds its flags from the same fields (``facepipe.cli.options``), so the two never drift and the
-README table (``facepipe config --markdown``) is generated from here too.
+table of docs/configuration.md (``facepipe config --markdown``) is generated from
+here too.
 """
 
 from __future__ import annotations
@@ -87,7 +88,7 @@ class Settings(BaseModel):
             "Detect on the frame downscaled so its longer side is at most this many pixels "
             "(0: full size); boxes map back and crops come from the full frame. Faster on large "
             "frames, but faces under `min_face_size` × (longer side / this) pixels are missed "
-            '(README "Performance").'
+            "(docs/performance.md)."
         ),
     )
     # --- matching -----------------------------------------------------------------------------
@@ -102,7 +103,7 @@ class Settings(BaseModel):
             "L2 distance between unit embeddings above which a face is `unknown`; empty: the "
             "embedder's default ("
             + ", ".join(f"`{name}` {value}" for name, value in DEFAULT_MATCH_THRESHOLDS.items())
-            + ', see README "Thresholds").'
+            + ", see docs/models.md, Thresholds)."
         ),
     )
     top_k: int = Field(
@@ -155,7 +156,7 @@ class Settings(BaseModel):
         description=(
             "Memory (MiB) detection's frame limits are sized for; 0: the function's own "
             "(`AWS_LAMBDA_FUNCTION_MEMORY_SIZE`, set by Lambda and the local stack), else no "
-            'memory limit (README "Reliability").'
+            "memory limit (docs/reliability.md, Memory)."
         ),
     )
     max_detect_pixels: int = Field(
@@ -271,7 +272,7 @@ class Settings(BaseModel):
     port: int = Field(
         0, ge=0, le=65535, description="Local stack: Function URL port on 127.0.0.1 (0: any free)."
     )
-    # --- worker (`facepipe worker`, README "Workers on EC2/ECS") ------------------------------
+    # --- worker (`facepipe worker`, docs/uploads-and-workers.md) --------------------------------
     stage: Literal["recognition", "detection", "both"] = Field(
         "recognition",
         description=(
@@ -433,7 +434,7 @@ def flag_name(field: str) -> str:
 
 
 def settings_markdown() -> str:
-    """The README table of every setting: env var, flag, default, meaning."""
+    """The table of every setting (docs/configuration.md): env var, flag, default, meaning."""
     lines = ["| env var | CLI flag | default | meaning |", "| --- | --- | --- | --- |"]
     for name, field in Settings.model_fields.items():
         default = field.default

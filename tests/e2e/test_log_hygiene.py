@@ -56,5 +56,4 @@ def test_logs_carry_ids_counts_and_timings_but_never_pixels_or_embeddings() -> N
             leaked = [c for c in chunks(secret) if c in text]
             assert not leaked, f"{name} logged image/crop bytes: {leaked[0]}"
         assert "crop_png" not in text, name
-        assert "embedding" not in text.lower() or not NUMBER_RUN.search(text), name
         assert not NUMBER_RUN.search(text), f"{name} logged a run of numbers"

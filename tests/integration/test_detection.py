@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
@@ -40,11 +41,21 @@ def test_detection_threshold_drops_low_confidence_faces() -> None:
 
 
 def test_margin_and_size_change_the_crop(detector: FaceDetector) -> None:
+    """The detector's margin and size reach its crops: the same detection, cropped as
+    facenet-pytorch's own ``extract_face`` crops it with that margin (so the face fills
+    (112 - 40) / 112 of the crop), and not as without the margin."""
+    from facenet_pytorch import extract_face
+
     image = _rgb(SAMPLES / "astronaut.jpg")
     wide = FaceDetector(image_size=112, margin=40, device="cpu").detect(image)[0]
-    tight = detector.detect(image)[0]
-    assert wide.crop.shape == (112, 112, 3)
-    assert wide.box == tight.box
+    tight = FaceDetector(image_size=112, margin=0, device="cpu").detect(image)[0]
+    assert wide.box == tight.box == detector.detect(image)[0].box
+    assert wide.crop.shape == tight.crop.shape == (112, 112, 3)
+    box = np.float32(wide.box)  # MTCNN's own values, as facenet-pytorch passes them
+    for face, margin in ((wide, 40), (tight, 0)):
+        theirs = extract_face(image, box, 112, margin).permute(1, 2, 0).numpy()
+        assert np.array_equal(face.crop, theirs), margin
+    assert not np.array_equal(wide.crop, tight.crop)
 
 
 def _shared_images(shared: Path) -> list[Path]:

@@ -4,7 +4,7 @@
 own detection and crop step), then for the labelled pairs computes the ROC AUC, the threshold on
 the L2 distance between unit embeddings with the best accuracy (and the equivalent cosine), and
 the accuracy at it and at the embedder's current default. This is how the default
-``FACEPIPE_MATCH_THRESHOLD`` of each embedder is calibrated (README "Thresholds").
+``FACEPIPE_MATCH_THRESHOLD`` of each embedder is calibrated (docs/models.md, Thresholds).
 
 The pairs file is a CSV with ``file_x,file_y,Decision`` (``Yes``/``No``), paths relative to the
 CSV's folder, as ``../shared/faces/master.csv``.

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
 from typing import Any
 
 from facepipe.aws.s3 import S3PayloadStore
@@ -109,12 +108,3 @@ class SqsDispatcher:
 
     def send_result(self, result: Result) -> None:
         self.results.send_result(result)
-
-
-def attribute_request_id(record: Mapping[str, Any]) -> str | None:
-    """The ``request_id`` message attribute of an SQS record as Lambda delivers it
-    (``messageAttributes.request_id.stringValue``), ``None`` when absent or not a string."""
-    attributes = record.get("messageAttributes")
-    attribute = attributes.get("request_id") if isinstance(attributes, Mapping) else None
-    value = attribute.get("stringValue") if isinstance(attribute, Mapping) else None
-    return value if isinstance(value, str) else None

@@ -575,7 +575,7 @@ def run_perf(
     cold: bool = True,
     log: TextIO | None = None,
 ) -> dict[str, Any]:
-    """Every measurement of ``make bench``; see the README's "Performance" section."""
+    """Every measurement of ``make bench``; see docs/performance.md."""
     import torch
 
     say = log_to(log)

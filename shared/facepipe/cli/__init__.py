@@ -1,0 +1,1 @@
+"""The ``facepipe`` console script: one module per command (``<name>_cmd.py``)."""

@@ -1,4 +1,4 @@
-"""``facepipe config``: the effective settings, or the README table of all of them."""
+"""``facepipe config``: the effective settings, or the table of them all (docs/configuration.md)."""
 
 from __future__ import annotations
 

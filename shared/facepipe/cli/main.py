@@ -2,7 +2,7 @@
 
 Subcommands:
   run IMAGE...        detection + recognition in-process, one result per image
-  config              every setting (``--markdown`` prints the README table)
+  config              every setting (``--markdown`` prints the table of docs/configuration.md)
   invoke FUNCTION     a function's real awslambdaric entrypoint under the Lambda RIE
   images build|check  build the container images; run every event through them
   events              write the sample Lambda events (events/*.json)

@@ -21,8 +21,8 @@ from facepipe.cli.client_cmd import Console
 from facepipe.cli.options import add_client_flags, settings_from_args
 
 if TYPE_CHECKING:
-    from facepipe.client.batch import Uploaded
     from facepipe.client.stack import Ingress
+    from facepipe.client.uploads import Uploaded
     from facepipe.messages import Result
 
 EPILOG = (
@@ -80,7 +80,7 @@ def _ingress(args: argparse.Namespace) -> tuple[Any, Ingress]:
 
 
 def upload_command(args: argparse.Namespace) -> int:
-    from facepipe.client.batch import new_batch, outputs_for, plan_uploads, upload_all
+    from facepipe.client.uploads import new_batch, outputs_for, plan_uploads, upload_all
 
     console = Console(args.quiet)
     settings, ingress = _ingress(args)
@@ -116,7 +116,7 @@ def _wait(
     console: Console,
 ) -> int:
     """Wait for the photos' results, print them, report the unfinished, write the CSV."""
-    from facepipe.client.batch import by_key, save_csv, wait_for_results
+    from facepipe.client.uploads import by_key, save_csv, wait_for_results
 
     s3 = ingress.s3()
     with console.progress("result", total=len(photos)) as bar:
@@ -165,7 +165,7 @@ def _line(photo: Uploaded, result: Result | None = None) -> dict[str, Any]:
 
 
 def results_csv_command(args: argparse.Namespace) -> int:
-    from facepipe.client.batch import read_results, save_csv
+    from facepipe.client.uploads import read_results, save_csv
 
     console = Console(args.quiet)
     _, ingress = _ingress(args)

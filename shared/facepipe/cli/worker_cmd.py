@@ -28,7 +28,7 @@ def register(sub: Any) -> None:
         "DLQ), renews visibility during long batches, serves GET /healthz, writes a heartbeat "
         "line, and on SIGTERM/SIGINT finishes the batch in flight (or releases it after the "
         "grace period) and exits 0. Settings: FACEPIPE_WORKER_* and the queue/bucket/ledger "
-        'variables the functions get (README "Workers on EC2/ECS").',
+        "variables the functions get (docs/uploads-and-workers.md).",
     )
     add_settings_flags(p)
     p.set_defaults(func=run)

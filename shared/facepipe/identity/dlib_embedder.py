@@ -14,7 +14,7 @@ run with dlib (PyPI ``dlib-bin``). Two halves, one per stage:
 Raw dlib descriptors are not unit vectors: on ``../shared/faces`` their norms are 1.36-1.64.
 dlib's own rule, "same person when the raw Euclidean distance is below 0.6", therefore sits near
 0.4 in unit distance (raw ≈ 1.5 × unit); the default threshold for ``dlib`` is calibrated on
-unit distances (``facepipe eval``, README "Thresholds").
+unit distances (``facepipe eval``, docs/models.md, Thresholds).
 """
 
 from __future__ import annotations

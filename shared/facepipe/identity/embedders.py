@@ -25,7 +25,7 @@ from facepipe.errors import ConfigError
 EMBEDDERS = ("vggface2", "casia-webface", "dlib")
 
 # The default FACEPIPE_MATCH_THRESHOLD of each embedder: the L2 distance between unit embeddings
-# above which a face is `unknown`. Measure one with `facepipe eval` (README "Thresholds").
+# above which a face is `unknown`. Measure one with `facepipe eval` (docs/models.md, Thresholds).
 DEFAULT_MATCH_THRESHOLDS = {
     # facenet-pytorch's commonly used value for its pretrained sets; NOT calibrated here (the
     # weights cannot be downloaded where this repository's tests run).

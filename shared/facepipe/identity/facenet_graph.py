@@ -305,7 +305,9 @@ def onnx_model(model: Module) -> bytes:
     """The serialized ONNX model (opset 17) of ``model``'s eval forward pass, batch norms
     folded, up to (not including) the final L2 normalisation: input ``x`` float32
     ``(N, 3, H, W)``, output ``y`` ``(N, 512)``. Mirrors ``InceptionResnetV1.forward``; the
-    parity tests check it against that."""
+    parity tests check it against that.
+
+    Kept over ``torch.onnx.export``: as fast, as exact, builds 10–100× sooner (performance.md)."""
     g = _Graph()
     x = "x"
     x = g.chain(x, [model.conv2d_1a, model.conv2d_2a, model.conv2d_2b])

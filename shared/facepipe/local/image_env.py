@@ -26,7 +26,7 @@ from pathlib import Path
 
 from packaging.requirements import Requirement
 
-# What the Dockerfiles pip-install (tests/unit/test_image_env.py checks them against this).
+# What the Dockerfiles pip-install (tests/unit/local/test_image_env.py checks them against this).
 IMAGE_INSTALLS = ("torch", "facenet-pytorch", "facepipe[dlib]", "awslambdaric", "aws-xray-sdk")
 NO_DEPS = frozenset({"facenet-pytorch"})  # installed with --no-deps
 

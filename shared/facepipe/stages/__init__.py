@@ -1,1 +1,2 @@
-"""The two pipeline stages, free of AWS glue."""
+"""The pipeline's stages (detect, ingest, recognize), the result ledger and the one queue batch
+abstraction, free of AWS: their adapters come from :mod:`facepipe.app.wiring`."""

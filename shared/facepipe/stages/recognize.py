@@ -286,7 +286,9 @@ class Outcome:
     result: Result | None = None
     error: Exception | None = None
     duplicate: bool = False  # the request's final result is already out: post nothing
-    payload_key: str | None = None  # its claim-check object, deleted once the message is done
+    # Its own request's claim-check object, deleted once the message is done (never one a task
+    # names outside its request's prefix: that is not recognition's to delete).
+    payload_key: str | None = None
 
 
 def parse_message(message: Message) -> Outcome:
@@ -297,7 +299,7 @@ def parse_message(message: Message) -> Outcome:
         task = FaceTask.parse_json(message.body)
     except InvalidMessage as exc:
         return Outcome(request_id=readable_request_id(message.body, message.request_id), error=exc)
-    return Outcome(request_id=task.request_id, task=task, payload_key=task.payload_key)
+    return Outcome(request_id=task.request_id, task=task)
 
 
 class RecognitionBatch:
@@ -445,6 +447,7 @@ class RecognitionService:
                     raise outcome.error
                 assert outcome.task is not None
                 loaded.append((message_id, self._frame(outcome.task)))
+                outcome.payload_key = outcome.task.payload_key  # its own: _frame checked
             except Exception as exc:
                 self._refuse(outcome, exc)
         # One forward pass per crop size: a single one unless a producer sent odd crops.

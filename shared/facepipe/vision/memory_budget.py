@@ -11,7 +11,7 @@ function's memory (Lambda's ``AWS_LAMBDA_FUNCTION_MEMORY_SIZE``):
 * :meth:`MemoryModel.max_frame_pixels`: a frame whose decoding alone would leave less than a
   1080p detection is refused (413) before a pixel is decoded.
 
-The figures are peak resident memory measured with ``bench/memory.py`` (README "Reliability"),
+The figures are peak resident memory measured with ``bench/memory.py`` (docs/reliability.md),
 rounded up.
 
 >>> model = MemoryModel()

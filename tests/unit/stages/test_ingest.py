@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from facepipe.aws.s3 import S3ResultCopies
-from facepipe.client.batch import csv_rows, plan_uploads, write_csv
 from facepipe.client.sources import SourceError
+from facepipe.client.uploads import csv_rows, plan_uploads, write_csv
 from facepipe.errors import ConfigError, InvalidMessage
 from facepipe.local.emulator import LocalAws
 from facepipe.messages import ErrorInfo, FaceResult, Result

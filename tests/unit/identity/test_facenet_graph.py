@@ -25,7 +25,7 @@ from tests.fakes import save_published_style_weights
 # Exact modes differ from eager float32 by rounding only (measured: 1 − cos ≈ 1e-13).
 MIN_COSINE = 0.99999
 EXACT_MODES = ["onnxruntime", "torch", "eager"]
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def _crops(n: int, seed: int = 0, size: int = 160) -> list[np.ndarray]:

@@ -158,3 +158,25 @@ def test_limit_openmp_spin_leaves_a_process_that_already_loaded_torch_alone(
     assert "torch" in sys.modules  # imported by this module: libgomp has read its settings
     assert limit_openmp_spin() is False
     assert "GOMP_SPINCOUNT" not in os.environ
+
+
+def test_process_init_collects_nothing_during_the_init_and_freezes_what_it_built() -> None:
+    """The handlers' and workers' init: no garbage collection inside, the collector back on
+    after it with the init's objects frozen, also when the init fails."""
+    import gc
+
+    from facepipe.runtime import ProcessSetup, process_init
+
+    assert gc.isenabled()
+    frozen = gc.get_freeze_count()
+    try:
+        with process_init() as setup:
+            assert isinstance(setup, ProcessSetup)
+            assert not gc.isenabled()
+            built = [[i] for i in range(1000)]  # noqa: F841  (the init's objects)
+        assert gc.isenabled() and gc.get_freeze_count() >= frozen + 1000
+        with pytest.raises(RuntimeError), process_init():
+            raise RuntimeError("the init failed")
+        assert gc.isenabled()
+    finally:
+        gc.unfreeze()

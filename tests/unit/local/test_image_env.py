@@ -15,8 +15,8 @@ from packaging.requirements import Requirement
 
 from facepipe.local.image_env import IMAGE_INSTALLS, NO_DEPS, guard_source, image_distributions
 from tests.conftest import ROOT, SAMPLES
+from tests.unit.functions.test_dockerfiles import FUNCTIONS, _instructions
 from tests.unit.test_cold_start import ENV
-from tests.unit.test_dockerfiles import FUNCTIONS, _instructions
 
 
 def _pip_installs(name: str) -> tuple[set[str], set[str]]:

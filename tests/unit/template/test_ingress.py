@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from facepipe.local.emulator import _references
-from tests.unit.test_template import (
+from tests.unit.template.test_template import (
     INPUT_ARN,
     OUTPUT_ARN,
     PAYLOADS_ARN,

@@ -18,7 +18,7 @@ from facepipe.config import Settings
 from facepipe.local.emulator import LocalAws
 from facepipe.local.stack import LocalStack
 from tests.conftest import ROOT
-from tests.unit.test_template import (
+from tests.unit.template.test_template import (
     as_list,
     condition_values,
     deployed_properties,
