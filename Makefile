@@ -72,12 +72,13 @@ test: ## lint, type-check and run every test (what CI runs)
 	$(MAKE) lint
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-lint: $(CHECKOV) ## ruff (lint + format check), mypy, import contracts, doc links, sam validate --lint, cfn-lint + serverless rules, checkov
+lint: $(CHECKOV) ## ruff (lint + format check), mypy, import contracts, doc links and site build, sam validate --lint, cfn-lint + serverless rules, checkov
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 	$(PY) docs/check_links.py
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
 	$(BIN)/sam validate --lint -t template.yaml
 	$(BIN)/cfn-lint template.yaml -a cfn_lint_serverless.rules
 	$(CHECKOV) -f template.yaml
