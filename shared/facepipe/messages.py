@@ -273,6 +273,11 @@ class FaceResult(BaseModel):
     )
     embedding: list[float] | None = None
 
+    def label(self) -> str:
+        """How people read the face: ``alice (0.75)``, the name and its similarity (the demo's
+        table, ``facepipe run``, the annotations); just the name without a similarity."""
+        return self.name if self.similarity is None else f"{self.name} ({self.similarity:.2f})"
+
 
 class AlbumMatch(BaseModel):
     photo: str

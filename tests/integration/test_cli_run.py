@@ -50,6 +50,27 @@ def test_json_lines_in_order_with_embeddings_and_gallery(tmp_path: Path) -> None
     assert lines[2]["error"]["code"] == "unreadable_file"
 
 
+def test_plain_output_names_each_face_with_its_similarity(tmp_path: Path) -> None:
+    """The readable line shows what the demo's table and the annotations show: the name and the
+    similarity to that person (not MTCNN's detection probability), and the box."""
+    pipe = LocalPipeline(Settings.from_env({}, weights="random:0"))
+    astronaut = pipe.run_file(SAMPLES / "astronaut.jpg", with_embeddings=True)
+    emb = np.array(astronaut.faces[0].embedding, np.float32)
+    # a gallery person close to the face, but not the face itself: similarity well below 1
+    near = emb + 0.6 * np.random.default_rng(1).normal(size=512).astype(np.float32) / 22.6
+    gallery = tmp_path / "gallery.pt"
+    gallery.write_bytes(Gallery(["eileen"], near[None, :]).to_pt_bytes())
+    common = (str(SAMPLES / "astronaut.jpg"), "--gallery", str(gallery), "--weights", "random:0")
+    face = json.loads(run_cli(*common, "--json").stdout)["faces"][0]
+    assert face["similarity"] < 0.99 < face["probability"]
+    proc = run_cli(*common, "--match-threshold", "2")
+    assert proc.returncode == 0, proc.stderr
+    box = [round(v) for v in face["box"]]
+    assert proc.stdout.strip() == (
+        f"{SAMPLES / 'astronaut.jpg'}: ok: eileen ({face['similarity']:.2f}) at {box}"
+    )
+
+
 def test_plain_output_and_env_settings(monkeypatch) -> None:  # type: ignore[no-untyped-def]
     monkeypatch.setenv("FACEPIPE_WEIGHTS", "random:0")
     monkeypatch.setenv("FACEPIPE_MIN_FACE_PROBABILITY", "1.0")  # nothing is that certain

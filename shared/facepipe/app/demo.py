@@ -97,10 +97,7 @@ def _stop(proc: subprocess.Popen[str]) -> int:
 def summary_table(results: Sequence[Result]) -> str:
     rows = [("request_id", "file", "status", "faces: name (similarity)")]
     for r in results:
-        faces = ", ".join(
-            f"{f.name} ({f.similarity:.2f})" if f.similarity is not None else f.name
-            for f in r.faces
-        )
+        faces = ", ".join(f.label() for f in r.faces)
         rows.append((r.request_id, Path(r.filename).name, r.status, faces or "-"))
     widths = [max(len(row[i]) for row in rows) for i in range(3)]
     return "\n".join(

@@ -40,9 +40,6 @@ def run(args: argparse.Namespace) -> int:
         elif result.error:
             print(f"{image}: error: {result.error.message}", flush=True)
         else:
-            faces = ", ".join(
-                f"{f.name} ({f.probability:.3f}) at {[round(v) for v in f.box]}"
-                for f in result.faces
-            )
+            faces = ", ".join(f"{f.label()} at {[round(v) for v in f.box]}" for f in result.faces)
             print(f"{image}: {result.status}: {faces or 'no face'}", flush=True)
     return 1 if failed else 0

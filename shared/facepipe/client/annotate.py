@@ -16,7 +16,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
-from facepipe.messages import FaceResult, Result
+from facepipe.messages import Result
 from facepipe.vision.frames import decode_image
 
 KNOWN = (46, 204, 64)  # a named face
@@ -24,11 +24,6 @@ UNKNOWN = (255, 133, 27)  # a face nobody in the gallery matches
 TEXT = (0, 0, 0)
 JPEG_QUALITY = 95
 MAX_PIXELS = 400_000_000  # the file was accepted by the stack already; this only stops bombs
-
-
-def label(face: FaceResult) -> str:
-    """``alice (0.75)``; just the name when the result has no similarity."""
-    return face.name if face.similarity is None else f"{face.name} ({face.similarity:.2f})"
 
 
 def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
@@ -48,7 +43,7 @@ def draw_result(image: Image.Image, result: Result) -> Image.Image:
         x1, y1, x2, y2 = face.box
         color = UNKNOWN if face.name == "unknown" else KNOWN
         draw.rectangle((x1, y1, x2, y2), outline=color, width=width)
-        text = label(face)
+        text = face.label()
         left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
         text_w, text_h = right - left + 2 * width, bottom - top + 2 * width
         # above the box when there is room, else just inside its top edge
