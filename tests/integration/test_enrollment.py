@@ -74,3 +74,47 @@ def test_cli_writes_a_loadable_gallery(tmp_path: Path) -> None:
     gallery = Gallery.from_bytes(out.read_bytes())
     assert sorted(gallery.names) == ["barack-obama", "joe-biden"]
     assert gallery.embedder == "vggface2"
+
+
+FACEPIPE_BIN = str(Path(sys.executable).with_name("facepipe"))
+
+
+def _enroll(folder: Path, out: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [
+            FACEPIPE_BIN,
+            "gallery",
+            "enroll",
+            str(folder),
+            "--out",
+            str(out),
+            "--weights",
+            "random:0",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+def test_an_enrolment_that_enrols_nothing_fails_and_says_why(tmp_path: Path) -> None:
+    """A folder whose only photos are a group photo and a loose one enrols nobody: an error
+    (exit 2) naming both reasons, and no gallery written; a re-run that finds every photo
+    already in the gallery is no error."""
+    folder = tmp_path / "people"
+    (folder / "couple").mkdir(parents=True)
+    shutil.copy(SAMPLES / "frames" / "obama-and-biden.jpg", folder / "couple" / "both.jpg")
+    shutil.copy(SAMPLES / "astronaut.jpg", folder / "astronaut.jpg")  # whose is it?
+    proc = _enroll(folder, tmp_path / "g.npz")
+    assert proc.returncode == 2, proc.stderr
+    assert "nothing enrolled from" in proc.stderr
+    assert "2 faces; enrol photos of one face" in proc.stderr
+    assert f"astronaut.jpg: not in a person's folder: move it to {folder}/<name>/" in proc.stderr
+    assert not (tmp_path / "g.npz").exists()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert "holds no photo in a person's folder" in _enroll(empty, tmp_path / "g.npz").stderr
+    once, again = (_enroll(SAMPLES / "gallery", tmp_path / "s.npz") for _ in range(2))
+    assert once.returncode == again.returncode == 0, again.stderr
+    assert "already enrolled" in again.stderr

@@ -45,6 +45,11 @@ def person_photos(root: Path) -> list[tuple[str, Path]]:
     ]
 
 
+def loose_photos(root: Path) -> list[Path]:
+    """Photos directly under ``root``: enrolment cannot tell whose they are."""
+    return sorted(p for p in root.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
 def enroll_folder(
     pipeline: LocalPipeline,
     root: Path,
@@ -57,6 +62,10 @@ def enroll_folder(
     names: list[str] = []
     crops: list[np.ndarray] = []
     report = EnrollReport(Gallery())
+    report.skipped.extend(
+        Skipped(loose, f"not in a person's folder: move it to {root}/<name>/")
+        for loose in loose_photos(root)
+    )
     for name, photo in person_photos(root):
         try:
             image = decode_image(photo.read_bytes(), max_pixels=pipeline.settings.max_pixels)

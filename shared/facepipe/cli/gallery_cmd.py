@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from facepipe.cli.options import add_settings_flags, settings_from_args
-from facepipe.errors import ConfigError
+from facepipe.errors import ConfigError, FacepipeError
 
 
 def register(sub: Any) -> None:
@@ -123,6 +123,18 @@ def run_enroll(args: argparse.Namespace) -> int:
     gallery = existing.plus(added)
     for skip in skipped:
         print(f"skipped {skip.path}: {skip.reason}", file=sys.stderr)
+    already = len(skipped) - len(report.skipped)  # photos whose crop is in the gallery
+    if not len(added) and not already:  # (a re-run that finds them all there is no error)
+        reason = (
+            f"each of its {len(report.skipped)} photo(s) was skipped (reasons above)"
+            if report.skipped
+            else "it holds no photo in a person's folder"
+        )
+        raise FacepipeError(
+            f"nothing enrolled from {args.folder}: {reason}; enrol photos of one face each, "
+            f"as {args.folder}/<person>/<photo>.jpg",
+            code="nothing_enrolled",
+        )
     if len(added):
         store.save(gallery, crops)
     people = sorted(set(added.names))
