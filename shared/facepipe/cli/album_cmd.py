@@ -227,9 +227,18 @@ def run_find(args: argparse.Namespace) -> int:
     endpoints = _remote(args, settings)
     if endpoints is not None:
         return _find_through(args, settings, endpoints)
+    store = _store(args, settings)
+    known = store.albums()
+    if args.album not in known:  # a typo is not "0 photos"
+        raise FacepipeError(
+            f"no album {args.album!r} at {store.objects.uri(store.prefix)}; known albums: "
+            f"{', '.join(known) or 'none'} (index photos into one with `facepipe album index`)",
+            code="unknown_album",
+            status=404,
+        )
     pipeline = LocalPipeline(settings)
     query = selfie_embedding(pipeline, _read(args.selfie))
-    hits = _store(args, settings).find(
+    hits = store.find(
         args.album,
         query,
         threshold=pipeline.recognition.threshold,
