@@ -21,10 +21,10 @@ import pytest
 from PIL import Image
 
 from facepipe.aws.sqs import SqsResultSink
-from facepipe.client.annotate import draw_result, write_annotated
+from facepipe.client.annotate import UNKNOWN, draw_result, label_origin, write_annotated
 from facepipe.client.results import Received, ResultPoller
 from facepipe.local.emulator import LocalAws
-from facepipe.messages import FaceResult, Result
+from facepipe.messages import ErrorInfo, FaceResult, Result
 from facepipe.vision.frames import decode_image
 from tests.conftest import SAMPLES, run_facepipe
 
@@ -154,6 +154,32 @@ def test_annotation_keeps_the_size_and_draws_inside_the_box(tmp_path: Path) -> N
     assert path == tmp_path / "ann.astronaut.jpg"
     with Image.open(path) as saved:
         assert saved.size == original.size and saved.format == "JPEG"
+
+
+def test_labels_and_boxes_stay_whole_inside_the_image() -> None:
+    """A face at the right edge (its box running off the image, as MTCNN's boxes may) gets its
+    whole label, moved left, and its box clipped; a label never leaves the image."""
+    assert label_origin((200.0, 30.0, 239.0, 110.0), (100.0, 20.0), (240, 120)) == (140.0, 10.0)
+    assert label_origin((0.0, 0.0, 50.0, 50.0), (60.0, 20.0), (240, 120)) == (0.0, 0.0)
+    assert label_origin((5.0, 110.0, 9.0, 119.0), (60.0, 20.0), (240, 120)) == (5.0, 90.0)
+    assert label_origin((5.0, 10.0, 9.0, 119.0), (300.0, 20.0), (240, 120)) == (0.0, 10.0)
+    white = Image.new("RGB", (240, 120), "white")
+    face = FaceResult(box=[200.0, 40.0, 300.0, 110.0], probability=0.99, name="unknown")
+    face.similarity = 0.91
+    drawn = np.asarray(draw_result(white, Result(request_id="edge", status="ok", faces=[face])))
+    columns = np.nonzero((drawn[:38] == UNKNOWN).all(axis=2).any(axis=0))[0]  # the label's rows
+    assert columns.max() == 239 and columns.min() < 200  # whole: moved left from the box's x
+
+
+def test_a_frame_without_faces_is_marked_with_its_status() -> None:
+    white = Image.new("RGB", (320, 200), "white")
+    for result in (
+        Result(request_id="nf", status="no_face"),
+        Result(request_id="er", status="error", error=ErrorInfo(code="bad_image", message="x")),
+    ):
+        drawn = np.asarray(draw_result(white, result))
+        assert (drawn[:20, :60] != 255).any()  # the status, top left
+        assert (drawn[60:, 100:] == 255).all()  # nothing else
 
 
 # --- the commands end to end -----------------------------------------------------------------
