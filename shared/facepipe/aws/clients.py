@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from typing import Any
 
@@ -55,11 +56,15 @@ def _session() -> boto3.session.Session:
 
 
 def client(service: str, settings: Settings) -> Any:
+    """A bounded client of ``service``. Its region: ``FACEPIPE_REGION``, else ``AWS_REGION`` (the
+    variable every other AWS SDK and Lambda itself use, which botocore alone ignores), else
+    botocore's chain (``AWS_DEFAULT_REGION``, the profile)."""
     kwargs: dict[str, Any] = {"config": _RETRIES}
     if settings.endpoint_url:
         kwargs["endpoint_url"] = settings.endpoint_url
-    if settings.region:
-        kwargs["region_name"] = settings.region
+    region = settings.region or os.environ.get("AWS_REGION", "")
+    if region:
+        kwargs["region_name"] = region
     session = _session()
     with _LOCK:  # a session is not thread-safe; the clients it makes are
         return session.client(service, **kwargs)  # type: ignore[call-overload]
