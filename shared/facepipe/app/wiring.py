@@ -179,6 +179,9 @@ def ingest_service(settings: Settings) -> IngestService:
 
 
 def recognition_service(settings: Settings) -> RecognitionService:
+    """The recognition function's service: the embedder, the gallery (reloaded when a new
+    version is stored), the albums, the ledger and the response queue. Its modules are imported
+    here: detection's cold start imports none of them."""
     from facepipe.app.stores import albums_location, open_albums
     from facepipe.stages.recognize import (
         GallerySource,
