@@ -53,22 +53,7 @@ def test_enrolled_person_is_named_on_the_same_photo(pipeline: LocalPipeline) -> 
 
 def test_cli_writes_a_loadable_gallery(tmp_path: Path) -> None:
     out = tmp_path / "g.npz"
-    proc = subprocess.run(
-        [
-            str(Path(sys.executable).with_name("facepipe")),
-            "gallery",
-            "enroll",
-            str(SAMPLES / "gallery"),
-            "--out",
-            str(out),
-            "--weights",
-            "random:0",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    proc = _enroll(SAMPLES / "gallery", out)
     assert proc.returncode == 0, proc.stderr
     assert "enrolled 2 photo(s) of 2 people" in proc.stderr
     gallery = Gallery.from_bytes(out.read_bytes())
