@@ -10,13 +10,20 @@ import os
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import Any, TypeVar, get_args
 
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 
 from facepipe.messages import Result
-from facepipe.stages.batch import Batch, BatchService, Ingested, IngestSummary, Message
+from facepipe.stages.batch import (
+    Batch,
+    BatchService,
+    Ingested,
+    IngestStatus,
+    IngestSummary,
+    Message,
+)
 from facepipe.stages.detect import DetectionReport
 
 # The template sets POWERTOOLS_SERVICE_NAME per function (detection, recognition) and
@@ -147,7 +154,7 @@ def record_ingest(done: Sequence[Ingested], failed: int, elapsed_ms: float) -> N
     )
 
 
-_INGEST_STATUSES = ("queued", "no_face", "error", "duplicate", "skipped")
+_INGEST_STATUSES: tuple[IngestStatus, ...] = get_args(IngestStatus)
 
 
 def flush_metrics(service: str) -> None:

@@ -9,7 +9,7 @@ partial batch response. Keeping the two phases apart is what lets a worker stop 
 messages at shutdown.
 
 The drivers: :func:`facepipe.aws.powertools.finish_lambda_batch` (Powertools' batch processor,
-``functions/*/app.py``) and :class:`facepipe.worker.consumer.Consumer`; both log a failed
+``functions/*/app.py``) and :class:`facepipe.worker.consumer.QueueConsumer`; both log a failed
 message with :meth:`Batch.log_keys` and record :meth:`Batch.summary` as the same metrics.
 """
 
@@ -72,13 +72,16 @@ class RecognitionSummary:
     gallery_stale: str | None = None
 
 
+IngestStatus = Literal["queued", "no_face", "error", "duplicate", "skipped"]
+
+
 @dataclass(frozen=True)
 class Ingested:
     """What became of one uploaded object (for metrics and the log line)."""
 
     request_id: str
     key: str
-    status: Literal["queued", "no_face", "error", "duplicate", "skipped"]
+    status: IngestStatus
     faces: int = 0
     error: str | None = None
 

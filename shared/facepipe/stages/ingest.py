@@ -232,12 +232,12 @@ class IngestBatch:
         self.service = service
         self.messages = {m.message_id: m for m in messages}
         self.failing: dict[str, S3Object] = {}  # message id → the object it failed on
-        self.done = IngestSummary()
+        self.report = IngestSummary()
 
     def finish(self, message_id: str) -> None:
         for obj in objects_in_message(self.messages[message_id].body):
             self.failing[message_id] = obj
-            self.done.done.append(self.service.handle(obj))
+            self.report.done.append(self.service.handle(obj))
             del self.failing[message_id]
 
     def log_keys(self, message_id: str) -> dict[str, Any]:
@@ -245,7 +245,7 @@ class IngestBatch:
         return {} if obj is None else {"request_id": obj.request_id(), "key": obj.key}
 
     def summary(self) -> IngestSummary:
-        return self.done
+        return self.report
 
 
 def _printable(key: str) -> str:

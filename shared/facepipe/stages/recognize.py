@@ -317,7 +317,7 @@ class RecognitionBatch:
         self.outcomes = outcomes
         self.sink = sink
         self.payloads = payloads
-        self.done = RecognitionSummary(
+        self.report = RecognitionSummary(
             duplicates=sum(o.duplicate for o in outcomes.values()), gallery_stale=gallery_stale
         )
 
@@ -334,9 +334,9 @@ class RecognitionBatch:
         posted = self.sink.send_result(outcome.result)  # False: the ledger had it
         self._drop_payload(outcome)
         if posted:
-            self.done.results.append(outcome.result)
+            self.report.results.append(outcome.result)
         else:
-            self.done.duplicates += 1
+            self.report.duplicates += 1
 
     def _drop_payload(self, outcome: Outcome) -> None:
         """The message is done (posted, or a duplicate): its claim-check object is not needed."""
@@ -351,7 +351,7 @@ class RecognitionBatch:
         return {"request_id": None if outcome is None else outcome.request_id}
 
     def summary(self) -> RecognitionSummary:
-        return self.done
+        return self.report
 
 
 class RecognitionService:
@@ -437,19 +437,20 @@ class RecognitionService:
         finished = self.sink.finished(readable) if readable else set()
         loaded: list[tuple[str, FrameFaces]] = []
         for message_id, outcome in outcomes.items():
+            task = outcome.task
             if outcome.request_id in finished:
-                own = outcome.task is not None and self._own_payload(outcome.task)
                 outcome.duplicate, outcome.error = True, None
-                outcome.payload_key = own or None
-                continue
-            try:
-                if outcome.error is not None:
-                    raise outcome.error
-                assert outcome.task is not None
-                loaded.append((message_id, self._frame(outcome.task)))
-                outcome.payload_key = outcome.task.payload_key  # its own: _frame checked
-            except Exception as exc:
-                self._refuse(outcome, exc)
+                outcome.payload_key = self._own_payload(task) if task is not None else None
+            elif task is None:  # refused as it was parsed
+                assert outcome.error is not None
+                self._refuse(outcome, outcome.error)
+            else:
+                try:
+                    loaded.append((message_id, self._frame(task)))
+                except Exception as exc:
+                    self._refuse(outcome, exc)
+                else:
+                    outcome.payload_key = task.payload_key  # its own: _frame checked
         # One forward pass per crop size: a single one unless a producer sent odd crops.
         groups: dict[tuple[int, ...], list[tuple[str, FrameFaces]]] = {}
         for message_id, frame in loaded:
