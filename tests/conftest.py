@@ -32,6 +32,18 @@ def run_facepipe(
     )
 
 
+@pytest.fixture
+def no_vggface2(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A machine without the VGGFace2 file and offline, for this test and the processes it
+    starts: facenet-pytorch's cache is an empty folder and every download goes to a closed
+    loopback proxy (so it fails at once, here and on a connected machine alike)."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path_factory.mktemp("torch-home")))
+    for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"):
+        monkeypatch.setenv(name, "http://127.0.0.1:9")
+    for name in ("NO_PROXY", "no_proxy"):
+        monkeypatch.setenv(name, "127.0.0.1,localhost")
+
+
 @pytest.fixture(autouse=True)
 def _isolated_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """No test sees the developer's FACEPIPE_* settings or real AWS credentials."""

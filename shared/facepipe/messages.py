@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Sequence
+from pathlib import PurePath
 from typing import Annotated, Any, Literal
 
 import pydantic_core
@@ -332,6 +334,22 @@ class Result(BaseModel):
 
     def to_json(self) -> str:
         return self.model_dump_json(exclude_none=True)
+
+
+def results_table(results: Sequence[Result]) -> str:
+    """Results as people read them (the demo, ``get``/``poll``/``run`` on a terminal): one row
+    per result, ``request_id  file  status  faces: name (similarity)``."""
+    rows = [("request_id", "file", "status", "faces: name (similarity)")]
+    for r in results:
+        faces = ", ".join(f.label() for f in r.faces)
+        if r.error is not None:
+            faces = f"{r.error.code}: {r.error.message}"
+        rows.append((r.request_id, PurePath(r.filename).name, r.status, faces or "-"))
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    return "\n".join(
+        "  ".join(cell.ljust(widths[i]) if i < 3 else cell for i, cell in enumerate(row))
+        for row in rows
+    )
 
 
 class Accepted(BaseModel):

@@ -45,7 +45,7 @@ def test_make_demo_recognises_the_sample_people(tmp_path: Path) -> None:
     weights = {r["weights"] for r in results if r["status"] == "ok"}
     if weights == {w for w in weights if w.startswith("dlib:sha256:")}:
         assert (
-            "VGGFace2 weights not available: using the dlib embedder (real recognition, offline)"
+            "the vggface2 weights are not available: recognising with the offline dlib embedder"
             in proc.stderr
         )
         assert {r["models"]["embedder"] for r in results if r["status"] == "ok"} == {"dlib"}

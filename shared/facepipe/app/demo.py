@@ -18,50 +18,16 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from facepipe.app.embedder_choice import choose_embedder
 from facepipe.config import Settings, env_name
 from facepipe.errors import FacepipeError, WeightsUnavailable
-from facepipe.messages import Result
+from facepipe.messages import Result, results_table
 
 GET_TIMEOUT = 300.0
 
 
 def _facepipe() -> list[str]:
     return [sys.executable, "-m", "facepipe.cli.main"]
-
-
-def check_weights(settings: Settings) -> str | None:
-    """None when the embedder's weights load; else the reason (what to do about it)."""
-    from facepipe.app.wiring import make_embedder
-
-    try:
-        make_embedder(settings.model_copy(update={"device": "cpu"}))
-    except WeightsUnavailable as exc:
-        return exc.message
-    return None
-
-
-def choose_embedder(settings: Settings) -> tuple[Settings, str | None]:
-    """The settings the demo runs with, or the reason it cannot recognise anyone.
-
-    The configured embedder when its weights load; else, unless the user asked for an embedder
-    or weights, the offline ``dlib`` embedder (said so on stderr).
-    """
-    reason = check_weights(settings)
-    if reason is None:
-        return settings, None
-    if settings.model_fields_set & {"embedder", "weights"}:
-        return settings, reason
-    fallback = settings.model_copy(update={"embedder": "dlib"})
-    fallback_reason = check_weights(fallback)
-    if fallback_reason is not None:
-        return settings, f"{reason}\nThe offline dlib embedder is not available either: " + (
-            fallback_reason
-        )
-    print(
-        "demo: VGGFace2 weights not available: using the dlib embedder (real recognition, offline)",
-        file=sys.stderr,
-    )
-    return fallback, None
 
 
 def _start_stack(
@@ -94,18 +60,6 @@ def _stop(proc: subprocess.Popen[str]) -> int:
         return proc.wait()
 
 
-def summary_table(results: Sequence[Result]) -> str:
-    rows = [("request_id", "file", "status", "faces: name (similarity)")]
-    for r in results:
-        faces = ", ".join(f.label() for f in r.faces)
-        rows.append((r.request_id, Path(r.filename).name, r.status, faces or "-"))
-    widths = [max(len(row[i]) for row in rows) for i in range(3)]
-    return "\n".join(
-        "  ".join(cell.ljust(widths[i]) if i < 3 else cell for i, cell in enumerate(row))
-        for row in rows
-    )
-
-
 def run_demo(settings: Settings, samples: Path, out: Path, *, random_weights: bool) -> int:
     """Enrol ``samples/gallery``, start the local stack, send ``samples/frames`` and the two
     single samples, print the results, write annotated images under ``out``, stop the stack."""
@@ -117,10 +71,11 @@ def run_demo(settings: Settings, samples: Path, out: Path, *, random_weights: bo
             file=sys.stderr,
         )
     else:
-        settings, reason = choose_embedder(settings)
-        if reason:
+        try:
+            settings = choose_embedder(settings).settings
+        except WeightsUnavailable as exc:
             print(
-                f"demo: cannot recognise anyone: {reason}\n"
+                f"demo: cannot recognise anyone: {exc.message}\n"
                 "demo: put the VGGFace2 file where FACEPIPE_WEIGHTS points, use the offline dlib "
                 "embedder (make demo DEMO_ARGS=--embedder=dlib), or run the demo with seeded "
                 "random weights (real detection, meaningless names):\n"
@@ -170,7 +125,7 @@ def run_demo(settings: Settings, samples: Path, out: Path, *, random_weights: bo
     sys.stderr.write(got.stderr)
     results = [Result.model_validate_json(line) for line in got.stdout.splitlines() if line]
     (out / "results.jsonl").write_text(got.stdout)
-    print(summary_table(results))
+    print(results_table(results))
     print(
         f"demo: {len(results)} results; annotated images in {out / 'annotated'}; "
         f"results in {out / 'results.jsonl'}; stack log in {out / 'stack.log'}; "

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from facepipe.app.embedder_choice import choose_embedder
 from facepipe.app.wiring import load_gallery, make_detector, make_embedder
 from facepipe.config import Settings
 from facepipe.errors import FacepipeError
@@ -16,6 +18,10 @@ from facepipe.messages import ErrorInfo, Result, new_request_id
 from facepipe.stages.detect import Detection, _ms
 from facepipe.stages.recognize import Recognition
 from facepipe.vision.frames import decode_image
+
+if TYPE_CHECKING:
+    from facepipe.identity.embedders import Embedder
+    from facepipe.identity.gallery import Gallery
 
 
 class LocalPipeline:
@@ -25,15 +31,35 @@ class LocalPipeline:
     'ok'
     """
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        embedder: Embedder | None = None,
+        gallery: Gallery | None = None,
+    ) -> None:
+        """``embedder``/``gallery``: already loaded ones (else loaded from ``settings``)."""
         self.settings = settings
         self.detection = Detection(settings, make_detector(settings))
         self.recognition = Recognition(
-            make_embedder(settings),
-            load_gallery(settings),
+            embedder or make_embedder(settings),
+            gallery if gallery is not None else load_gallery(settings),
             settings.effective_match_threshold,
             top_k=settings.top_k,
         )
+
+    @classmethod
+    def offline_default(
+        cls, settings: Settings, recorded: str | None = None, *, recorded_by: str = ""
+    ) -> LocalPipeline:
+        """The pipeline a command runs, its embedder chosen by :mod:`~facepipe.app.embedder_choice`:
+        the one asked for, else the one the gallery (or ``recorded_by``, e.g. an album) was made
+        with, else VGGFace2 or, without its weights, the offline dlib embedder."""
+        gallery = load_gallery(settings)
+        if gallery.embedder and not recorded:
+            recorded, recorded_by = gallery.embedder, f"the gallery {settings.gallery}"
+        choice = choose_embedder(settings, recorded, recorded_by=recorded_by or "the gallery")
+        return cls(choice.settings, embedder=choice.embedder, gallery=gallery)
 
     @property
     def weights_id(self) -> str:

@@ -154,10 +154,11 @@ def run_index(args: argparse.Namespace) -> int:
     endpoints = _remote(args, settings)
     if endpoints is not None:
         return _index_through(args, settings, endpoints)
-    pipeline = LocalPipeline(settings)
-    report = index_photos(
-        pipeline, _store(args, settings), args.album, photos_of(args.source, settings)
+    store = _store(args, settings)
+    pipeline = LocalPipeline.offline_default(
+        settings, store.embedder_of(args.album), recorded_by=f"album {args.album!r}"
     )
+    report = index_photos(pipeline, store, args.album, photos_of(args.source, settings))
     for photo, reason in report.skipped:
         print(f"skipped {photo}: {reason}", file=sys.stderr)
     print(
@@ -236,7 +237,9 @@ def run_find(args: argparse.Namespace) -> int:
             code="unknown_album",
             status=404,
         )
-    pipeline = LocalPipeline(settings)
+    pipeline = LocalPipeline.offline_default(
+        settings, store.embedder_of(args.album), recorded_by=f"album {args.album!r}"
+    )
     query = selfie_embedding(pipeline, _read(args.selfie))
     hits = store.find(
         args.album,

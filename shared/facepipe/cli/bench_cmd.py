@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from facepipe.app.embedder_choice import for_speed
 from facepipe.cli.console import reserve_stdout
 from facepipe.cli.options import add_settings_flags, settings_from_args
 
@@ -124,7 +125,7 @@ def run_e2e_command(args: argparse.Namespace) -> int:
         local = None
         if not endpoints.function_url:
             print("bench: starting the local stack", file=sys.stderr)
-            endpoints, local = stack.enter_context(local_endpoints(settings))
+            endpoints, local = stack.enter_context(local_endpoints(for_speed(settings)))
         summary = run_e2e(
             endpoints.require("function_url", "response_queue_url"),
             args.images or default_images(),
@@ -149,7 +150,9 @@ def run_e2e_command(args: argparse.Namespace) -> int:
 def run_perf_command(args: argparse.Namespace) -> int:
     from facepipe.bench.perf import chart, run_perf, table
 
-    settings = settings_from_args(args, weights="random:0" if args.random_weights else None)
+    settings = for_speed(
+        settings_from_args(args, weights="random:0" if args.random_weights else None)
+    )
     out = reserve_stdout()  # in-process functions print their logs; stdout is for the JSON
     summary = run_perf(
         settings,

@@ -139,6 +139,20 @@ def _function(
     return RieFunction(folder, env, handler)
 
 
+def _check_weights(env: dict[str, str]) -> None:
+    from facepipe.errors import WeightsUnavailable
+    from facepipe.local.stack import check_weights
+
+    try:
+        check_weights(env)
+    except WeightsUnavailable as exc:
+        raise WeightsUnavailable(
+            f"the recognition function cannot start: {exc.message} The shipped events hold "
+            "vggface2 crops: for a smoke test of the function, FACEPIPE_WEIGHTS=random:0 make "
+            "invoke-recognition (or --weights random:0)."
+        ) from exc
+
+
 def _where(function: Any) -> str:
     from facepipe.local.docker import ImageFunction
 
@@ -150,7 +164,7 @@ def _where(function: Any) -> str:
 def run(args: argparse.Namespace) -> int:
     from facepipe.errors import ConfigError
     from facepipe.local.emulator import LocalAws
-    from facepipe.local.rie import function_error
+    from facepipe.local.rie import RieFunction, function_error
 
     if args.object is not None and args.function != "ingest":
         raise ConfigError("--object is for `facepipe invoke ingest`: only its event names photos")
@@ -169,6 +183,8 @@ def run(args: argparse.Namespace) -> int:
         before = _objects(aws)
         with contextlib.ExitStack() as stack:
             function = _function(args, aws, logical_id, env, stack)
+            if args.function == "recognition" and isinstance(function, RieFunction):
+                _check_weights(env)  # one clear line now, not an init failure in the RIE's log
             print(f"facepipe invoke: {args.function} on {_where(function)}", file=sys.stderr)
             with function:
                 seen = function.reports()

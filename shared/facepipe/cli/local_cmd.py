@@ -19,6 +19,7 @@ from typing import Any
 
 from facepipe.cli.console import reserve_stdout
 from facepipe.cli.options import add_settings_flags, settings_from_args
+from facepipe.config import Settings
 from facepipe.errors import ConfigError
 
 
@@ -61,12 +62,28 @@ def _parameters(pairs: list[str]) -> dict[str, str]:
     return parameters
 
 
+def _with_embedder(settings: Settings) -> Settings:
+    """The settings the functions get, their embedder chosen as ``run``'s is
+    (:mod:`~facepipe.app.embedder_choice`): a local gallery file says which one it was made
+    with; a gallery in the stack's bucket is read only once the stack runs."""
+    from facepipe.app.embedder_choice import choose_embedder
+    from facepipe.app.wiring import load_gallery
+
+    local_file = settings.gallery and "://" not in settings.gallery
+    recorded = load_gallery(settings).embedder if local_file else None
+    return choose_embedder(
+        settings, recorded, recorded_by=f"the gallery {settings.gallery}"
+    ).settings
+
+
 def up_command(args: argparse.Namespace) -> int:
     from facepipe.identity.facenet import default_weights_note
     from facepipe.local.emulator import TemplateError
     from facepipe.local.stack import LocalStack
 
     settings = settings_from_args(args)
+    if settings.runtime != "image":  # an image recognises with what is baked into it
+        settings = _with_embedder(settings)
     parameters = _parameters(args.parameter)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="facepipe local: %(message)s")
     for name in ("botocore", "urllib3", "werkzeug"):

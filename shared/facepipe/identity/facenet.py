@@ -49,6 +49,13 @@ WEIGHT_URLS = {
 }
 
 
+# what every "weights not available" error ends with: the choices that need no download
+OFFLINE_HINT = (
+    "Offline, recognise with the dlib embedder (--embedder dlib, FACEPIPE_EMBEDDER=dlib); "
+    "FACEPIPE_WEIGHTS=random:0 is for tests only."
+)
+
+
 def facenet_cache_path(embedder: str) -> Path:
     """Where facenet-pytorch caches (and looks for) the weights of ``embedder``."""
     torch_home = facenet_module("models.inception_resnet_v1").get_torch_home()
@@ -210,7 +217,7 @@ class FacenetEmbedder:
             if not path.is_file():
                 raise WeightsUnavailable(
                     f"FACEPIPE_WEIGHTS={weights} does not exist. Point it at the "
-                    f"{WEIGHT_FILES[self.name]} file ({WEIGHT_URLS[self.name]})."
+                    f"{WEIGHT_FILES[self.name]} file ({WEIGHT_URLS[self.name]}). {OFFLINE_HINT}"
                 )
             return path
         cached = facenet_cache_path(self.name)
@@ -225,8 +232,7 @@ class FacenetEmbedder:
                 f"the {self.name} weights are not available: no FACEPIPE_WEIGHTS file, none in "
                 f"facenet-pytorch's cache ({cached}) and the download failed ({exc}). Download "
                 f"{WEIGHT_URLS[self.name]} on a connected machine and set FACEPIPE_WEIGHTS to "
-                "its path (the container images bake it in), or use FACEPIPE_WEIGHTS=random:0 "
-                "for tests only."
+                f"its path (the container images bake it in). {OFFLINE_HINT}"
             ) from exc
         return cached
 

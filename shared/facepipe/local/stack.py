@@ -333,10 +333,14 @@ class LocalStack(Service):
         require_images(self.docker)
 
     def _check_weights(self, logical_id: str) -> None:
-        """Load the embedder the way the recognition function's init will (its environment:
-        ``FACEPIPE_EMBEDDER``, ``FACEPIPE_WEIGHTS``), so that missing weights stop the stack at
-        start-up with the function's own message, rather than at the first batch inside an RIE
-        process."""
-        from facepipe.app.wiring import make_embedder
+        check_weights(self.function_env(logical_id))
 
-        make_embedder(Settings.from_env(self.function_env(logical_id), device="cpu"))
+
+def check_weights(env: Mapping[str, str]) -> None:
+    """Load the embedder the way a function's init will from its environment ``env``
+    (``FACEPIPE_EMBEDDER``, ``FACEPIPE_WEIGHTS``), so that missing weights stop a stack or an
+    invoke at start-up with the function's own one-line message, rather than as an init failure
+    inside an RIE process."""
+    from facepipe.app.wiring import make_embedder
+
+    make_embedder(Settings.from_env(env, device="cpu"))
