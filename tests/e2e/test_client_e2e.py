@@ -95,4 +95,54 @@ def test_video_gives_one_result_per_sampled_frame(stack: LocalStack, tmp_path: P
     assert code == 0, err
     assert [r["request_id"] for r in results] == [f"vid.clip.f{n:06d}" for n in (0, 5, 10, 15)]
     assert [r["status"] for r in results] == ["ok", "ok", "no_face", "no_face"]
+    assert [(r["source"], r["frame"], r["time_s"]) for r in results] == [
+        (str(video), n, n / 10)
+        for n in (0, 5, 10, 15)  # 10 fps
+    ]
     assert len(list((tmp_path / "ann").glob("*.jpg"))) == 4
+
+
+def test_on_a_terminal_get_prints_the_readable_table(stack: LocalStack) -> None:
+    """stdout a terminal: the demo's table, one row per result in send order (JSON lines only
+    with --json, as when piped: the other tests)."""
+    import os
+    import pty
+    import subprocess
+
+    from tests.conftest import FACEPIPE, ROOT
+
+    info = json.dumps(stack.info())
+    inputs = [str(SAMPLES / "astronaut.jpg"), str(SAMPLES / "rocket.jpg")]
+
+    def on_a_terminal(run_id: str, *flags: str) -> str:
+        leader, follower = pty.openpty()
+        proc = subprocess.run(
+            [*FACEPIPE, "get", *inputs, "--local-info", info, "--run-id", run_id, *flags],
+            cwd=ROOT, stdout=follower, stderr=subprocess.PIPE, timeout=120, check=False,
+        )  # fmt: skip
+        os.close(follower)
+        chunks = []
+        while True:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # the terminal's other end is closed: all read
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        os.close(leader)
+        assert proc.returncode == 0, proc.stderr
+        return b"".join(chunks).decode().replace("\r\n", "\n")
+
+    rows = on_a_terminal("tty", "--quiet").strip().splitlines()
+    assert rows[0].split() == ["request_id", "file", "status", "faces:", "name", "(similarity)"]
+    assert [row.split()[:3] for row in rows[1:]] == [
+        ["tty.astronaut", "astronaut.jpg", "ok"],
+        ["tty.rocket", "rocket.jpg", "no_face"],
+    ]
+    assert rows[1].split()[3] == "unknown" and rows[2].split()[3] == "-"
+    lines = on_a_terminal("--quiet", "--json").strip().splitlines()
+    assert sorted(json.loads(line)["request_id"] for line in lines) == [
+        "tty.astronaut",
+        "tty.rocket",
+    ]

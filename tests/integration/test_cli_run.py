@@ -85,3 +85,56 @@ def test_without_weights_the_error_says_how_to_get_them(tmp_path: Path, monkeypa
     assert proc.returncode == 2
     assert "FACEPIPE_WEIGHTS" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def _clip(path: Path, images: list[Path], fps: float = 4.0) -> None:
+    """A video of ``images`` (each one frame, resized to the first's size), MJPG in .avi."""
+    import cv2
+
+    first = cv2.imread(str(images[0]))
+    size = (first.shape[1], first.shape[0])
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, size)
+    for image in images:
+        writer.write(cv2.resize(cv2.imread(str(image)), size))
+    writer.release()
+
+
+def test_folders_globs_and_videos_like_get_with_annotations(tmp_path: Path) -> None:
+    """`run` takes what `get` takes: a folder (its images, sorted), a glob and a video (one
+    result per sampled frame, with its frame number and time), one line each in input order;
+    --annotate draws each."""
+    video = tmp_path / "clip.avi"
+    _clip(video, [SAMPLES / "astronaut.jpg", SAMPLES / "rocket.jpg"] * 2)  # 4 frames at 4 fps
+    ann = tmp_path / "ann"
+    proc = run_cli(
+        str(SAMPLES / "frames"),
+        str(SAMPLES / "r*.jpg"),
+        str(video),
+        str(tmp_path / "nothing-*.jpg"),
+        "--json",
+        "--weights",
+        "random:0",
+        "--video-fps",
+        "2",
+        "--run-id",
+        "mine",
+        "--annotate",
+        str(ann),
+    )
+    assert proc.returncode == 1  # the glob that matches nothing
+    lines = [json.loads(x) for x in proc.stdout.splitlines()]
+    assert [x["request_id"] for x in lines] == [
+        "mine.biden-west-wing",
+        "mine.obama-and-biden",
+        "mine.rocket",
+        "mine.clip.f000000",
+        "mine.clip.f000002",
+        "mine.nothing",
+    ]
+    assert [x["status"] for x in lines] == ["ok", "ok", "no_face", "ok", "ok", "error"]
+    assert [(x.get("frame"), x.get("time_s")) for x in lines[3:5]] == [(0, 0.0), (2, 0.5)]
+    assert lines[3]["source"] == str(video)
+    assert "matches no file" in lines[5]["error"]["message"]
+    assert sorted(p.name for p in ann.iterdir()) == sorted(
+        f"{x['request_id']}.jpg" for x in lines[:5]
+    )

@@ -97,6 +97,12 @@ def _inputs(p: argparse.ArgumentParser) -> None:
 def _results(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ordered", action="store_true", help="print results in send order")
     p.add_argument(
+        "--json",
+        action="store_true",
+        help="JSON lines even on a terminal (where the default is a readable table at the end; "
+        "piped or redirected, the output is always JSON lines)",
+    )
+    p.add_argument(
         "--annotate",
         type=Path,
         metavar="DIR",
@@ -186,7 +192,8 @@ def _send(
             bar.update(1)
             frame = outcome.frame
             if outcome.accepted:
-                accepted.append((frame.request_id, Origin(frame.source, frame.frame)))
+                origin = Origin(frame.source, frame.frame, frame.time_s)
+                accepted.append((frame.request_id, origin))
                 if echo:
                     console.line(outcome.to_line())
             else:
@@ -208,10 +215,12 @@ def _poll(
     from facepipe.client.results import ResultPoller
 
     order = [request_id for request_id, _ in origins]
+    readable = not args.json and console.stdout.isatty()
+    lines: list[str] = []  # the readable table's rows, printed once all are in
     writer = ResultWriter(
-        console.line,
+        lines.append if readable else console.line,
         order=order,
-        ordered=args.ordered,
+        ordered=args.ordered or readable,
         annotate=args.annotate,
         origins={request_id: origin for request_id, origin in origins if origin is not None},
     )
@@ -226,6 +235,10 @@ def _poll(
 
         report = poller.poll(order, timeout=timeout, on_result=on_result)
     writer.finish()
+    if lines:
+        from facepipe.messages import Result, results_table
+
+        console.line(results_table([Result.model_validate_json(line) for line in lines]))
     if report.missing:
         console.note(f"no result within {timeout:g} s for: {' '.join(report.missing)}")
     console.note(
@@ -284,7 +297,7 @@ def read_ids(lines: Iterable[str]) -> Origins:
             except (ValueError, KeyError, TypeError) as exc:
                 raise ConfigError(f"--ids line {number}: not a `send` line ({exc})") from exc
             if line.get("source"):
-                origin = Origin(str(line["source"]), line.get("frame"))
+                origin = Origin(str(line["source"]), line.get("frame"), line.get("time_s"))
         try:
             found.setdefault(check_request_id(text), origin)
         except ValueError as exc:

@@ -1,45 +1,143 @@
-"""``facepipe run IMAGE... [--json] [--embeddings] [--gallery PATH]``."""
+"""``facepipe run INPUT... [--json] [--embeddings] [--gallery PATH] [--annotate DIR]``.
+
+The inputs follow ``facepipe get``'s rules (:mod:`facepipe.client.sources`): image files, folders
+(their images, recursively), globs and videos (sampled at ``--video-fps``); one result per image
+or sampled frame, in the order given. A file that cannot be read is an error result in its place.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
-from typing import Any
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from facepipe.cli.options import add_settings_flags, settings_from_args
+
+if TYPE_CHECKING:
+    from facepipe.app.pipeline import LocalPipeline
+    from facepipe.client.sources import RequestIds
+    from facepipe.config import Settings
+    from facepipe.messages import Result
 
 
 def register(sub: Any) -> None:
     p = sub.add_parser(
         "run",
-        help="detect and recognise faces in images, in-process",
+        help="detect and recognise faces in images and videos, in-process",
         description="Runs the pipeline's detection + recognition code in this process and "
-        "prints one result per image, in the order given.",
+        "prints one result per image or sampled video frame, in the order given. Inputs as for "
+        "`facepipe get`: image files, folders (recursive), globs and videos.",
     )
-    p.add_argument("images", nargs="+", metavar="IMAGE")
-    p.add_argument("--json", action="store_true", help="one JSON result per line")
+    p.add_argument(
+        "images",
+        nargs="+",
+        metavar="INPUT",
+        help="image files, folders (recursive), globs or video files",
+    )
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="one JSON result per line (default: one readable line per result)",
+    )
     p.add_argument("--embeddings", action="store_true", help="include each face's embedding")
+    p.add_argument(
+        "--annotate",
+        type=Path,
+        metavar="DIR",
+        help="write DIR/<request_id>.jpg with the faces boxed and named",
+    )
+    p.add_argument("--run-id", help="first part of every request_id (default: 8 random hex)")
     add_settings_flags(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from facepipe.app.pipeline import LocalPipeline
+    from facepipe.client.annotate import write_annotated
+    from facepipe.client.sources import RequestIds, new_run_id
     from facepipe.identity.facenet import default_weights_note
 
-    pipeline = LocalPipeline(settings_from_args(args))
+    settings = settings_from_args(args)
+    pipeline = LocalPipeline.offline_default(settings)
     note = default_weights_note(pipeline.weights_id)
     if note:
         print(note, file=sys.stderr)
+    ids = RequestIds(args.run_id or new_run_id())
     failed = 0
-    for image in args.images:
-        result = pipeline.run_file(image, with_embeddings=args.embeddings)
+    for result, data, where in _results(pipeline, settings, args, ids):
         failed += result.status == "error"
+        if args.annotate is not None and data is not None:
+            write_annotated(args.annotate, data, result)
         if args.json:
-            print(result.to_json(), flush=True)
-        elif result.error:
-            print(f"{image}: error: {result.error.message}", flush=True)
+            print(json.dumps({**json.loads(result.to_json()), **where}), flush=True)
         else:
-            faces = ", ".join(f"{f.label()} at {[round(v) for v in f.box]}" for f in result.faces)
-            print(f"{image}: {result.status}: {faces or 'no face'}", flush=True)
+            print(_readable(result, where.get("time_s")), flush=True)
     return 1 if failed else 0
+
+
+def _results(
+    pipeline: LocalPipeline, settings: Settings, args: argparse.Namespace, ids: RequestIds
+) -> Iterator[tuple[Result, bytes | None, dict[str, Any]]]:
+    """``(result, the bytes it was found in, where in a video)`` per image or sampled frame."""
+    from facepipe.client.sources import SourceError, expand_inputs, is_video, iter_video
+
+    for text in args.images:
+        try:
+            files = list(expand_inputs([text]))
+        except SourceError as exc:  # in its place, so the lines still follow the inputs
+            yield _unreadable(ids.make(text), text, exc.message), None, {}
+            continue
+        for path in files:
+            source = str(path)
+            try:
+                if not is_video(path):
+                    data = _read(path)
+                    request_id = ids.make(source)
+                    yield (
+                        pipeline.run_bytes(
+                            data, source, request_id, with_embeddings=args.embeddings
+                        ),
+                        data,
+                        {},
+                    )
+                    continue
+                for frame in iter_video(
+                    path, video_fps=settings.video_fps, video_every=settings.video_every
+                ):
+                    result = pipeline.run_bytes(
+                        frame.data,
+                        f"{path}.f{frame.number:06d}.jpg",
+                        ids.make(source, frame.number),
+                        with_embeddings=args.embeddings,
+                    )
+                    where = {"source": source, "frame": frame.number, "time_s": frame.time_s}
+                    yield result, frame.data, where
+            except SourceError as exc:
+                yield _unreadable(ids.make(source), source, exc.message), None, {}
+
+
+def _read(path: Path) -> bytes:
+    from facepipe.client.sources import SourceError
+
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise SourceError(f"cannot read {path}: {exc.strerror or exc}") from exc
+
+
+def _unreadable(request_id: str, filename: str, message: str) -> Result:
+    from facepipe.messages import ErrorInfo, Result
+
+    error = ErrorInfo(code="unreadable_file", message=message)
+    return Result(request_id=request_id, filename=filename, status="error", error=error)
+
+
+def _readable(result: Result, time_s: float | None = None) -> str:
+    where = result.filename if time_s is None else f"{result.filename} ({time_s:g} s)"
+    if result.error:
+        return f"{where}: error: {result.error.message}"
+    faces = ", ".join(f"{f.label()} at {[round(v) for v in f.box]}" for f in result.faces)
+    return f"{where}: {result.status}: {faces or 'no face'}"

@@ -184,6 +184,7 @@ class Outcome:
         }
         if self.frame.frame is not None:
             line["frame"] = self.frame.frame
+            line["time_s"] = self.frame.time_s
         return json.dumps(line)
 
 

@@ -13,6 +13,7 @@ import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from facepipe.client.annotate import write_annotated
 from facepipe.client.results import Received
@@ -24,16 +25,28 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Origin:
-    """Where a request_id's pixels came from: a file, and the frame number for a video."""
+    """Where a request_id's pixels came from: a file, and for a video the frame number and its
+    time in the video (seconds)."""
 
     source: str
     frame: int | None = None
+    time_s: float | None = None
+
+    def video_keys(self) -> dict[str, Any]:
+        """What a video frame's result line adds: ``source``, ``frame`` and ``time_s``."""
+        if self.frame is None:
+            return {}
+        return {"source": self.source, "frame": self.frame, "time_s": self.time_s}
 
 
-def result_line(received: Received) -> str:
-    """The result as the stack posted it, on one line."""
+def result_line(received: Received, origin: Origin | None = None) -> str:
+    """The result as the stack posted it, on one line; a video frame's gains where in the video
+    it is (:meth:`Origin.video_keys`)."""
     body = received.body.strip()
-    return body if "\n" not in body else json.dumps(json.loads(body))
+    extra = origin.video_keys() if origin is not None else {}
+    if not extra and "\n" not in body:
+        return body
+    return json.dumps({**json.loads(body), **extra})
 
 
 class ResultWriter:
@@ -69,7 +82,7 @@ class ResultWriter:
     def add(self, received: Received) -> None:
         if self.annotate is not None:
             self._annotate(received)
-        line = result_line(received)
+        line = result_line(received, self.origins.get(received.result.request_id))
         if not self.ordered:
             self.write(line)
             return

@@ -47,7 +47,8 @@ class Frame:
     """One image to send: its request_id, the filename sent with it, and its encoded bytes.
 
     ``source`` is the file it came from and ``frame`` the frame number in a video (None for an
-    image), enough to read the same pixels again (:func:`read_frame`).
+    image), enough to read the same pixels again (:func:`read_frame`); ``time_s`` is that
+    frame's time in the video, in seconds.
     """
 
     request_id: str
@@ -55,6 +56,7 @@ class Frame:
     data: bytes
     source: str
     frame: int | None = None
+    time_s: float | None = None
 
 
 def new_run_id() -> str:
@@ -170,13 +172,14 @@ def iter_frames(
     for path in files:
         source = str(path)
         if is_video(path):
-            for number, data in iter_video(path, video_fps=video_fps, video_every=video_every):
+            for sampled in iter_video(path, video_fps=video_fps, video_every=video_every):
                 yield Frame(
-                    request_id=ids.make(source, number),
-                    filename=_clip(f"{path.name}.f{number:06d}.jpg"),
-                    data=data,
+                    request_id=ids.make(source, sampled.number),
+                    filename=video_frame_name(path, sampled.number),
+                    data=sampled.data,
                     source=source,
-                    frame=number,
+                    frame=sampled.number,
+                    time_s=sampled.time_s,
                 )
         else:
             yield Frame(
@@ -185,6 +188,11 @@ def iter_frames(
                 data=_read(path),
                 source=source,
             )
+
+
+def video_frame_name(path: Path, number: int) -> str:
+    """The filename a video frame is sent with: ``clip.mp4.f000150.jpg``."""
+    return _clip(f"{path.name}.f{number:06d}.jpg")
 
 
 def _clip(filename: str) -> str:
@@ -232,10 +240,31 @@ def sample_step(source_fps: float, video_fps: float, video_every: int) -> float:
     return max(1.0, source_fps / video_fps)
 
 
+@dataclass(frozen=True)
+class VideoFrame:
+    """A sampled video frame: its number, its time in the video (seconds) and its JPEG."""
+
+    number: int
+    time_s: float
+    data: bytes
+
+
+def frame_time(number: int, fps: float) -> float:
+    """Seconds from the start of the video to frame ``number`` (ms precision); a video that does
+    not say its frame rate is taken to run at 30 fps.
+
+    >>> frame_time(150, 25.0), frame_time(45, 0.0)
+    (6.0, 1.5)
+    """
+    if not fps or not math.isfinite(fps) or fps <= 0:
+        fps = ASSUMED_VIDEO_FPS
+    return round(number / fps, 3)
+
+
 def iter_video(
     path: str | Path, *, video_fps: float = 1.0, video_every: int = 0
-) -> Iterator[tuple[int, bytes]]:
-    """``(frame number, JPEG bytes)`` of the sampled frames, one at a time.
+) -> Iterator[VideoFrame]:
+    """The sampled frames, one at a time.
 
     Frame ``n`` is taken when it is the first at or after the next sample time, so 30 frames at
     10 fps with ``video_fps=2`` give frames 0, 5, 10, 15, 20, 25. Frames between samples are only
@@ -246,14 +275,15 @@ def iter_video(
 
     capture = _open_video(path)
     try:
-        step = sample_step(capture.get(cv2.CAP_PROP_FPS), video_fps, video_every)
+        fps = capture.get(cv2.CAP_PROP_FPS)
+        step = sample_step(fps, video_fps, video_every)
         number, next_sample = 0, 0.0
         while capture.grab():
             if number + 1e-9 >= next_sample:
                 ok, image = capture.retrieve()
                 if not ok:
                     raise SourceError(f"{path}: frame {number} cannot be decoded")
-                yield number, _encode_jpeg(image, path, number)
+                yield VideoFrame(number, frame_time(number, fps), _encode_jpeg(image, path, number))
                 while next_sample <= number + 1e-9:
                     next_sample += step
             number += 1

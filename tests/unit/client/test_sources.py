@@ -126,6 +126,7 @@ def test_video_sampled_at_video_fps_gives_frames_by_video_time(video: Path) -> N
     assert [f.frame for f in frames] == [0, 5, 10, 15, 20, 25]
     assert [f.request_id for f in frames] == [f"r.lobby-cam.f{n:06d}" for n in range(0, 30, 5)]
     assert frames[2].filename == "lobby cam.avi.f000010.jpg"
+    assert [f.time_s for f in frames] == [0.0, 0.5, 1.0, 1.5, 2.0, 2.5]  # 10 fps
     assert all(ID_RE.match(f.request_id) for f in frames)
     # the pixels are those of the numbered frame (grey level n*8), JPEG-encoded
     assert all(f.data[:3] == b"\xff\xd8\xff" for f in frames)
@@ -136,6 +137,7 @@ def test_video_every_nth_frame(video: Path) -> None:
     frames = list(iter_frames([str(video)], run_id="r", video_every=7, video_fps=2))
 
     assert [f.frame for f in frames] == [0, 7, 14, 21, 28]
+    assert [f.time_s for f in frames] == [0.0, 0.7, 1.4, 2.1, 2.8]
     assert frames[-1].request_id == "r.lobby-cam.f000028"
 
 
@@ -179,7 +181,7 @@ def test_video_is_read_lazily(video: Path, monkeypatch: pytest.MonkeyPatch) -> N
 
 
 def test_read_frame_gives_back_the_bytes_that_were_sent(video: Path, photo_folder: Path) -> None:
-    sent = dict(iter_video(video, video_every=7))
+    sent = {f.number: f.data for f in iter_video(video, video_every=7)}
 
     assert read_frame(video, 14) == sent[14]
     assert read_frame(photo_folder / "a.png") == (photo_folder / "a.png").read_bytes()
