@@ -25,13 +25,29 @@ def register(sub: Any) -> None:
     enroll = gsub.add_parser(
         "enroll",
         help="embed DIR/<person>/<photos> into the gallery (adds to it)",
-        description="One sub-folder per person, any number of photos each. Photos with no "
-        "face, several faces, a small or uncertain face are skipped and reported, as are "
-        "photos whose crop is already enrolled. Each enrolled crop is stored beside the "
-        "gallery (crops/<name>/<sha256>.png). A gallery of another embedder is refused.",
+        description="One sub-folder per person, any number of photos each. A photo of "
+        "several faces gives its largest face when that is at least twice the next (said on "
+        "stderr), or the face --face/--box picks; else it is skipped and reported, as are "
+        "photos with no face, a small or uncertain face, and photos whose crop is already "
+        "enrolled. Each enrolled crop is stored beside the gallery (crops/<name>/<sha256>.png). "
+        "A gallery of another embedder is refused. --stack-name enrols into a deployed stack's "
+        "gallery (its GalleryUri output).",
     )
     enroll.add_argument("folder", type=Path, metavar="DIR")
     enroll.add_argument("--out", help="the gallery to write (same as --gallery)")
+    enroll.add_argument(
+        "--face",
+        type=int,
+        metavar="N",
+        help="in a photo of several faces, enrol the N-th from the left (1 = leftmost)",
+    )
+    enroll.add_argument(
+        "--box",
+        type=_box,
+        metavar="X1,Y1,X2,Y2",
+        help="enrol the face at this box (pixels of the photo; the detected face overlapping "
+        "it most); `facepipe run PHOTO` prints the boxes",
+    )
     enroll.add_argument("--min-face-px", type=int, default=40, help="smallest face side (px)")
     enroll.add_argument(
         "--min-probability", type=float, default=0.99, help="lowest detection probability"
@@ -72,16 +88,34 @@ def register(sub: Any) -> None:
         add_settings_flags(parser)
 
 
+def _box(text: str) -> list[float]:
+    try:
+        box = [float(v) for v in text.split(",")]
+    except ValueError:
+        box = []
+    if len(box) != 4 or box[2] <= box[0] or box[3] <= box[1]:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected X1,Y1,X2,Y2 with X2 > X1, Y2 > Y1")
+    return box
+
+
 def _store(settings: Any, location: str | None = None) -> Any:
     from facepipe.app.stores import open_gallery_store
 
     location = location or settings.gallery
+    if not location and settings.stack_name:
+        from facepipe.client.stack import stack_gallery
+
+        location = stack_gallery(settings)  # the one the deployed stack recognises with
     if not location:
-        raise ConfigError("no gallery: pass --gallery PATH|s3://bucket/key or FACEPIPE_GALLERY")
+        raise ConfigError(
+            "no gallery: pass --gallery PATH|s3://bucket/key (FACEPIPE_GALLERY), or "
+            "--stack-name NAME for a deployed stack's"
+        )
     return open_gallery_store(location, settings)
 
 
 def run_enroll(args: argparse.Namespace) -> int:
+    from facepipe.app.embedder_choice import choose_embedder
     from facepipe.app.enrollment import Skipped, enroll_folder
     from facepipe.app.pipeline import LocalPipeline
     from facepipe.errors import GalleryError
@@ -92,19 +126,30 @@ def run_enroll(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     store = _store(settings, args.out)
     existing = store.load()
+    choice = choose_embedder(
+        settings, existing.embedder, recorded_by=f"the gallery at {store.location}"
+    )
+    settings = choice.settings
     if existing.embedder and existing.embedder != settings.embedder:
         raise GalleryError(
             f"{store.location} holds {existing.embedder} embeddings; this enrolment would add "
             f"{settings.embedder} ones: pass --embedder {existing.embedder}, or enrol into "
             "another gallery"
         )
-    pipeline = LocalPipeline(settings.model_copy(update={"gallery": ""}))
+    pipeline = LocalPipeline(settings.model_copy(update={"gallery": ""}), embedder=choice.embedder)
     note = default_weights_note(pipeline.weights_id)
     if note:
         print(note, file=sys.stderr)
     report = enroll_folder(
-        pipeline, args.folder, min_face_px=args.min_face_px, min_probability=args.min_probability
+        pipeline,
+        args.folder,
+        min_face_px=args.min_face_px,
+        min_probability=args.min_probability,
+        face=args.face,
+        box=args.box,
     )
+    for noted in report.notes:
+        print(f"note: {noted.path}: {noted.reason}", file=sys.stderr)
     stored = {name: set(store.crops_of(name)) for name in {n for n, _ in report.enrolled}}
     rows, crops, skipped = [], {}, list(report.skipped)
     for row, ((name, photo), crop) in enumerate(zip(report.enrolled, report.crops, strict=True)):

@@ -128,6 +128,20 @@ def stack_outputs(
     return {o["OutputKey"]: o["OutputValue"] for o in stacks[0].get("Outputs", [])}
 
 
+def stack_gallery(settings: Settings, cloudformation: Any = None) -> str:
+    """The gallery the deployed stack ``settings.stack_name`` recognises with: its
+    ``GalleryUri`` output (``s3://<data bucket>/<GalleryKey>``)."""
+    outputs = stack_outputs(settings.stack_name, settings, cloudformation)
+    if not outputs.get("GalleryUri"):
+        bucket = outputs.get("BucketName", "<its BucketName output>")
+        raise ConfigError(
+            f"stack {settings.stack_name} has no GalleryUri output (deployed by an older "
+            f"template): pass --gallery s3://{bucket}/gallery/gallery.pt (its GalleryKey "
+            "parameter), or deploy again"
+        )
+    return outputs["GalleryUri"]
+
+
 def resolve_endpoints(
     settings: Settings, *, local_info: str | None = None, cloudformation: Any = None
 ) -> Endpoints:
