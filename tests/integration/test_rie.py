@@ -329,12 +329,29 @@ def test_cli_refuses_an_object_it_cannot_use() -> None:
 
 
 def test_cli_surfaces_an_init_failure(tmp_path: Path) -> None:
+    """A gallery the function cannot read fails its init inside the RIE: the CLI shows the
+    function's error and its log."""
+    broken = tmp_path / "gallery.pt"
+    broken.write_bytes(b"not a gallery")
+    done = run_facepipe(
+        "invoke", "recognition", "events/recognition-sqs.json",
+        "--weights", "random:0", "--gallery", str(broken),
+    )  # fmt: skip
+
+    assert done.returncode == 1
+    assert json.loads(done.stdout.split("\n---", 1)[0])["errorType"] == "GalleryError"
+    assert "INIT RTDONE(status: error)" in done.stderr  # and the function's log
+
+
+def test_cli_stops_before_the_rie_when_the_weights_are_missing(tmp_path: Path) -> None:
+    """Missing weights are one line naming the choices, before any RIE starts (not the init
+    failure's JSON and 60 lines of RIE log)."""
     missing = tmp_path / "no-such-weights.pt"
     done = run_facepipe(
         "invoke", "recognition", "events/recognition-sqs.json", "--weights", str(missing)
     )
 
-    assert done.returncode == 1
-    assert json.loads(done.stdout.split("\n---", 1)[0])["errorType"] == "WeightsUnavailable"
-    assert f"FACEPIPE_WEIGHTS={missing} does not exist" in done.stderr  # the function's message
-    assert "INIT RTDONE(status: error)" in done.stderr  # and the function's log
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.count("\n") == 1
+    assert f"FACEPIPE_WEIGHTS={missing} does not exist" in done.stderr
+    assert "--embedder dlib" in done.stderr
