@@ -9,6 +9,10 @@ CHECKOV_VENV ?= .venv-checkov
 CHECKOV := $(CHECKOV_VENV)/bin/checkov
 # torch/torchvision pinned together; facenet-pytorch 2.6 pins an older torch, so it goes in --no-deps.
 TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
+# auto: PyPI's CUDA build where nvidia-smi lists a GPU, else the CPU build from TORCH_CPU_INDEX
+# (PyPI's where that cannot be reached); cpu or cuda force it (scripts/install.sh).
+TORCH_BUILD ?= auto
+TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 PYTEST_ARGS ?=
 EVAL_ARGS ?= --embedder dlib
 export SAM_CLI_TELEMETRY=0
@@ -32,10 +36,8 @@ $(CHECKOV): requirements-checkov.txt
 	$(CHECKOV_VENV)/bin/python -m pip install --quiet -r requirements-checkov.txt
 	@touch $@
 
-install: $(PY) $(CHECKOV) ## create .venv with torch, facenet-pytorch, the facepipe package and dev tools (+ .venv-checkov)
-	$(PY) -m pip install --quiet $(TORCH_PINS)
-	$(PY) -m pip install --quiet --no-deps facenet-pytorch==2.6.0
-	$(PY) -m pip install --quiet -r requirements-dev.txt
+install: $(PY) $(CHECKOV) ## create .venv with torch (CPU build without a GPU; TORCH_BUILD=cpu|cuda), facenet-pytorch, facepipe, dev tools (+ .venv-checkov)
+	PY=$(PY) TORCH_PINS="$(TORCH_PINS)" TORCH_BUILD="$(TORCH_BUILD)" TORCH_CPU_INDEX="$(TORCH_CPU_INDEX)" scripts/install.sh
 	@$(BIN)/facepipe --help >/dev/null && echo "installed: $(BIN)/facepipe"
 
 demo: ## the full pipeline on the local stack with the shipped samples (offline dlib recognition without VGGFace2)
