@@ -19,7 +19,7 @@ def register(sub: Any) -> None:
     p.add_argument("images", nargs="+", metavar="IMAGE")
     p.add_argument("--json", action="store_true", help="one JSON result per line")
     p.add_argument("--embeddings", action="store_true", help="include each face's embedding")
-    add_settings_flags(p)
+    add_settings_flags(p, "models", "detection", "matching", "aws")
     p.set_defaults(func=run)
 
 
