@@ -1,5 +1,5 @@
-"""The CLI's help: each command's --help lists the settings it uses (every other setting's flag
-is accepted too, hidden)."""
+"""The CLI's help and usage errors: each command's --help lists the settings it uses (every other
+setting's flag is accepted too, hidden), and a usage error is printed before the usage."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from facepipe.cli.main import build_parser
+from facepipe.cli.main import build_parser, main
 from facepipe.cli.options import add_settings_flags, settings_from_args
 from facepipe.config import SETTING_GROUPS, Settings, flag_name, settings_markdown
 
@@ -92,3 +92,27 @@ def test_every_setting_is_in_one_group_and_every_group_is_shown_by_a_command() -
 def test_an_unknown_group_is_refused() -> None:
     with pytest.raises(ValueError, match="no settings group modles"):
         add_settings_flags(argparse.ArgumentParser(), "modles")
+
+
+@pytest.mark.parametrize(
+    ("argv", "error", "usage"),
+    [
+        (["run"], "facepipe run: error: the following arguments are required: IMAGE", "run"),
+        (
+            ["gallery", "enrol"],
+            "facepipe gallery: error: argument gallery_command: invalid",
+            "gallery",
+        ),
+        (["bogus"], "facepipe: error: argument command: invalid choice: 'bogus'", ""),
+        (["config", "--nope"], "facepipe: error: unrecognized arguments: --nope", ""),
+    ],
+)
+def test_a_usage_error_is_printed_before_the_usage(
+    argv: list[str], error: str, usage: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0].startswith(error)
+    assert lines[1].startswith(f"usage: facepipe {usage}".rstrip() + " ")
