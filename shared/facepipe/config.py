@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -416,6 +416,111 @@ class Settings(BaseModel):
             raise ConfigError(f"invalid configuration: {problems}") from exc
 
 
+class SettingGroup(NamedTuple):
+    title: str  # what the group's settings are about (the configuration page's heading)
+    names: tuple[str, ...]
+
+
+# Every setting is in one group; each command names the groups it uses, and its --help shows
+# those settings' flags (every other one is accepted too, hidden: facepipe.cli.options). A new
+# setting goes in a group here (tests/unit/cli/test_help.py fails otherwise).
+SETTING_GROUPS: dict[str, SettingGroup] = {
+    "models": SettingGroup(
+        "the embedder and how it runs", ("embedder", "weights", "device", "threads", "embed_mode")
+    ),
+    "detection": SettingGroup(
+        "finding faces, and the limits of one frame",
+        (
+            "image_size",
+            "margin",
+            "min_face_size",
+            "min_face_probability",
+            "max_detect_side",
+            "max_pixels",
+            "memory_mb",
+            "max_detect_pixels",
+            "max_faces",
+            "formats",
+        ),
+    ),
+    "matching": SettingGroup(
+        "the gallery and albums: naming faces",
+        (
+            "gallery",
+            "match_threshold",
+            "top_k",
+            "index_min_size",
+            "index_nprobe",
+            "gallery_refresh_seconds",
+            "albums",
+        ),
+    ),
+    "limits": SettingGroup(
+        "the functions' limits on a request, an upload and a queue message",
+        (
+            "max_frames",
+            "max_request_pixels",
+            "max_body_bytes",
+            "max_object_bytes",
+            "max_filename",
+            "max_message_bytes",
+        ),
+    ),
+    "stack": SettingGroup(
+        "the queues, bucket and table the functions use",
+        (
+            "request_queue_url",
+            "response_queue_url",
+            "bucket",
+            "payload_prefix",
+            "ingest_prefix",
+            "output_prefix",
+            "ledger_table",
+        ),
+    ),
+    "aws": SettingGroup(
+        "where AWS is: the endpoint, the region, a deployed stack",
+        ("endpoint_url", "region", "stack_name"),
+    ),
+    "client": SettingGroup(
+        "commands that talk to a stack (send, poll, get, upload, album, bench e2e)",
+        ("function_url", "concurrency", "retries", "poll_timeout", "sign"),
+    ),
+    "video": SettingGroup(
+        "the frames taken from a video (run, send, get)", ("video_fps", "video_every")
+    ),
+    "local": SettingGroup("the local stack and the images", ("runtime", "docker_root", "port")),
+    "worker": SettingGroup(
+        "the workers (`facepipe worker`)",
+        (
+            "stage",
+            "ingest_queue_url",
+            "worker_wait_seconds",
+            "worker_batch_size",
+            "worker_batch_window_seconds",
+            "worker_visibility_timeout",
+            "worker_grace_seconds",
+            "worker_health_host",
+            "worker_health_port",
+            "worker_heartbeat_seconds",
+            "worker_stuck_seconds",
+        ),
+    ),
+}
+
+
+def setting_group(name: str) -> str:
+    """The group of setting ``name``.
+
+    >>> setting_group("gallery")
+    'matching'
+    """
+    for group, (_, names) in SETTING_GROUPS.items():
+        if name in names:
+            return group
+    raise KeyError(f"setting {name} is in no group: add it to config.SETTING_GROUPS")
+
+
 def _setting_names(loc: tuple[int | str, ...]) -> str:
     """``FACEPIPE_MAX_FRAMES (--max-frames)``: where a bad value may have come from."""
     if not loc:
@@ -434,12 +539,18 @@ def flag_name(field: str) -> str:
 
 
 def settings_markdown() -> str:
-    """The table of every setting (docs/configuration.md): env var, flag, default, meaning."""
-    lines = ["| env var | CLI flag | default | meaning |", "| --- | --- | --- | --- |"]
-    for name, field in Settings.model_fields.items():
-        default = field.default
-        shown = f"`{default}`" if default not in ("", None) else "(empty)"
-        lines.append(
-            f"| `{env_name(name)}` | `{flag_name(name)}` | {shown} | {field.description} |"
-        )
-    return "\n".join(lines)
+    """Every setting (docs/configuration.md), one table per group: env var, flag, default,
+    meaning."""
+    parts = []
+    for group, (title, names) in SETTING_GROUPS.items():
+        lines = [f"### `{group}`: {title}", ""]
+        lines += ["| env var | CLI flag | default | meaning |", "| --- | --- | --- | --- |"]
+        for name in names:
+            field = Settings.model_fields[name]
+            default = field.default
+            shown = f"`{default}`" if default not in ("", None) else "(empty)"
+            lines.append(
+                f"| `{env_name(name)}` | `{flag_name(name)}` | {shown} | {field.description} |"
+            )
+        parts.append("\n".join(lines))
+    return "\n\n".join(parts)

@@ -52,7 +52,7 @@ def _where(p: argparse.ArgumentParser) -> None:
     )
     # --albums (FACEPIPE_ALBUMS) says where the albums live when run here; --function-url,
     # --stack-name or --local-info send the photos through that stack instead.
-    add_settings_flags(p)
+    add_settings_flags(p, "models", "detection", "matching", "aws", "client")
     p.epilog = (
         "Where: with --function-url, --stack-name or --local-info the photos go through that "
         "stack's Function URL (album mode of the API) and its albums are used; otherwise the "

@@ -35,7 +35,7 @@ def register(sub: Any) -> None:
     e2e.add_argument(
         "--random-weights", action="store_true", help="local stack with seeded random weights"
     )
-    add_settings_flags(e2e)
+    add_settings_flags(e2e, "models", "client", "aws", "local")
     e2e.set_defaults(func=run_e2e_command)
     match = bsub.add_parser(
         "match",
@@ -105,7 +105,7 @@ def register(sub: Any) -> None:
         action="store_true",
         help="seeded random weights (random:0) for both the reference and the pipeline",
     )
-    add_settings_flags(perf)
+    add_settings_flags(perf, "models", "detection", "client", "local")
     perf.set_defaults(func=run_perf_command)
 
 

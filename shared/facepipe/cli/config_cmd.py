@@ -12,7 +12,7 @@ from facepipe.config import settings_markdown
 def register(sub: Any) -> None:
     p = sub.add_parser("config", help="show the effective settings")
     p.add_argument("--markdown", action="store_true", help="print the table of every setting")
-    add_settings_flags(p)
+    add_settings_flags(p)  # help: none (`facepipe config --markdown` lists them all)
     p.set_defaults(func=run)
 
 

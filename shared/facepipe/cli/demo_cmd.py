@@ -25,7 +25,7 @@ def register(sub: Any) -> None:
         action="store_true",
         help="use seeded random embedder weights (real detection, meaningless names)",
     )
-    add_settings_flags(p)
+    add_settings_flags(p, "models", "local")
     p.set_defaults(func=run)
 
 

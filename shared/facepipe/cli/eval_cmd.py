@@ -29,7 +29,7 @@ def register(sub: Any) -> None:
         help=f"labelled pairs CSV, paths relative to its folder (default {DEFAULT_PAIRS})",
     )
     p.add_argument("--json-out", type=Path, help="also write the summary JSON here")
-    add_settings_flags(p)
+    add_settings_flags(p, "models", "detection")
     p.set_defaults(func=run)
 
 

@@ -84,8 +84,9 @@ def register(sub: Any) -> None:
     export.add_argument("out", metavar="OUT", help="a .pt/.npz path or s3://bucket/key")
     export.set_defaults(func=run_export)
 
-    for parser in (enroll, listing, show, remove, imp, export):
-        add_settings_flags(parser)
+    add_settings_flags(enroll, "models", "detection", "matching", "aws")
+    for parser in (listing, show, remove, imp, export):
+        add_settings_flags(parser, "models", "matching", "aws")
 
 
 def _box(text: str) -> list[float]:

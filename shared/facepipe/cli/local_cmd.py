@@ -48,7 +48,7 @@ def register(sub: Any) -> None:
         help="template parameter override, e.g. --parameter MaxReceiveCount=2 (repeatable)",
     )
     up.add_argument("--template", type=Path, default=None, help="default: ./template.yaml upward")
-    add_settings_flags(up)
+    add_settings_flags(up, "models", "matching", "limits", "local")
     up.set_defaults(func=up_command)
 
 

@@ -25,9 +25,22 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from facepipe.errors import FacepipeError
 from facepipe.runtime import setup_process
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse's parser, but a usage error is printed before the usage, not after it (the
+    usage of a command can be long): ``facepipe run: error: ...`` first, exit status 2 as
+    argparse. Every subcommand's parser is one too (``add_subparsers`` takes the parser's
+    class)."""
+
+    def error(self, message: str) -> NoReturn:
+        self._print_message(f"{self.prog}: error: {message}\n", sys.stderr)
+        self.print_usage(sys.stderr)
+        self.exit(2)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -49,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
         worker_cmd,
     )
 
-    parser = argparse.ArgumentParser(prog="facepipe", description=__doc__.split("\n")[0])
+    parser = Parser(prog="facepipe", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     for module in (
         run_cmd,

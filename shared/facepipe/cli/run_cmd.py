@@ -50,7 +50,7 @@ def register(sub: Any) -> None:
         help="write DIR/<request_id>.jpg with the faces boxed and named",
     )
     p.add_argument("--run-id", help="first part of every request_id (default: 8 random hex)")
-    add_settings_flags(p)
+    add_settings_flags(p, "models", "detection", "matching", "video", "aws")
     p.set_defaults(func=run)
 
 

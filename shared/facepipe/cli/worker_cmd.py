@@ -30,7 +30,7 @@ def register(sub: Any) -> None:
         "grace period) and exits 0. Settings: FACEPIPE_WORKER_* and the queue/bucket/ledger "
         "variables the functions get (docs/uploads-and-workers.md).",
     )
-    add_settings_flags(p)
+    add_settings_flags(p, "models", "matching", "stack", "aws", "worker")
     p.set_defaults(func=run)
 
 
