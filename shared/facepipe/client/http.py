@@ -4,7 +4,8 @@ One POST carries one frame (``{"request_id", "filename", "content"}``) or, with
 ``frames_per_request`` > 1, several (``{"frames": [...]}``). ``concurrency`` requests are in flight
 at once. Throttling (429), 5xx answers and connection errors are retried with exponential backoff
 and jitter, honouring ``Retry-After``; any other 4xx is final and reported with the server's
-``error`` and ``message``.
+``error`` and ``message``. A connection refused by a loopback URL is not retried: nothing listens
+there (the local stack is not up), and :class:`NoStack` says so at once.
 
 Requests to an AWS Function URL (``https://<id>.lambda-url.<region>.on.aws/``, ``AuthType
 AWS_IAM``) are SigV4-signed for the service ``lambda`` with the normal AWS credential chain;
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import base64
 import email.utils
+import ipaddress
 import json
 import random
 import re
@@ -112,6 +114,48 @@ def signer_for(url: str, sign: SignMode, region: str = "", credentials: Any = No
             "(--region) or AWS_REGION"
         )
     return SigV4Signer(region, credentials)
+
+
+# --- a local stack that is not there ------------------------------------------------------------
+class NoStack(ConfigError):
+    """A loopback URL refused the connection: no local stack listens there."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(f"no stack at {url}: is `facepipe local up` running?")
+        self.url = url
+
+
+def is_loopback(url: str) -> bool:
+    """Whether ``url``'s host is this machine (``localhost``, 127.0.0.0/8, ``::1``).
+
+    >>> is_loopback("http://127.0.0.1:9000/"), is_loopback("http://[::1]:9000/")
+    (True, True)
+    >>> is_loopback("http://localhost:9000/"), is_loopback("https://x.on.aws/")
+    (True, False)
+    """
+    host = (urlsplit(url).hostname or "").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def refused(exc: BaseException) -> bool:
+    """Whether ``exc`` (requests', urllib3's or botocore's error) comes from a refused
+    connection: a ``ConnectionRefusedError`` somewhere in its causes."""
+    seen: set[int] = set()
+    todo: list[object] = [exc]
+    while todo:
+        cause = todo.pop()
+        if not isinstance(cause, BaseException) or id(cause) in seen:
+            continue
+        if isinstance(cause, ConnectionRefusedError):
+            return True
+        seen.add(id(cause))
+        todo += [cause.__cause__, cause.__context__, getattr(cause, "reason", None), *cause.args]
+    return False
 
 
 # --- retries ----------------------------------------------------------------------------------
@@ -335,6 +379,8 @@ class Sender:
             try:
                 response = self.session.send(self.prepare(frames), timeout=self.timeout)
             except (requests.ConnectionError, requests.Timeout) as exc:
+                if refused(exc) and is_loopback(self.function_url):
+                    raise NoStack(self.function_url) from exc
                 final = _rejected(frames, None, "connection_error", _exception_text(exc), attempt)
             else:
                 if response.ok:

@@ -14,12 +14,15 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
+import requests
 from botocore.credentials import Credentials
 from botocore.stub import Stubber
 
 from facepipe.client.http import (
+    NoStack,
     RetryPolicy,
     Sender,
+    is_loopback,
     parse_retry_after,
     region_from_url,
     should_sign,
@@ -176,18 +179,107 @@ def test_5xx_until_retries_run_out_is_rejected(server: FakeFunctionUrl) -> None:
     assert outcome.status == "rejected" and outcome.http_status == 502 and outcome.attempts == 3
 
 
-def test_connection_errors_are_retried_then_reported() -> None:
-    with socket.socket() as s:  # a port nobody listens on
+def closed_port() -> int:
+    """A loopback port nobody listens on."""
+    with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def hang_up() -> Iterator[str]:
+    """A loopback URL that accepts connections and closes them at once (a stack restarting)."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.1)
+    done = threading.Event()
+
+    def serve() -> None:
+        while not done.is_set():
+            try:
+                connection, _ = listener.accept()
+            except TimeoutError:
+                continue
+            connection.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{listener.getsockname()[1]}/"
+    done.set()
+    thread.join()
+    listener.close()
+
+
+def test_connection_errors_are_retried_then_reported(hang_up: str) -> None:
     waits: list[float] = []
     policy = RetryPolicy(retries=2, base_delay=0.01)
 
-    with Sender(f"http://127.0.0.1:{port}/", retry=policy, sleep=waits.append) as sender:
+    with Sender(hang_up, retry=policy, sleep=waits.append) as sender:
         [outcome] = list(sender.send_all(frames(1)))
 
     assert outcome.status == "rejected" and outcome.error == "connection_error"
     assert outcome.attempts == 3 and len(waits) == 2
+
+
+def test_a_refused_loopback_url_is_no_stack_at_once() -> None:
+    waits: list[float] = []
+    for host in ("127.0.0.1", "localhost"):
+        url = f"http://{host}:{closed_port()}/"
+        no_stack = pytest.raises(NoStack, match=f"no stack at {url}: is `facepipe local up`")
+        with Sender(url, retry=FAST, sleep=waits.append) as sender, no_stack:
+            list(sender.send_all(frames(3)))
+    assert waits == []  # not retried
+
+
+def test_a_refused_remote_url_is_still_retried(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(*args: Any, **kwargs: Any) -> None:
+        try:
+            raise ConnectionRefusedError(111, "Connection refused")
+        except ConnectionRefusedError as exc:
+            raise requests.ConnectionError("Failed to establish a new connection") from exc
+
+    waits: list[float] = []
+    url = "https://abc.lambda-url.eu-west-1.on.aws/"
+    with Sender(url, retry=FAST, sign="never", sleep=waits.append) as sender:
+        monkeypatch.setattr(sender.session, "send", refuse)
+        [outcome] = list(sender.send_all(frames(1)))
+
+    assert outcome.error == "connection_error" and outcome.attempts == 4 and len(waits) == 3
+    assert not is_loopback(url)
+    assert is_loopback("http://[::1]:9/") and is_loopback("http://127.1.2.3/")
+
+
+def test_send_and_poll_without_a_local_stack_stop_at_once_with_exit_2(
+    capsys: pytest.CaptureFixture[str], tmp_path: Any
+) -> None:
+    """Before: 14.7 s of retries, then a raw ``HTTPConnectionPool ... Connection refused``
+    (``send``), or some 20 s and a botocore traceback (``poll``)."""
+    from facepipe.cli.main import main
+
+    port = closed_port()
+    image = tmp_path / "a.jpg"
+    image.write_bytes(b"\xff\xd8 not looked at")
+    info = json.dumps(
+        {
+            "function_url": f"http://127.0.0.1:{port}/",
+            "endpoint_url": f"http://127.0.0.1:{port}",
+            "response_queue_url": f"http://127.0.0.1:{port}/123456789012/q-resp",
+        }
+    )
+    ids = tmp_path / "ids.txt"
+    ids.write_text("t.a\n")
+    for argv, url in (
+        (["send", str(image)], f"http://127.0.0.1:{port}/"),
+        (["get", str(image)], f"http://127.0.0.1:{port}/"),
+        (["poll", "--ids", str(ids)], f"http://127.0.0.1:{port}"),
+    ):
+        start = time.monotonic()
+        code = main([*argv, "--local-info", info, "--quiet"])
+        elapsed = time.monotonic() - start
+
+        err = capsys.readouterr().err
+        assert code == 2, err
+        assert f"facepipe: error: no stack at {url}: is `facepipe local up` running?" in err
+        assert elapsed < 5.0, argv
 
 
 def test_no_more_requests_in_flight_than_concurrency(server: FakeFunctionUrl) -> None:
