@@ -1,10 +1,13 @@
-"""The sender against a tiny HTTP server on 127.0.0.1: retries, errors, concurrency, signing;
-and where the client finds its endpoints (local info line, a deployed stack's Outputs)."""
+"""The sender against a tiny HTTP server on 127.0.0.1: retries, errors, concurrency, frames too
+large for a request body, signing; and where the client finds its endpoints (local info line, a
+deployed stack's Outputs)."""
 
 from __future__ import annotations
 
 import base64
+import io
 import json
+import logging
 import socket
 import threading
 import time
@@ -13,12 +16,15 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import numpy as np
 import pytest
 import requests
 from botocore.credentials import Credentials
 from botocore.stub import Stubber
+from PIL import Image
 
 from facepipe.client.http import (
+    EVENT_HEADROOM,
     NoStack,
     RetryPolicy,
     Sender,
@@ -318,6 +324,119 @@ def test_retry_after_forms() -> None:
     assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now=1445412470.0) == 10.0
     assert parse_retry_after("soon") is None
     assert parse_retry_after(None) is None
+
+
+# --- a frame too large for one request body ---------------------------------------------------
+LIMIT = EVENT_HEADROOM + 200_000  # about 150 kB of image per request
+
+
+def encoded(image: Image.Image, fmt: str, **options: object) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, format=fmt, **options)
+    return buf.getvalue()
+
+
+def noise(width: int, height: int) -> Image.Image:
+    """Pixels no codec can squeeze: 720 kB as PNG, 216 kB as JPEG at 600 x 400."""
+    rng = np.random.default_rng(0)
+    return Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8))
+
+
+def smooth(width: int, height: int) -> Image.Image:
+    """A gradient with a little grain: 378 kB as PNG, 31 kB as JPEG at 600 x 400."""
+    rng = np.random.default_rng(0)
+    y, x = np.mgrid[0:height, 0:width]
+    pixels = np.stack([x * 255 // width, y * 255 // height, (x + y) * 255 // (width + height)], -1)
+    grain = rng.normal(0, 3, pixels.shape)
+    return Image.fromarray(np.clip(pixels + grain, 0, 255).astype(np.uint8))
+
+
+def sent_image(item: dict[str, object]) -> Image.Image:
+    data = base64.b64decode(str(item["content"]))
+    image = Image.open(io.BytesIO(data))
+    assert image.format == "JPEG"
+    return image
+
+
+def test_a_frame_over_the_body_limit_is_sent_downscaled_with_its_original_size(
+    server: FakeFunctionUrl, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    big = encoded(noise(600, 400), "PNG")
+    small = b"\xff\xd8 small enough"
+    frames = [Frame("t.big", "big.png", big, "/x/big.png"), Frame("t.small", "s.jpg", small, "s")]
+
+    notes: list[str] = []
+    monkeypatch.setattr(logging.getLogger("facepipe.client.http"), "warning", notes.append)
+    with Sender(server.url, max_body_bytes=LIMIT) as sender:
+        outcomes = {o.request_id: o for o in sender.send_all(frames)}
+
+    bodies = {seen.body["request_id"]: seen for seen in server.seen}
+    item = bodies["t.big"].body
+    assert item["original_size"] == [600, 400]
+    width, height = sent_image(item).size
+    assert 300 <= width < 600 and abs(width / height - 1.5) < 0.01  # aspect kept
+    assert int(bodies["t.big"].headers["Content-Length"]) <= LIMIT - EVENT_HEADROOM
+    assert base64.b64decode(bodies["t.small"].body["content"]) == small  # as it was
+    assert "original_size" not in bodies["t.small"].body
+    assert outcomes["t.big"].status == "queued"
+    assert outcomes["t.big"].frame.data == big  # the outcome is of the frame as read
+    [note] = notes  # once, for the frame that was downscaled
+    assert note.startswith("t.big (big.png): 721409 bytes, more than the")
+    assert note.endswith("downscaled from 600x400 (boxes in the original's pixels)")
+
+
+def test_a_frame_that_fits_as_a_jpeg_is_sent_at_full_size(server: FakeFunctionUrl) -> None:
+    png = encoded(smooth(600, 400), "PNG")
+    assert len(png) > LIMIT
+
+    with Sender(server.url, max_body_bytes=LIMIT) as sender:
+        [outcome] = list(sender.send_all([Frame("t.png", "a.png", png, "a.png")]))
+
+    [seen] = server.seen
+    assert outcome.status == "queued"
+    assert sent_image(seen.body).size == (600, 400)
+    assert "original_size" not in seen.body  # same size: nothing to map back
+
+
+def test_the_original_size_is_that_of_the_upright_frame(server: FakeFunctionUrl) -> None:
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90° to view: detection sees a 400 x 600 frame
+    rotated = encoded(noise(600, 400), "JPEG", quality=100, exif=exif)
+
+    with Sender(server.url, max_body_bytes=LIMIT) as sender:
+        [outcome] = list(sender.send_all([Frame("t.rot", "r.jpg", rotated, "r.jpg")]))
+
+    [seen] = server.seen
+    assert outcome.status == "queued" and seen.body["original_size"] == [400, 600]
+    width, height = sent_image(seen.body).size
+    assert width < height
+
+
+def test_a_frame_that_cannot_fit_is_rejected_before_sending(server: FakeFunctionUrl) -> None:
+    garbage = b"\xff\xd8" + bytes(range(256)) * 1000
+    fine = Frame("t.fine", "f.jpg", b"\xff\xd8 fine", "f.jpg")
+    frames = [Frame("t.garbage", "g.jpg", garbage, "g.jpg"), fine]
+
+    with Sender(server.url, max_body_bytes=LIMIT, frames_per_request=2) as sender:
+        first, second = sender.post(frames)
+
+    assert (first.request_id, first.status, first.error) == (
+        "t.garbage",
+        "rejected",
+        "frame_too_large",
+    )
+    assert "cannot be decoded" in first.message and "`facepipe upload FILE`" in first.message
+    assert (second.request_id, second.status) == ("t.fine", "queued")
+    assert [seen.body["request_id"] for seen in server.seen] == ["t.fine"]  # sent alone
+
+    tiny = EVENT_HEADROOM + 6_000  # even a quarter of the sides is more than this holds
+    noisy = Frame("t.noisy", "n.png", encoded(noise(600, 400), "PNG"), "n.png")
+    with Sender(server.url, max_body_bytes=tiny) as sender:
+        [outcome] = sender.post([noisy])
+
+    assert outcome.error == "frame_too_large" and "downscaled to 150x100" in outcome.message
+    assert "a quarter of its sides" in outcome.message and "`facepipe upload" in outcome.message
+    assert len(server.seen) == 1
 
 
 # --- signing (prepared requests only: no network) ----------------------------------------------
