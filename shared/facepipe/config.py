@@ -180,7 +180,10 @@ class Settings(BaseModel):
     max_body_bytes: int = Field(
         6_291_456,
         ge=1024,
-        description="Most bytes of one HTTP request body (the Function URL's own limit is 6 MB).",
+        description=(
+            "Most bytes of one HTTP request body (the Function URL's own limit is 6 MB); the "
+            "client downscales a frame whose request would be larger."
+        ),
     )
     max_object_bytes: int = Field(
         20_971_520,

@@ -12,7 +12,7 @@ from pathlib import PurePath
 from typing import Annotated, Any, Literal
 
 import pydantic_core
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, ValidationError
 
 from facepipe.errors import InvalidMessage, InvalidRequest
 
@@ -72,8 +72,20 @@ class AlbumRequest(BaseModel):
 
 
 # --- HTTP request -----------------------------------------------------------------------------
+# What a body over FACEPIPE_MAX_BODY_BYTES is told (the local Function URL says it too).
+BODY_TOO_LARGE_ADVICE = (
+    "send fewer frames per request; a single frame this large must be downscaled (`facepipe "
+    "send` does it, keeping boxes in the original's pixels) or uploaded to the bucket instead "
+    "(`facepipe upload`: photos of up to FACEPIPE_MAX_OBJECT_BYTES, 20 MiB)"
+)
+MAX_SIDE = 1_000_000  # the most pixels a frame's width or height may say (tasks, results)
+Side = Annotated[StrictInt, Field(ge=1, le=MAX_SIDE)]
+
+
 class FrameIn(BaseModel):
-    """One frame in a POST body. ``content`` is the base64 of a JPEG/PNG/WebP file."""
+    """One frame in a POST body. ``content`` is the base64 of a JPEG/PNG/WebP file;
+    ``original_size`` the ``[width, height]`` of the frame it was downscaled from (a frame too
+    large for one request body), whose pixels boxes and landmarks are then given in."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -81,6 +93,7 @@ class FrameIn(BaseModel):
     filename: Filename = ""
     content: str = Field(min_length=1)
     album: AlbumRequest | None = None
+    original_size: Annotated[list[Side], Field(min_length=2, max_length=2)] | None = None
 
 
 class DetectRequest(BaseModel):
@@ -172,8 +185,8 @@ class FaceTask(BaseModel):
     version: Literal[1] = 1
     request_id: RequestId
     filename: Filename = ""
-    width: int = Field(ge=1, le=1_000_000)
-    height: int = Field(ge=1, le=1_000_000)
+    width: int = Field(ge=1, le=MAX_SIDE)
+    height: int = Field(ge=1, le=MAX_SIDE)
     detector: str = Field(default="mtcnn", max_length=64)
     embedder: str = Field(
         "vggface2",

@@ -1,7 +1,8 @@
 """The client against the whole local stack, in both runtimes: real HTTP, real SQS semantics.
 
 Every sent request_id gets exactly one result; two clients polling the same response queue at
-once each get exactly their own; a video yields one result per sampled frame.
+once each get exactly their own; a video yields one result per sampled frame; a photo too large
+for the Function URL's body is sent downscaled and boxed in its own pixels.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import pytest
 from PIL import Image
 
 from facepipe.local.stack import LocalStack
+from facepipe.vision.detector import FaceDetector
 from tests.conftest import SAMPLES, run_facepipe
 
 pytestmark = pytest.mark.slow
@@ -146,3 +148,37 @@ def test_on_a_terminal_get_prints_the_readable_table(stack: LocalStack) -> None:
         "tty.astronaut",
         "tty.rocket",
     ]
+
+
+def _iou(a: list[float], b: list[float]) -> float:
+    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    area = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1])
+    return w * h / (area - w * h)
+
+
+def test_a_photo_over_the_body_limit_is_sent_downscaled_and_boxed_in_its_own_pixels(
+    stack: LocalStack, tmp_path: Path, detector: FaceDetector
+) -> None:
+    """A 6144 x 2048 PNG of 29 MB (noise, then a face on the right): over the Function URL's
+    6 MB even as a JPEG, so `get` sends it downscaled with its original_size, and the box comes
+    back where detection on the photo's own pixels finds the face. Before: 413, "send fewer or
+    smaller frames per request"."""
+    face = Image.open(SAMPLES / "astronaut.jpg").convert("RGB")
+    face = face.resize((2048, 2048), Image.Resampling.BICUBIC)
+    pixels = np.random.default_rng(0).integers(0, 256, (2048, 6144, 3), dtype=np.uint8)
+    pixels[:, 4096:] = np.asarray(face)
+    photo = tmp_path / "big.png"
+    Image.fromarray(pixels).save(photo)
+    assert photo.stat().st_size > 6 * 2**20
+
+    code, results, err = get(stack, str(photo), "--run-id", "big")
+
+    assert code == 0, err
+    assert "big.big (big.png): " in err and "downscaled from 6144x2048" in err
+    [result] = results
+    assert (result["status"], result["width"], result["height"]) == ("ok", 6144, 2048)
+    [expected] = detector.detect(face)  # the photo's own pixels, where the face is
+    x1, y1, x2, y2 = expected.box
+    boxes = [f["box"] for f in result["faces"]]
+    assert max(_iou(box, [x1 + 4096, y1, x2 + 4096, y2]) for box in boxes) > 0.85, boxes

@@ -127,6 +127,8 @@ def test_body_over_6_mb_is_a_413_from_the_url(local: LocalStack) -> None:
     body = json.loads(raw)
     assert body["error"] == "payload_too_large"
     assert str(MAX_BODY_BYTES + 1) in body["message"]
+    assert "send fewer frames per request" in body["message"]
+    assert "`facepipe upload`" in body["message"]  # where a single frame this large can go
 
 
 @slow

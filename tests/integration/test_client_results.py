@@ -15,15 +15,18 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import boto3
 import cv2
 import numpy as np
 import pytest
+from botocore.config import Config
+from botocore.exceptions import EndpointConnectionError, ReadTimeoutError
 from PIL import Image
 
 from facepipe.aws.sqs import SqsResultSink
 from facepipe.client.annotate import UNKNOWN, draw_result, label_origin, write_annotated
-from facepipe.client.results import Received, ResultPoller
-from facepipe.local.emulator import LocalAws
+from facepipe.client.results import Received, ReceiveFailed, ResultPoller
+from facepipe.local.emulator import DUMMY_CREDENTIALS, LocalAws
 from facepipe.messages import ErrorInfo, FaceResult, Result
 from facepipe.vision.frames import decode_image
 from tests.conftest import SAMPLES, run_facepipe
@@ -125,6 +128,75 @@ def test_an_unparseable_result_of_ours_is_an_error_result(aws: LocalAws, queue: 
     assert report.results["bad.a"].result.status == "error"
     assert report.results["bad.a"].result.error is not None
     assert report.results["bad.a"].result.error.code == "invalid_result"
+
+
+# --- a queue that fails now and then -------------------------------------------------------------
+def flaky_receive(sqs: Any, failures: list[Exception]) -> list[dict[str, Any]]:
+    """Make ``sqs.receive_message`` raise the ``failures`` in turn, then receive for real;
+    returns the calls' arguments."""
+    calls: list[dict[str, Any]] = []
+    real = sqs.receive_message
+
+    def receive(**kwargs: Any) -> Any:
+        calls.append(kwargs)
+        if failures:
+            raise failures.pop(0)
+        return real(**kwargs)
+
+    sqs.receive_message = receive
+    return calls
+
+
+def test_a_receive_that_times_out_is_tried_again_and_the_result_arrives(
+    aws: LocalAws, queue: str
+) -> None:
+    """Before: the ReadTimeoutError ended the poll (and a poller thread with it), so a result on
+    the queue was counted lost."""
+    post(aws, queue, result("flaky.a"))
+    sqs = aws.client("sqs")
+    timeout = ReadTimeoutError(endpoint_url=aws.endpoint_url)
+    calls = flaky_receive(sqs, [timeout, EndpointConnectionError(endpoint_url=aws.endpoint_url)])
+
+    report = ResultPoller(sqs, queue).poll(["flaky.a"], timeout=20)
+
+    assert list(report.results) == ["flaky.a"] and report.missing == []
+    assert len(calls) == 3
+
+
+def test_no_long_poll_outlasts_the_clients_read_timeout(aws: LocalAws, queue: str) -> None:
+    """A receive the client gave up on (read timeout 10 s in facepipe's clients; 20 s long polls
+    before) could take a result, hidden then for the visibility timeout: counted lost."""
+    sqs = boto3.session.Session().client(  # type: ignore[call-overload]
+        "sqs",
+        endpoint_url=aws.endpoint_url,
+        region_name="us-east-1",
+        config=Config(read_timeout=2, retries={"max_attempts": 1}),
+        **DUMMY_CREDENTIALS,
+    )
+    calls = flaky_receive(sqs, [])
+    later = threading.Timer(2.5, post, (aws, queue, result("late.result")))
+    later.start()
+
+    report = ResultPoller(sqs, queue).poll(["late.result"], timeout=12)
+    later.join()
+
+    assert list(report.results) == ["late.result"] and report.missing == []
+    assert max(call["WaitTimeSeconds"] for call in calls) == 1  # half the read timeout
+
+
+def test_a_queue_that_keeps_failing_is_an_error_not_a_hang(aws: LocalAws, queue: str) -> None:
+    sqs = aws.client("sqs")
+    flaky_receive(sqs, [EndpointConnectionError(endpoint_url=aws.endpoint_url)] * 10)
+    waits: list[float] = []
+
+    with pytest.raises(ReceiveFailed, match=r"cannot receive results from .* \(4 tries in a row\)"):
+        ResultPoller(sqs, queue, sleep=waits.append).poll(["gone.a"], timeout=60)
+    assert waits == [0.5, 1.0, 2.0]
+
+    absent = queue.rsplit("/", 1)[0] + "/no-such-queue"  # not transient: at once
+    with pytest.raises(ReceiveFailed, match=r"NonExistentQueue|does not exist"):
+        ResultPoller(aws.client("sqs"), absent, sleep=waits.append).poll(["x.a"], timeout=60)
+    assert len(waits) == 3
 
 
 # --- annotation -------------------------------------------------------------------------------

@@ -248,6 +248,54 @@ def test_one_bad_frame_rejects_the_whole_request(aws: LocalAws, detection: Modul
     assert tasks(aws) == []
 
 
+def test_original_size_gives_boxes_in_the_pixels_of_the_frame_before_downscaling(
+    aws: LocalAws, detection: ModuleType
+) -> None:
+    """A client that downscaled a frame too large for the body says the size it had: boxes,
+    landmarks, width and height come back in those pixels (each axis its own scale); the crops
+    are those of the pixels sent."""
+    sent = b64(SAMPLES / "astronaut.jpg")  # 512 x 512
+    frames = [
+        {"request_id": "os-sent", "content": sent},
+        {"request_id": "os-original", "content": sent, "original_size": [1024, 1536]},
+    ]
+    status, body = post(detection, {"frames": frames})
+    assert status == 202, body
+    got = {
+        t.request_id: t for t in map(FaceTask.model_validate_json, (m["Body"] for m in tasks(aws)))
+    }
+    plain, scaled = got["os-sent"], got["os-original"]
+    assert (plain.width, plain.height, scaled.width, scaled.height) == (512, 512, 1024, 1536)
+    [face], [back] = plain.faces, scaled.faces
+    x1, y1, x2, y2 = face.box
+    assert back.box == pytest.approx([x1 * 2, y1 * 3, x2 * 2, y2 * 3], abs=0.02)
+    for (x, y), point in zip(face.landmarks, back.landmarks, strict=True):
+        assert point == pytest.approx([x * 2, y * 3], abs=0.02)
+    assert back.crop_png == face.crop_png
+
+
+@pytest.mark.parametrize(
+    ("original_size", "words"),
+    [
+        ([256, 512], "frames[1].original_size (os-small): 256x512 is smaller than the image sent "
+         "(512x512)"),
+        ([512, 511], "frames[1].original_size (os-small): 512x511 is smaller"),
+    ],
+)  # fmt: skip
+def test_an_original_size_smaller_than_the_frame_is_a_400(
+    aws: LocalAws, detection: ModuleType, original_size: list[int], words: str
+) -> None:
+    frames = [
+        {"request_id": "os-fine", "content": b64(SAMPLES / "astronaut.jpg")},
+        {"request_id": "os-small", "content": b64(SAMPLES / "astronaut.jpg"),
+         "original_size": original_size},
+    ]  # fmt: skip
+    status, body = post(detection, {"frames": frames})
+    assert (status, body["error"]) == (400, "invalid_request")
+    assert words in body["message"]
+    assert tasks(aws) == [] and results(aws) == {}  # all or nothing
+
+
 def test_base64_encoded_event_body(aws: LocalAws, detection: ModuleType) -> None:
     raw = json.dumps({"request_id": "t-b64", "content": b64(SAMPLES / "astronaut.jpg")})
     event = function_url_event(raw, is_base64=True)  # Lambda's encoding of a binary body

@@ -283,7 +283,18 @@ BAD_BODIES: list[tuple[str, str | bytes, dict[str, Any], int, str, str]] = [
     ("17-frames", json.dumps({"frames": [{"content": "aGk="}] * 17}), {}, 413, "too_many_frames",
      "FACEPIPE_MAX_FRAMES"),
     ("over-6-mb", json.dumps({"content": "A" * 6_300_000}), {}, 413, "payload_too_large",
-     "FACEPIPE_MAX_BODY_BYTES"),
+     "FACEPIPE_MAX_BODY_BYTES): send fewer frames per request; a single frame this large must be "
+     "downscaled (`facepipe send` does it"),
+    ("original-size-zero", '{"content": "aGk=", "original_size": [0, 5]}', {}, 400,
+     "invalid_request", "original_size.0: Input should be greater than or equal to 1"),
+    ("original-size-one-number", '{"content": "aGk=", "original_size": [5]}', {}, 400,
+     "invalid_request", "original_size: List should have at least 2 items"),
+    ("original-size-float", '{"content": "aGk=", "original_size": [5.5, 5]}', {}, 400,
+     "invalid_request", "original_size.0: Input should be a valid integer"),
+    ("original-size-text", '{"content": "aGk=", "original_size": "640x480"}', {}, 400,
+     "invalid_request", "original_size"),
+    ("original-size-huge", '{"content": "aGk=", "original_size": [5, 1000001]}', {}, 400,
+     "invalid_request", "original_size.1: Input should be less than or equal to 1000000"),
 ]  # fmt: skip
 
 

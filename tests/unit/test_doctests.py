@@ -16,6 +16,7 @@ MODULES = (
     "facepipe.config",
     "facepipe.messages",
     "facepipe.vision.frames",
+    "facepipe.client.http",
 )
 
 

@@ -4,7 +4,13 @@ One POST carries one frame (``{"request_id", "filename", "content"}``) or, with
 ``frames_per_request`` > 1, several (``{"frames": [...]}``). ``concurrency`` requests are in flight
 at once. Throttling (429), 5xx answers and connection errors are retried with exponential backoff
 and jitter, honouring ``Retry-After``; any other 4xx is final and reported with the server's
-``error`` and ``message``.
+``error`` and ``message``. A connection refused by a loopback URL is not retried: nothing listens
+there (the local stack is not up), and :class:`NoStack` says so at once.
+
+A frame whose request would be over ``max_body_bytes`` (the Function URL's 6 MB) is sent as a JPEG
+downscaled just enough, with its ``original_size`` so that boxes come back in the original's
+pixels (:mod:`facepipe.client.fit`); one that cannot be made to fit is rejected here, pointing to
+``facepipe upload``.
 
 Requests to an AWS Function URL (``https://<id>.lambda-url.<region>.on.aws/``, ``AuthType
 AWS_IAM``) are SigV4-signed for the service ``lambda`` with the normal AWS credential chain;
@@ -19,8 +25,11 @@ Example:
 from __future__ import annotations
 
 import base64
+import dataclasses
 import email.utils
+import ipaddress
 import json
+import logging
 import random
 import re
 import threading
@@ -39,11 +48,16 @@ from requests.adapters import HTTPAdapter
 from facepipe.client.sources import Frame
 from facepipe.config import Settings
 from facepipe.errors import ConfigError
+from facepipe.messages import MAX_SIDE
 
 SignMode = Literal["auto", "always", "never"]
 _FUNCTION_URL_HOST = re.compile(r"\.lambda-url\.([a-z0-9-]+)\.on\.aws$")
 RETRYABLE_STATUS = frozenset({429}) | frozenset(range(500, 600))
 USER_AGENT = "facepipe-client"
+MAX_BODY_BYTES = 6_291_456  # Lambda's synchronous payload, all a Function URL passes on
+EVENT_HEADROOM = 16_384  # what the Lambda event adds around the body (headers, requestContext)
+Size = tuple[int, int]
+logger = logging.getLogger(__name__)
 
 
 # --- signing ----------------------------------------------------------------------------------
@@ -112,6 +126,48 @@ def signer_for(url: str, sign: SignMode, region: str = "", credentials: Any = No
             "(--region) or AWS_REGION"
         )
     return SigV4Signer(region, credentials)
+
+
+# --- a local stack that is not there ------------------------------------------------------------
+class NoStack(ConfigError):
+    """A loopback URL refused the connection: no local stack listens there."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(f"no stack at {url}: is `facepipe local up` running?")
+        self.url = url
+
+
+def is_loopback(url: str) -> bool:
+    """Whether ``url``'s host is this machine (``localhost``, 127.0.0.0/8, ``::1``).
+
+    >>> is_loopback("http://127.0.0.1:9000/"), is_loopback("http://[::1]:9000/")
+    (True, True)
+    >>> is_loopback("http://localhost:9000/"), is_loopback("https://x.on.aws/")
+    (True, False)
+    """
+    host = (urlsplit(url).hostname or "").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def refused(exc: BaseException) -> bool:
+    """Whether ``exc`` (requests', urllib3's or botocore's error) comes from a refused
+    connection: a ``ConnectionRefusedError`` somewhere in its causes."""
+    seen: set[int] = set()
+    todo: list[object] = [exc]
+    while todo:
+        cause = todo.pop()
+        if not isinstance(cause, BaseException) or id(cause) in seen:
+            continue
+        if isinstance(cause, ConnectionRefusedError):
+            return True
+        seen.add(id(cause))
+        todo += [cause.__cause__, cause.__context__, getattr(cause, "reason", None), *cause.args]
+    return False
 
 
 # --- retries ----------------------------------------------------------------------------------
@@ -238,6 +294,8 @@ class Sender:
         sign: ``auto`` (SigV4 for ``*.on.aws``), ``always`` or ``never``.
         region: the signing region; default from the URL's host or the AWS config.
         frames_per_request: frames packed into one POST as ``{"frames": [...]}``.
+        max_body_bytes: the Function URL's body limit: a frame whose request would be larger is
+            sent downscaled (or rejected when it cannot be).
         fields: more request fields sent with every frame (e.g. ``{"album": {...}}``).
         timeout: seconds to connect and to wait for the answer, per attempt.
         credentials: botocore credentials to sign with (default: the normal chain).
@@ -253,6 +311,7 @@ class Sender:
         sign: SignMode = "auto",
         region: str = "",
         frames_per_request: int = 1,
+        max_body_bytes: int = MAX_BODY_BYTES,
         fields: Mapping[str, Any] | None = None,
         timeout: tuple[float, float] = (10.0, 60.0),
         credentials: Any = None,
@@ -269,6 +328,7 @@ class Sender:
         self.concurrency = concurrency
         self.retry = retry or RetryPolicy()
         self.frames_per_request = frames_per_request
+        self.max_body_bytes = max_body_bytes
         self.fields = dict(fields or {})
         self.timeout = timeout
         self.signer = signer_for(function_url, sign, region, credentials)
@@ -282,13 +342,15 @@ class Sender:
 
     @classmethod
     def from_settings(cls, function_url: str, settings: Settings, **kwargs: Any) -> Sender:
-        """A sender with the client settings (concurrency, retries, signing, region)."""
+        """A sender with the client settings (concurrency, retries, signing, region, body
+        limit)."""
         return cls(
             function_url,
             concurrency=settings.concurrency,
             retry=RetryPolicy(retries=settings.retries),
             sign=settings.sign,
             region=settings.region,
+            max_body_bytes=settings.max_body_bytes,
             **kwargs,
         )
 
@@ -307,35 +369,95 @@ class Sender:
         self.session.close()
 
     # --- one request ---------------------------------------------------------------------------
-    def body(self, frames: Sequence[Frame]) -> bytes:
+    def body(self, frames: Sequence[Frame], sizes: Mapping[str, Size] | None = None) -> bytes:
+        """The JSON body for ``frames``; ``sizes``: the original size of downscaled ones."""
+        sizes = sizes or {}
         items = [
             {
                 "request_id": f.request_id,
                 "filename": f.filename,
                 "content": base64.b64encode(f.data).decode("ascii"),
                 **self.fields,
+                **({"original_size": list(sizes[f.request_id])} if f.request_id in sizes else {}),
             }
             for f in frames
         ]
         return json.dumps(items[0] if len(items) == 1 else {"frames": items}).encode()
 
-    def prepare(self, frames: Sequence[Frame]) -> requests.PreparedRequest:
+    def prepare(
+        self, frames: Sequence[Frame], sizes: Mapping[str, Size] | None = None
+    ) -> requests.PreparedRequest:
         """The POST for ``frames``, signed when this sender signs (freshly dated each call)."""
-        body = self.body(frames)
+        body = self.body(frames, sizes)
         headers = {"Content-Type": "application/json", "User-Agent": USER_AGENT}
         if self.signer is not None:
             headers = self.signer.headers(self.function_url, body, headers)
         return requests.Request("POST", self.function_url, data=body, headers=headers).prepare()
 
+    def room(self, frame: Frame) -> int:
+        """The most bytes of image ``frame`` may carry for its request, alone, to fit the body
+        limit (with room for the Lambda event around it)."""
+        empty = dataclasses.replace(frame, data=b"")
+        envelope = len(self.body([empty], {frame.request_id: (MAX_SIDE, MAX_SIDE)}))
+        return max(0, (self.max_body_bytes - EVENT_HEADROOM - envelope) // 4 * 3)
+
+    def fit(self, frame: Frame) -> tuple[Frame, Size | None]:
+        """``frame``, or when it is too large for a request body of its own, the frame as a
+        JPEG downscaled to fit and its original size (see :mod:`facepipe.client.fit`); raises
+        :class:`~facepipe.client.fit.FrameTooLarge` when it cannot fit."""
+        room = self.room(frame)
+        if len(frame.data) <= room:
+            return frame, None
+        from facepipe.client.fit import fit_image
+
+        data, size, original = fit_image(frame.data, room)
+        resized = size != original
+        note = (
+            f"{frame.request_id} ({frame.filename}): {len(frame.data)} bytes, more than the "
+            f"{room} of image one request body holds: sent as a {size[0]}x{size[1]} JPEG of "
+            f"{len(data)} bytes"
+        )
+        if resized:
+            note += (
+                f", downscaled from {original[0]}x{original[1]} (boxes in the original's pixels)"
+            )
+        logger.warning(note)
+        return dataclasses.replace(frame, data=data), original if resized else None
+
     def post(self, frames: Sequence[Frame]) -> list[Outcome]:
-        """POST ``frames`` (retrying what may be retried) → one outcome per frame."""
+        """POST ``frames`` (retrying what may be retried) → one outcome per frame, in order. A
+        frame too large for a request body is sent downscaled, or rejected without a request
+        when it cannot be (error ``frame_too_large``)."""
+        from facepipe.client.fit import FrameTooLarge
+
+        outcomes: dict[str, Outcome] = {}
+        sendable: list[Frame] = []
+        sizes: dict[str, Size] = {}
+        for frame in frames:
+            try:
+                fitted, original = self.fit(frame)
+            except FrameTooLarge as exc:
+                outcomes[frame.request_id] = Outcome(
+                    frame, "rejected", error=exc.code, message=exc.message, attempts=0
+                )
+                continue
+            sendable.append(fitted)
+            if original is not None:
+                sizes[frame.request_id] = original
+        if sendable:
+            outcomes.update((o.request_id, o) for o in self._post(sendable, sizes))
+        return [dataclasses.replace(outcomes[f.request_id], frame=f) for f in frames]
+
+    def _post(self, frames: Sequence[Frame], sizes: Mapping[str, Size]) -> list[Outcome]:
         attempt = 0
         while True:
             attempt += 1
             retry_after: float | None = None
             try:
-                response = self.session.send(self.prepare(frames), timeout=self.timeout)
+                response = self.session.send(self.prepare(frames, sizes), timeout=self.timeout)
             except (requests.ConnectionError, requests.Timeout) as exc:
+                if refused(exc) and is_loopback(self.function_url):
+                    raise NoStack(self.function_url) from exc
                 final = _rejected(frames, None, "connection_error", _exception_text(exc), attempt)
             else:
                 if response.ok:

@@ -7,6 +7,13 @@ results of the request_ids it waits for, and gives every other message straight 
 already has (SQS delivers at least once) is deleted and counted, not reported twice. It stops when
 every wanted id has its result or the timeout passes, and reports the ids still missing.
 
+A long poll ends well before the SQS client stops waiting for its answer (half its read timeout at
+most): a receive the client gives up on may still take messages, which then stay invisible for the
+queue's visibility timeout, and a result would be missed though it is on the queue. A receive that
+fails all the same with a transient error (a timeout, a dropped connection, a 5xx or throttling
+after botocore's own retries) is tried again after a short pause; :data:`RECEIVE_TRIES` failures
+in a row, or any other error, end the poll with :class:`ReceiveFailed`.
+
 Example:
     >>> poller = ResultPoller(sqs, queue_url)  # doctest: +SKIP
     >>> wanted = {"demo.alice", "demo.bob"}
@@ -24,13 +31,19 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from botocore.exceptions import ClientError, HTTPClientError
+from botocore.exceptions import ConnectionError as BotoConnectionError
 from pydantic import ValidationError
 
+from facepipe.errors import FacepipeError
 from facepipe.messages import ErrorInfo, Result
 
 MAX_WAIT_SECONDS = 20  # SQS's longest long poll
 MAX_MESSAGES = 10  # SQS's most messages per receive
 IDLE_BACKOFF = (0.1, 2.0)  # pause after a receive brought only others' results: first, most
+RECEIVE_TRIES = 4  # receives failing in a row with a transient error before the poll gives up
+RECEIVE_BACKOFF = (0.5, 4.0)  # pause after a failed receive: first, most
+_THROTTLED = frozenset({"Throttling", "ThrottlingException", "RequestThrottled"})
 logger = logging.getLogger(__name__)
 
 
@@ -65,6 +78,35 @@ class PollReport:
             f"error {counts['error']}), missing {len(self.missing)}, "
             f"duplicates {self.duplicates}"
         )
+
+
+class ReceiveFailed(FacepipeError):
+    """The response queue cannot be read: an error that is not transient, or one that is but
+    kept happening."""
+
+    code = "receive_failed"
+
+
+def transient(exc: BaseException) -> bool:
+    """Whether an SQS call's error may pass if the call is made again: connection errors and
+    timeouts, 5xx answers and throttling (what is left after botocore's own retries)."""
+    if isinstance(exc, BotoConnectionError | HTTPClientError):
+        return True
+    if isinstance(exc, ClientError):
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
+        return status >= 500 or exc.response.get("Error", {}).get("Code") in _THROTTLED
+    return False
+
+
+def longest_wait(sqs: Any) -> int:
+    """The longest long poll (whole seconds) for ``sqs``: :data:`MAX_WAIT_SECONDS`, or half the
+    client's read timeout when that is shorter (facepipe's bounded clients wait 10 s)."""
+    read_timeout = getattr(
+        getattr(getattr(sqs, "meta", None), "config", None), "read_timeout", None
+    )
+    if not isinstance(read_timeout, int | float):
+        return MAX_WAIT_SECONDS
+    return max(1, min(MAX_WAIT_SECONDS, int(read_timeout / 2)))
 
 
 def message_request_id(message: dict[str, Any]) -> str | None:
@@ -121,6 +163,7 @@ class ResultPoller:
         self.fetch = fetch
         self.clock = clock
         self.sleep = sleep
+        self.max_wait = longest_wait(sqs)
 
     def _whole(self, request_id: str, body: str) -> Received:
         """The result of a message: read from S3 when the message names its object."""
@@ -150,16 +193,11 @@ class ResultPoller:
             remaining = deadline - self.clock()
             if remaining <= 0:
                 break
-            wait = int(min(MAX_WAIT_SECONDS, remaining))
-            last = wait == 0  # under a second left: wait it out, then one last short receive
+            wait = int(min(self.max_wait, remaining))
+            last = remaining < 1  # under a second left: wait it out, then one last short receive
             if last:
                 self.sleep(remaining)
-            messages = self.sqs.receive_message(
-                QueueUrl=self.queue_url,
-                MaxNumberOfMessages=MAX_MESSAGES,
-                WaitTimeSeconds=wait,
-                MessageAttributeNames=["All"],
-            ).get("Messages", [])
+            messages = self._receive(wait)
             mine, others = [], []
             for message in messages:
                 request_id = message_request_id(message)
@@ -194,15 +232,49 @@ class ResultPoller:
         report.missing = [request_id for request_id in order if request_id in waiting]
         return report
 
+    def _receive(self, wait: int) -> list[dict[str, Any]]:
+        """One receive, tried again after a short pause while it fails with a transient error
+        (at most :data:`RECEIVE_TRIES` times in a row); otherwise :class:`ReceiveFailed`."""
+        failures = 0
+        while True:
+            try:
+                answer = self.sqs.receive_message(
+                    QueueUrl=self.queue_url,
+                    MaxNumberOfMessages=MAX_MESSAGES,
+                    WaitTimeSeconds=wait,
+                    MessageAttributeNames=["All"],
+                )
+            except Exception as exc:
+                failures += 1
+                if not transient(exc) or failures >= RECEIVE_TRIES:
+                    tries = f" ({failures} tries in a row)" if failures > 1 else ""
+                    raise ReceiveFailed(
+                        f"cannot receive results from {self.queue_url}: {exc}{tries}"
+                    ) from exc
+                pause = min(RECEIVE_BACKOFF[1], RECEIVE_BACKOFF[0] * 2 ** (failures - 1))
+                logger.warning("receiving results failed (%s); again in %.1f s", exc, pause)
+                self.sleep(pause)
+            else:
+                messages: list[dict[str, Any]] = answer.get("Messages", [])
+                return messages
+
     def _delete(self, messages: list[dict[str, Any]]) -> None:
         if not messages:
             return
-        answer = self.sqs.delete_message_batch(
-            QueueUrl=self.queue_url,
-            Entries=[
-                {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(messages)
-            ],
-        )
+        try:
+            answer = self.sqs.delete_message_batch(
+                QueueUrl=self.queue_url,
+                Entries=[
+                    {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]}
+                    for i, m in enumerate(messages)
+                ],
+            )
+        except Exception as exc:
+            if not transient(exc):
+                raise
+            # they come back after the visibility timeout, and count as duplicates then
+            logger.warning("could not delete %d result messages: %s", len(messages), exc)
+            return
         for failure in answer.get("Failed", []):  # it comes back later and counts as a duplicate
             logger.warning("could not delete a result message: %s", failure.get("Message", ""))
 
@@ -210,11 +282,18 @@ class ResultPoller:
         """Make others' messages visible again at once, for their owners."""
         if not messages:
             return 0
-        self.sqs.change_message_visibility_batch(
-            QueueUrl=self.queue_url,
-            Entries=[
-                {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"], "VisibilityTimeout": 0}
-                for i, m in enumerate(messages)
-            ],
-        )
+        try:
+            self.sqs.change_message_visibility_batch(
+                QueueUrl=self.queue_url,
+                Entries=[
+                    {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"], "VisibilityTimeout": 0}
+                    for i, m in enumerate(messages)
+                ],
+            )
+        except Exception as exc:
+            if not transient(exc):
+                raise
+            # their owners get them after the visibility timeout instead of at once
+            logger.warning("could not release %d others' messages: %s", len(messages), exc)
+            return 0
         return len(messages)

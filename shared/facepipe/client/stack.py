@@ -21,16 +21,19 @@ Example:
 from __future__ import annotations
 
 import json
+import socket
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 
 from facepipe.aws.clients import client
 from facepipe.aws.s3 import read_uri
+from facepipe.client.http import NoStack, is_loopback
 from facepipe.config import Settings
 from facepipe.errors import ConfigError
 from facepipe.local.emulator import DUMMY_CREDENTIALS
@@ -77,7 +80,11 @@ class Endpoints:
 
     def client(self, service: str) -> Any:
         """A boto3 client of ``service`` in ``region`` (through ``endpoint_url`` when set);
-        against an emulator, dummy credentials stand in when the AWS chain has none."""
+        against an emulator, dummy credentials stand in when the AWS chain has none. A loopback
+        ``endpoint_url`` nothing listens on is :class:`NoStack` at once (see
+        :func:`check_listening`)."""
+        if self.endpoint_url:
+            check_listening(self.endpoint_url)
         settings = Settings.from_env({}, endpoint_url=self.endpoint_url, region=self.region)
         if self.endpoint_url and boto3.Session().get_credentials() is None:
             return boto3.session.Session().client(  # type: ignore[call-overload]
@@ -87,6 +94,23 @@ class Endpoints:
                 **DUMMY_CREDENTIALS,
             )
         return client(service, settings)
+
+
+def check_listening(url: str, timeout: float = 2.0) -> None:
+    """Raise :class:`NoStack` when ``url`` is a loopback URL whose port refuses connections (a
+    local stack that is not up), where botocore would retry for some 20 s and then fail with a
+    traceback. Other URLs, and any other outcome, are left to the real calls."""
+    if not is_loopback(url):
+        return
+    parts = urlsplit(url)
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        with socket.create_connection((parts.hostname or "localhost", port), timeout=timeout):
+            pass
+    except ConnectionRefusedError as exc:
+        raise NoStack(url) from exc
+    except (OSError, ValueError):
+        pass
 
 
 def read_local_info(value: str) -> dict[str, str]:

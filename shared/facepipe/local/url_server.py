@@ -37,6 +37,7 @@ from facepipe.lifecycle import Service
 from facepipe.local.events import function_url_event
 from facepipe.local.invokers import Invoker
 from facepipe.local.rie import function_error
+from facepipe.messages import BODY_TOO_LARGE_ADVICE
 
 MAX_BODY_BYTES = 6_291_456  # Lambda's synchronous invocation payload limit (6 MB)
 _DISCARD_LIMIT = 64 * 1024 * 1024  # larger bodies are not read at all: the connection closes
@@ -162,7 +163,7 @@ class _Handler(BaseHTTPRequestHandler):
             {
                 "error": "payload_too_large",
                 "message": f"{what}; a Function URL passes at most {limit} bytes (6 MB) to the "
-                "function: send fewer or smaller frames per request",
+                f"function: {BODY_TOO_LARGE_ADVICE}",
             },
         )
 

@@ -11,7 +11,7 @@ import hashlib
 import json
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from PIL import Image
@@ -19,6 +19,7 @@ from PIL import Image
 from facepipe.config import Settings
 from facepipe.errors import InvalidRequest, PayloadTooLarge
 from facepipe.messages import (
+    BODY_TOO_LARGE_ADVICE,
     Accepted,
     AlbumOutcome,
     AlbumRequest,
@@ -77,6 +78,20 @@ class FrameFaces:
             timings_ms=self.timings_ms,
             sent_at=time.time(),
         )
+
+    def scale_to(self, width: int, height: int) -> None:
+        """Boxes, landmarks and size in the pixels of the ``width`` × ``height`` frame this one
+        was downscaled from (a request's ``original_size``); the crops stay as they were cut."""
+        sx, sy = width / self.width, height / self.height
+        self.faces = [
+            replace(
+                f,
+                box=(f.box[0] * sx, f.box[1] * sy, f.box[2] * sx, f.box[3] * sy),
+                landmarks=tuple((x * sx, y * sy) for x, y in f.landmarks),
+            )
+            for f in self.faces
+        ]
+        self.width, self.height = width, height
 
     def no_face_result(self) -> Result:
         return Result(
@@ -189,8 +204,9 @@ class DetectionReport:
 
 
 def frame_digest(frame: FrameIn) -> str:
-    """What makes a POSTed frame the same frame again (a client's retry): its name, album mode
-    and image bytes as base64 (whitespace aside). The ledger keeps it with the request_id.
+    """What makes a POSTed frame the same frame again (a client's retry): its name, album mode,
+    image bytes as base64 (whitespace aside) and original size, if it says one. The ledger keeps
+    it with the request_id.
 
     >>> frame_digest(FrameIn(request_id="r", filename="a.jpg", content="aGk="))[:12]
     'f7f3bb7e976b'
@@ -200,6 +216,9 @@ def frame_digest(frame: FrameIn) -> str:
         digest.update(part.encode())
         digest.update(b"\0")
     digest.update("".join(frame.content.split()).encode())
+    if frame.original_size is not None:
+        width, height = frame.original_size
+        digest.update(f"\0{width},{height}".encode())
     return digest.hexdigest()[:32]
 
 
@@ -235,7 +254,7 @@ class DetectionService:
         if size > settings.max_body_bytes:
             raise PayloadTooLarge(
                 f"the body is {size} bytes, over the limit of {settings.max_body_bytes} "
-                "(FACEPIPE_MAX_BODY_BYTES): send fewer or smaller frames per request"
+                f"(FACEPIPE_MAX_BODY_BYTES): {BODY_TOO_LARGE_ADVICE}"
             )
         try:
             payload = json.loads(body)
@@ -315,6 +334,15 @@ class DetectionService:
         found = self.detection.image(frame.request_id, frame.filename, pixels)
         found.timings_ms["decode"] = decode_ms
         found.album = frame.album
+        if frame.original_size is not None:
+            width, height = frame.original_size
+            if width < pixels.width or height < pixels.height:
+                raise InvalidRequest(
+                    f"{_where(frames, frame, 'original_size')}: {width}x{height} is smaller than "
+                    f"the image sent ({pixels.width}x{pixels.height}); it is the size of the "
+                    "frame the image was downscaled from"
+                )
+            found.scale_to(width, height)
         return found
 
     def _admit(self, digests: Mapping[str, str]) -> set[str]:
@@ -336,9 +364,13 @@ class DetectionService:
         return answered
 
 
-def _where(frames: Sequence[FrameIn], frame: FrameIn) -> str:
-    """``frames[1] (cam-7)`` or ``content (cam-7)``: which frame an error is about."""
-    where = f"frames[{frames.index(frame)}]" if len(frames) > 1 else "content"
+def _where(frames: Sequence[FrameIn], frame: FrameIn, name: str = "") -> str:
+    """``frames[1] (cam-7)`` or ``content (cam-7)``: which frame an error is about (with a field
+    ``name``: ``frames[1].original_size (cam-7)`` or ``original_size (cam-7)``)."""
+    if len(frames) > 1:
+        where = f"frames[{frames.index(frame)}]" + (f".{name}" if name else "")
+    else:
+        where = name or "content"
     return f"{where} ({frame.request_id})"
 
 

@@ -1,10 +1,13 @@
-"""The sender against a tiny HTTP server on 127.0.0.1: retries, errors, concurrency, signing;
-and where the client finds its endpoints (local info line, a deployed stack's Outputs)."""
+"""The sender against a tiny HTTP server on 127.0.0.1: retries, errors, concurrency, frames too
+large for a request body, signing; and where the client finds its endpoints (local info line, a
+deployed stack's Outputs)."""
 
 from __future__ import annotations
 
 import base64
+import io
 import json
+import logging
 import socket
 import threading
 import time
@@ -13,13 +16,19 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import numpy as np
 import pytest
+import requests
 from botocore.credentials import Credentials
 from botocore.stub import Stubber
+from PIL import Image
 
 from facepipe.client.http import (
+    EVENT_HEADROOM,
+    NoStack,
     RetryPolicy,
     Sender,
+    is_loopback,
     parse_retry_after,
     region_from_url,
     should_sign,
@@ -176,18 +185,107 @@ def test_5xx_until_retries_run_out_is_rejected(server: FakeFunctionUrl) -> None:
     assert outcome.status == "rejected" and outcome.http_status == 502 and outcome.attempts == 3
 
 
-def test_connection_errors_are_retried_then_reported() -> None:
-    with socket.socket() as s:  # a port nobody listens on
+def closed_port() -> int:
+    """A loopback port nobody listens on."""
+    with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def hang_up() -> Iterator[str]:
+    """A loopback URL that accepts connections and closes them at once (a stack restarting)."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.1)
+    done = threading.Event()
+
+    def serve() -> None:
+        while not done.is_set():
+            try:
+                connection, _ = listener.accept()
+            except TimeoutError:
+                continue
+            connection.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{listener.getsockname()[1]}/"
+    done.set()
+    thread.join()
+    listener.close()
+
+
+def test_connection_errors_are_retried_then_reported(hang_up: str) -> None:
     waits: list[float] = []
     policy = RetryPolicy(retries=2, base_delay=0.01)
 
-    with Sender(f"http://127.0.0.1:{port}/", retry=policy, sleep=waits.append) as sender:
+    with Sender(hang_up, retry=policy, sleep=waits.append) as sender:
         [outcome] = list(sender.send_all(frames(1)))
 
     assert outcome.status == "rejected" and outcome.error == "connection_error"
     assert outcome.attempts == 3 and len(waits) == 2
+
+
+def test_a_refused_loopback_url_is_no_stack_at_once() -> None:
+    waits: list[float] = []
+    for host in ("127.0.0.1", "localhost"):
+        url = f"http://{host}:{closed_port()}/"
+        no_stack = pytest.raises(NoStack, match=f"no stack at {url}: is `facepipe local up`")
+        with Sender(url, retry=FAST, sleep=waits.append) as sender, no_stack:
+            list(sender.send_all(frames(3)))
+    assert waits == []  # not retried
+
+
+def test_a_refused_remote_url_is_still_retried(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(*args: Any, **kwargs: Any) -> None:
+        try:
+            raise ConnectionRefusedError(111, "Connection refused")
+        except ConnectionRefusedError as exc:
+            raise requests.ConnectionError("Failed to establish a new connection") from exc
+
+    waits: list[float] = []
+    url = "https://abc.lambda-url.eu-west-1.on.aws/"
+    with Sender(url, retry=FAST, sign="never", sleep=waits.append) as sender:
+        monkeypatch.setattr(sender.session, "send", refuse)
+        [outcome] = list(sender.send_all(frames(1)))
+
+    assert outcome.error == "connection_error" and outcome.attempts == 4 and len(waits) == 3
+    assert not is_loopback(url)
+    assert is_loopback("http://[::1]:9/") and is_loopback("http://127.1.2.3/")
+
+
+def test_send_and_poll_without_a_local_stack_stop_at_once_with_exit_2(
+    capsys: pytest.CaptureFixture[str], tmp_path: Any
+) -> None:
+    """Before: 14.7 s of retries, then a raw ``HTTPConnectionPool ... Connection refused``
+    (``send``), or some 20 s and a botocore traceback (``poll``)."""
+    from facepipe.cli.main import main
+
+    port = closed_port()
+    image = tmp_path / "a.jpg"
+    image.write_bytes(b"\xff\xd8 not looked at")
+    info = json.dumps(
+        {
+            "function_url": f"http://127.0.0.1:{port}/",
+            "endpoint_url": f"http://127.0.0.1:{port}",
+            "response_queue_url": f"http://127.0.0.1:{port}/123456789012/q-resp",
+        }
+    )
+    ids = tmp_path / "ids.txt"
+    ids.write_text("t.a\n")
+    for argv, url in (
+        (["send", str(image)], f"http://127.0.0.1:{port}/"),
+        (["get", str(image)], f"http://127.0.0.1:{port}/"),
+        (["poll", "--ids", str(ids)], f"http://127.0.0.1:{port}"),
+    ):
+        start = time.monotonic()
+        code = main([*argv, "--local-info", info, "--quiet"])
+        elapsed = time.monotonic() - start
+
+        err = capsys.readouterr().err
+        assert code == 2, err
+        assert f"facepipe: error: no stack at {url}: is `facepipe local up` running?" in err
+        assert elapsed < 5.0, argv
 
 
 def test_no_more_requests_in_flight_than_concurrency(server: FakeFunctionUrl) -> None:
@@ -226,6 +324,119 @@ def test_retry_after_forms() -> None:
     assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now=1445412470.0) == 10.0
     assert parse_retry_after("soon") is None
     assert parse_retry_after(None) is None
+
+
+# --- a frame too large for one request body ---------------------------------------------------
+LIMIT = EVENT_HEADROOM + 200_000  # about 150 kB of image per request
+
+
+def encoded(image: Image.Image, fmt: str, **options: object) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, format=fmt, **options)
+    return buf.getvalue()
+
+
+def noise(width: int, height: int) -> Image.Image:
+    """Pixels no codec can squeeze: 720 kB as PNG, 216 kB as JPEG at 600 x 400."""
+    rng = np.random.default_rng(0)
+    return Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8))
+
+
+def smooth(width: int, height: int) -> Image.Image:
+    """A gradient with a little grain: 378 kB as PNG, 31 kB as JPEG at 600 x 400."""
+    rng = np.random.default_rng(0)
+    y, x = np.mgrid[0:height, 0:width]
+    pixels = np.stack([x * 255 // width, y * 255 // height, (x + y) * 255 // (width + height)], -1)
+    grain = rng.normal(0, 3, pixels.shape)
+    return Image.fromarray(np.clip(pixels + grain, 0, 255).astype(np.uint8))
+
+
+def sent_image(item: dict[str, object]) -> Image.Image:
+    data = base64.b64decode(str(item["content"]))
+    image = Image.open(io.BytesIO(data))
+    assert image.format == "JPEG"
+    return image
+
+
+def test_a_frame_over_the_body_limit_is_sent_downscaled_with_its_original_size(
+    server: FakeFunctionUrl, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    big = encoded(noise(600, 400), "PNG")
+    small = b"\xff\xd8 small enough"
+    frames = [Frame("t.big", "big.png", big, "/x/big.png"), Frame("t.small", "s.jpg", small, "s")]
+
+    notes: list[str] = []
+    monkeypatch.setattr(logging.getLogger("facepipe.client.http"), "warning", notes.append)
+    with Sender(server.url, max_body_bytes=LIMIT) as sender:
+        outcomes = {o.request_id: o for o in sender.send_all(frames)}
+
+    bodies = {seen.body["request_id"]: seen for seen in server.seen}
+    item = bodies["t.big"].body
+    assert item["original_size"] == [600, 400]
+    width, height = sent_image(item).size
+    assert 300 <= width < 600 and abs(width / height - 1.5) < 0.01  # aspect kept
+    assert int(bodies["t.big"].headers["Content-Length"]) <= LIMIT - EVENT_HEADROOM
+    assert base64.b64decode(bodies["t.small"].body["content"]) == small  # as it was
+    assert "original_size" not in bodies["t.small"].body
+    assert outcomes["t.big"].status == "queued"
+    assert outcomes["t.big"].frame.data == big  # the outcome is of the frame as read
+    [note] = notes  # once, for the frame that was downscaled
+    assert note.startswith("t.big (big.png): 721409 bytes, more than the")
+    assert note.endswith("downscaled from 600x400 (boxes in the original's pixels)")
+
+
+def test_a_frame_that_fits_as_a_jpeg_is_sent_at_full_size(server: FakeFunctionUrl) -> None:
+    png = encoded(smooth(600, 400), "PNG")
+    assert len(png) > LIMIT
+
+    with Sender(server.url, max_body_bytes=LIMIT) as sender:
+        [outcome] = list(sender.send_all([Frame("t.png", "a.png", png, "a.png")]))
+
+    [seen] = server.seen
+    assert outcome.status == "queued"
+    assert sent_image(seen.body).size == (600, 400)
+    assert "original_size" not in seen.body  # same size: nothing to map back
+
+
+def test_the_original_size_is_that_of_the_upright_frame(server: FakeFunctionUrl) -> None:
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90° to view: detection sees a 400 x 600 frame
+    rotated = encoded(noise(600, 400), "JPEG", quality=100, exif=exif)
+
+    with Sender(server.url, max_body_bytes=LIMIT) as sender:
+        [outcome] = list(sender.send_all([Frame("t.rot", "r.jpg", rotated, "r.jpg")]))
+
+    [seen] = server.seen
+    assert outcome.status == "queued" and seen.body["original_size"] == [400, 600]
+    width, height = sent_image(seen.body).size
+    assert width < height
+
+
+def test_a_frame_that_cannot_fit_is_rejected_before_sending(server: FakeFunctionUrl) -> None:
+    garbage = b"\xff\xd8" + bytes(range(256)) * 1000
+    fine = Frame("t.fine", "f.jpg", b"\xff\xd8 fine", "f.jpg")
+    frames = [Frame("t.garbage", "g.jpg", garbage, "g.jpg"), fine]
+
+    with Sender(server.url, max_body_bytes=LIMIT, frames_per_request=2) as sender:
+        first, second = sender.post(frames)
+
+    assert (first.request_id, first.status, first.error) == (
+        "t.garbage",
+        "rejected",
+        "frame_too_large",
+    )
+    assert "cannot be decoded" in first.message and "`facepipe upload FILE`" in first.message
+    assert (second.request_id, second.status) == ("t.fine", "queued")
+    assert [seen.body["request_id"] for seen in server.seen] == ["t.fine"]  # sent alone
+
+    tiny = EVENT_HEADROOM + 6_000  # even a quarter of the sides is more than this holds
+    noisy = Frame("t.noisy", "n.png", encoded(noise(600, 400), "PNG"), "n.png")
+    with Sender(server.url, max_body_bytes=tiny) as sender:
+        [outcome] = sender.post([noisy])
+
+    assert outcome.error == "frame_too_large" and "downscaled to 150x100" in outcome.message
+    assert "a quarter of its sides" in outcome.message and "`facepipe upload" in outcome.message
+    assert len(server.seen) == 1
 
 
 # --- signing (prepared requests only: no network) ----------------------------------------------
