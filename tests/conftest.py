@@ -45,13 +45,17 @@ def no_vggface2(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.Mo
 
 
 @pytest.fixture(autouse=True)
-def _isolated_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """No test sees the developer's FACEPIPE_* settings or real AWS credentials."""
+def _isolated_env(
+    monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """No test sees the developer's FACEPIPE_* settings, their gallery and albums (a data dir
+    of its own) or real AWS credentials."""
     import os
 
     for name in list(os.environ):
         if name.startswith(("FACEPIPE_", "AWS_")):
             monkeypatch.delenv(name)
+    monkeypatch.setenv("FACEPIPE_DATA_DIR", str(tmp_path_factory.mktemp("data-dir")))
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -129,7 +130,17 @@ class Settings(BaseModel):
         "",
         description=(
             "Where album indexes live: `s3://bucket` or a local folder; empty: beside the "
-            "gallery (its bucket or folder), else the data bucket, else `./albums-data`."
+            "gallery (its bucket or folder), else the data bucket, else `FACEPIPE_DATA_DIR`."
+        ),
+    )
+    data_dir: str = Field(
+        "",
+        description=(
+            "Where local commands keep what they make when given no path: the gallery "
+            "(`<data_dir>/gallery.npz`, which `gallery enroll` writes and `run` reads) and album "
+            "indexes (`<data_dir>/albums/`); empty: the user data directory "
+            "(`~/.local/share/facepipe` on Linux, `~/Library/Application Support/facepipe` on "
+            "macOS), never the checkout."
         ),
     )
     # --- limits -------------------------------------------------------------------------------
@@ -388,6 +399,20 @@ class Settings(BaseModel):
         return DETECTION_MEMORY.detect_pixels(self.memory_mb, frame_pixels)
 
     @property
+    def data_path(self) -> Path:
+        """``data_dir``, or the user data directory of this OS (platformdirs)."""
+        if self.data_dir:
+            return Path(self.data_dir).expanduser()
+        import platformdirs
+
+        return Path(platformdirs.user_data_dir("facepipe", appauthor=False))
+
+    @property
+    def default_gallery(self) -> Path:
+        """The local gallery of commands given none: ``<data_path>/gallery.npz``."""
+        return self.data_path / "gallery.npz"
+
+    @property
     def effective_match_threshold(self) -> float:
         """``match_threshold``, or the embedder's default when it is not set."""
         if self.match_threshold is not None:
@@ -456,6 +481,7 @@ SETTING_GROUPS: dict[str, SettingGroup] = {
             "index_nprobe",
             "gallery_refresh_seconds",
             "albums",
+            "data_dir",
         ),
     ),
     "limits": SettingGroup(

@@ -115,3 +115,21 @@ def test_local_up_without_weights_runs_with_dlib(tmp_path: Path) -> None:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0
     assert FALLBACK in (tmp_path / "stack.log").read_text()
+
+
+def test_enrol_run_and_album_keep_their_files_in_the_data_dir_not_the_checkout() -> None:
+    """#19 item 6: with no --out/--gallery/--albums, what the commands make goes to
+    FACEPIPE_DATA_DIR (the user data directory by default), and `run` finds the gallery there."""
+    data = Path(os.environ["FACEPIPE_DATA_DIR"])
+    before = sorted(p.name for p in ROOT.iterdir())
+    enrolled = run_facepipe("gallery", "enroll", str(SAMPLES / "gallery"))
+    assert enrolled.returncode == 0, enrolled.stderr
+    assert f"into {data / 'gallery.npz'}" in enrolled.stderr
+    ran = run_facepipe("run", str(SAMPLES / "frames" / "biden-west-wing.jpg"), "--json")
+    assert ran.returncode == 0, ran.stderr
+    assert f"facepipe: gallery {data / 'gallery.npz'}" in ran.stderr
+    assert names(ran.stdout) == ["joe-biden"]
+    indexed = run_facepipe("album", "index", "trip", str(SAMPLES / "frames"))
+    assert indexed.returncode == 0, indexed.stderr
+    assert (data / "albums").is_dir()
+    assert sorted(p.name for p in ROOT.iterdir()) == before

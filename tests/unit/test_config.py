@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+from pathlib import Path
 
 import pytest
 
@@ -97,3 +98,17 @@ def test_accepted_formats_are_a_setting() -> None:
 def test_an_image_size_the_embedder_cannot_take_is_refused() -> None:
     with pytest.raises(ConfigError, match="FACEPIPE_IMAGE_SIZE"):
         Settings.from_env({"FACEPIPE_IMAGE_SIZE": "64"})  # InceptionResnetV1 needs 75
+
+
+def test_the_data_dir_is_the_users_not_the_checkout(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from facepipe.app.stores import albums_location
+
+    assert Settings.from_env({"FACEPIPE_DATA_DIR": "~/fp"}).data_path == Path("~/fp").expanduser()
+    if sys.platform == "linux":
+        monkeypatch.setenv("XDG_DATA_HOME", "/srv/data")
+        settings = Settings.from_env({})
+        assert settings.default_gallery == Path("/srv/data/facepipe/gallery.npz")
+        assert albums_location(settings) == "/srv/data/facepipe"  # its albums/ folder
+    assert albums_location(Settings.from_env({}, bucket="b")) == "s3://b"

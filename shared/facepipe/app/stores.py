@@ -40,7 +40,8 @@ def open_gallery_store(
 
 def albums_location(settings: Settings) -> str:
     """``FACEPIPE_ALBUMS``, else beside the gallery (its bucket, or its folder), else the data
-    bucket, else ``./albums-data``; `gallery remove` erases album faces at the same place."""
+    bucket, else ``FACEPIPE_DATA_DIR`` (beside its default gallery); `gallery remove` erases
+    album faces at the same place."""
     if settings.albums:
         return str(settings.albums)
     gallery = urlparse(settings.gallery)
@@ -48,7 +49,7 @@ def albums_location(settings: Settings) -> str:
         return f"s3://{gallery.netloc}"
     if settings.gallery:
         return str(Path(settings.gallery).expanduser().parent)
-    return f"s3://{settings.bucket}" if settings.bucket else "albums-data"
+    return f"s3://{settings.bucket}" if settings.bucket else str(settings.data_path)
 
 
 def open_albums(location: str, s3: Any = None) -> AlbumStore:

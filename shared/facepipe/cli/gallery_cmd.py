@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from facepipe.cli.options import add_settings_flags, settings_from_args
-from facepipe.errors import ConfigError, FacepipeError
+from facepipe.errors import FacepipeError
 
 
 def register(sub: Any) -> None:
@@ -107,11 +107,8 @@ def _store(settings: Any, location: str | None = None) -> Any:
         from facepipe.client.stack import stack_gallery
 
         location = stack_gallery(settings)  # the one the deployed stack recognises with
-    if not location:
-        raise ConfigError(
-            "no gallery: pass --gallery PATH|s3://bucket/key (FACEPIPE_GALLERY), or "
-            "--stack-name NAME for a deployed stack's"
-        )
+    if not location:  # your own, outside the checkout (FACEPIPE_DATA_DIR)
+        location = str(settings.default_gallery)
     return open_gallery_store(location, settings)
 
 

@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     from facepipe.client.sources import RequestIds, new_run_id
     from facepipe.identity.facenet import default_weights_note
 
-    settings = settings_from_args(args)
+    settings = _with_default_gallery(settings_from_args(args))
     pipeline = LocalPipeline.offline_default(settings)
     note = default_weights_note(pipeline.weights_id)
     if note:
@@ -76,6 +76,19 @@ def run(args: argparse.Namespace) -> int:
         else:
             print(_readable(result, where.get("time_s")), flush=True)
     return 1 if failed else 0
+
+
+def _with_default_gallery(settings: Settings) -> Settings:
+    """No ``--gallery``: the one ``facepipe gallery enroll`` writes by default, when it exists
+    (said on stderr), so enrol-then-run needs no path."""
+    if settings.gallery or not settings.default_gallery.is_file():
+        return settings
+    print(
+        f"facepipe: gallery {settings.default_gallery} (`gallery enroll`'s default; --gallery "
+        "for another)",
+        file=sys.stderr,
+    )
+    return settings.model_copy(update={"gallery": str(settings.default_gallery)})
 
 
 def _results(
