@@ -302,7 +302,12 @@ class Settings(BaseModel):
         ),
     )
     worker_wait_seconds: int = Field(
-        20, ge=0, le=20, description="Worker: SQS long-poll wait per receive (WaitTimeSeconds)."
+        20,
+        ge=0,
+        le=20,
+        description="Worker: SQS long-poll wait per receive (WaitTimeSeconds), cut to half "
+        "the SQS client's read timeout (5 s with facepipe's clients) so an idle poll never "
+        "times out.",
     )
     worker_batch_size: int = Field(
         10,

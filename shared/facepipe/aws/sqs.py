@@ -9,6 +9,20 @@ from facepipe.aws.s3 import S3PayloadStore
 from facepipe.messages import FacePayload, FaceTask, Result
 from facepipe.stages.ledger import ResultSink
 
+MAX_WAIT_SECONDS = 20  # SQS's longest long poll
+
+
+def longest_wait(sqs: Any) -> int:
+    """The longest long poll (whole seconds) for ``sqs``: :data:`MAX_WAIT_SECONDS`, or half the
+    client's read timeout when that is shorter (facepipe's bounded clients wait 10 s)."""
+    read_timeout = getattr(
+        getattr(getattr(sqs, "meta", None), "config", None), "read_timeout", None
+    )
+    if not isinstance(read_timeout, int | float):
+        return MAX_WAIT_SECONDS
+    return max(1, min(MAX_WAIT_SECONDS, int(read_timeout / 2)))
+
+
 # SQS counts message attributes toward its size limit: the request_id attribute (its name, type
 # and a value of at most 128 characters) stays well inside this allowance.
 ATTRIBUTES_ALLOWANCE = 1024

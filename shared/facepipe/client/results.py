@@ -35,10 +35,10 @@ from botocore.exceptions import ClientError, HTTPClientError
 from botocore.exceptions import ConnectionError as BotoConnectionError
 from pydantic import ValidationError
 
+from facepipe.aws.sqs import longest_wait
 from facepipe.errors import FacepipeError
 from facepipe.messages import ErrorInfo, Result
 
-MAX_WAIT_SECONDS = 20  # SQS's longest long poll
 MAX_MESSAGES = 10  # SQS's most messages per receive
 IDLE_BACKOFF = (0.1, 2.0)  # pause after a receive brought only others' results: first, most
 RECEIVE_TRIES = 4  # receives failing in a row with a transient error before the poll gives up
@@ -96,17 +96,6 @@ def transient(exc: BaseException) -> bool:
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
         return status >= 500 or exc.response.get("Error", {}).get("Code") in _THROTTLED
     return False
-
-
-def longest_wait(sqs: Any) -> int:
-    """The longest long poll (whole seconds) for ``sqs``: :data:`MAX_WAIT_SECONDS`, or half the
-    client's read timeout when that is shorter (facepipe's bounded clients wait 10 s)."""
-    read_timeout = getattr(
-        getattr(getattr(sqs, "meta", None), "config", None), "read_timeout", None
-    )
-    if not isinstance(read_timeout, int | float):
-        return MAX_WAIT_SECONDS
-    return max(1, min(MAX_WAIT_SECONDS, int(read_timeout / 2)))
 
 
 def message_request_id(message: dict[str, Any]) -> str | None:

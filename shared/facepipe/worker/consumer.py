@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from facepipe.aws.powertools import METRICS_LOCK, finish_message, flush_metrics, record_batch
+from facepipe.aws.sqs import longest_wait
 from facepipe.config import Settings
 from facepipe.stages.batch import Message, QueueStage
 from facepipe.stages.ledger import DEFAULT_LEASE_S
@@ -90,6 +91,7 @@ class QueueConsumer:
         clock: Any = time.monotonic,
     ) -> None:
         self.sqs = sqs
+        self._longest_wait = longest_wait(sqs)
         self.stage = stage
         self.options = options or ConsumerOptions()
         self.clock = clock
@@ -146,7 +148,8 @@ class QueueConsumer:
         response = self.sqs.receive_message(
             QueueUrl=self.stage.queue_url,
             MaxNumberOfMessages=min(MAX_RECEIVE, count),
-            WaitTimeSeconds=wait,
+            # a poll longer than half the client's read timeout would end in ReadTimeoutError
+            WaitTimeSeconds=min(wait, self._longest_wait),
             VisibilityTimeout=self.options.visibility_timeout,
             MessageAttributeNames=["All"],
             MessageSystemAttributeNames=["All"],

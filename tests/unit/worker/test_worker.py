@@ -229,3 +229,27 @@ def test_health_is_503_when_stuck_or_stopping(aws: LocalAws, queue: str) -> None
         assert worker.report()[0] == 503 and worker.report()[1]["status"] == "stopping"
     finally:
         worker.shutdown()
+
+
+def test_an_idle_long_poll_never_outlasts_the_clients_read_timeout(
+    aws: LocalAws, queue: str
+) -> None:
+    """The worker's 20 s long polls on facepipe's clients (read timeout 10 s) ended every idle
+    receive in ReadTimeoutError: polls are cut to half the client's read timeout."""
+    import boto3
+    from botocore.config import Config
+
+    sqs = boto3.session.Session().client(
+        "sqs",
+        endpoint_url=aws.endpoint_url,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        config=Config(read_timeout=2, retries={"max_attempts": 1}),
+    )
+    consumer = QueueConsumer(sqs, FakeStage(queue), ConsumerOptions(wait_seconds=20))
+    started = time.monotonic()
+    assert consumer._receive(10, 20) == []  # the empty queue: a 1 s poll, no ReadTimeoutError
+    assert time.monotonic() - started < 2
+    send(aws, queue, "late")
+    assert [m.body for m in consumer._receive(10, 20)] == ["late"]
