@@ -18,6 +18,7 @@ Subcommands:
   worker --stage S    consume the queues outside Lambda (EC2/ECS) until SIGTERM
   upload INPUT...     S3 ingress: upload photos, --wait for their results and a CSV
   results csv         every S3-ingress result under a prefix as one CSV
+  bucket empty        every object version out of a stack's versioned data bucket (teardown)
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     from facepipe.cli import (
         album_cmd,
         bench_cmd,
+        bucket_cmd,
         client_cmd,
         config_cmd,
         demo_cmd,
@@ -80,6 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
         album_cmd,
         worker_cmd,
         s3_cmd,
+        bucket_cmd,
     ):
         module.register(sub)
     return parser
