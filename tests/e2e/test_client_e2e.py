@@ -143,10 +143,10 @@ def test_on_a_terminal_get_prints_the_readable_table(stack: LocalStack) -> None:
         ["tty.rocket", "rocket.jpg", "no_face"],
     ]
     assert rows[1].split()[3] == "unknown" and rows[2].split()[3] == "-"
-    lines = on_a_terminal("--quiet", "--json").strip().splitlines()
+    lines = on_a_terminal("json", "--quiet", "--json").strip().splitlines()
     assert sorted(json.loads(line)["request_id"] for line in lines) == [
-        "tty.astronaut",
-        "tty.rocket",
+        "json.astronaut",
+        "json.rocket",
     ]
 
 
