@@ -10,9 +10,11 @@ accepted on purpose; README "Limits" lists what is accepted and what is not.
 from __future__ import annotations
 
 import base64
+import contextlib
 import gc
 import io
 import json
+import logging
 import resource
 import struct
 import time
@@ -214,23 +216,45 @@ def test_decompression_bomb_is_refused_from_its_header_in_milliseconds(
     peaks = []
     for _ in range(3):
         # tracemalloc counts every thread's allocations and whatever the finalizers of earlier
-        # tests' garbage allocate when a collection happens to run inside the window: a full CI
-        # run once saw a 10 MB peak. Collect first, and keep the smallest of three refusals
-        # (decoding the pixels would be 30 GB every time).
+        # tests' garbage allocate when a collection happens to run inside the window. Collect
+        # first, and keep the smallest of three refusals (decoding the pixels would be 30 GB
+        # every time). And the function's log line: Powertools keeps the stream that was
+        # sys.stdout when its logger was made, an earlier test's capture buffer by now, whose
+        # growth past 10 MB reallocates all of it inside the window (full runs saw 10 MB peaks).
         gc.collect()
-        tracemalloc.start()
-        start = time.perf_counter()
-        try:
-            status, answer = post(detection, body)
-            elapsed = time.perf_counter() - start
-            peaks.append(tracemalloc.get_traced_memory()[1])
-        finally:
-            tracemalloc.stop()
+        with _fresh_log_streams():
+            tracemalloc.start()
+            start = time.perf_counter()
+            try:
+                status, answer = post(detection, body)
+                elapsed = time.perf_counter() - start
+                peaks.append(tracemalloc.get_traced_memory()[1])
+            finally:
+                tracemalloc.stop()
         assert (status, answer["error"]) == (413, "payload_too_large")
         assert elapsed < 0.5  # it takes about a millisecond; the margin is for a loaded CI machine
     rss_growth_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before) / 1024
     assert min(peaks) < 5 * 2**20, peaks  # Python-side: the body and its decoding, no pixels
     assert rss_growth_mib < 100  # native allocations (Pillow's) too: nothing like 30 GB
+
+
+@contextlib.contextmanager
+def _fresh_log_streams() -> Iterator[None]:
+    """Every logging stream handler writes to a new, empty buffer meanwhile."""
+    loggers = [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]
+    handlers = [
+        h
+        for log in loggers
+        for h in getattr(log, "handlers", [])
+        if isinstance(h, logging.StreamHandler)
+    ]
+    kept = [h.setStream(io.StringIO()) for h in handlers]
+    try:
+        yield
+    finally:
+        for handler, stream in zip(handlers, kept, strict=True):
+            if stream is not None:
+                handler.setStream(stream)
 
 
 @pytest.mark.parametrize(

@@ -94,42 +94,45 @@ def _with_default_gallery(settings: Settings) -> Settings:
 def _results(
     pipeline: LocalPipeline, settings: Settings, args: argparse.Namespace, ids: RequestIds
 ) -> Iterator[tuple[Result, bytes | None, dict[str, Any]]]:
-    """``(result, the bytes it was found in, where in a video)`` per image or sampled frame."""
-    from facepipe.client.sources import SourceError, expand_inputs, is_video, iter_video
+    """``(result, the bytes it was found in, where in a video)`` per image or sampled frame;
+    an input that cannot be read is an error result in its place."""
+    from facepipe.client.sources import SourceError, expand_inputs
 
     for text in args.images:
         try:
             files = list(expand_inputs([text]))
-        except SourceError as exc:  # in its place, so the lines still follow the inputs
+        except SourceError as exc:
             yield _unreadable(ids.make(text), text, exc.message), None, {}
             continue
         for path in files:
-            source = str(path)
             try:
-                if not is_video(path):
-                    data = _read(path)
-                    request_id = ids.make(source)
-                    yield (
-                        pipeline.run_bytes(
-                            data, source, request_id, with_embeddings=args.embeddings
-                        ),
-                        data,
-                        {},
-                    )
-                    continue
-                for frame in iter_video(
-                    path, video_fps=settings.video_fps, video_every=settings.video_every
-                ):
-                    result = pipeline.run_bytes(
-                        frame.data,
-                        f"{path}.f{frame.number:06d}.jpg",
-                        ids.make(source, frame.number),
-                        with_embeddings=args.embeddings,
-                    )
-                    where = {"source": source, "frame": frame.number, "time_s": frame.time_s}
-                    yield result, frame.data, where
+                yield from _file_results(pipeline, settings, path, ids, args.embeddings)
             except SourceError as exc:
-                yield _unreadable(ids.make(source), source, exc.message), None, {}
+                yield _unreadable(ids.make(str(path)), str(path), exc.message), None, {}
+
+
+def _file_results(
+    pipeline: LocalPipeline, settings: Settings, path: Path, ids: RequestIds, embeddings: bool
+) -> Iterator[tuple[Result, bytes | None, dict[str, Any]]]:
+    from facepipe.client.sources import is_video, iter_video
+
+    source = str(path)
+    if not is_video(path):
+        data = _read(path)
+        yield (
+            pipeline.run_bytes(data, source, ids.make(source), with_embeddings=embeddings),
+            data,
+            {},
+        )
+        return
+    for frame in iter_video(path, video_fps=settings.video_fps, video_every=settings.video_every):
+        result = pipeline.run_bytes(
+            frame.data,
+            f"{path}.f{frame.number:06d}.jpg",
+            ids.make(source, frame.number),
+            with_embeddings=embeddings,
+        )
+        yield result, frame.data, {"source": source, "frame": frame.number, "time_s": frame.time_s}
 
 
 def _read(path: Path) -> bytes:

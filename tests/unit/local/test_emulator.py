@@ -59,6 +59,7 @@ def test_outputs_name_the_emulated_resources(aws: LocalAws) -> None:
         "ResponseQueueUrl": aws.queue_urls()["ResponseQueue"],
         "DeadLetterQueueUrl": aws.queue_urls()["RequestDeadLetterQueue"],
         "BucketName": "facepipe-local-data",
+        "GalleryUri": "s3://facepipe-local-data/gallery/gallery.pt",
         "ResultLedgerTableName": "facepipe-local-ResultLedgerTable",
         "IngestQueueUrl": aws.queue_urls()["IngestQueue"],
         "IngestDeadLetterQueueUrl": aws.queue_urls()["IngestDeadLetterQueue"],
