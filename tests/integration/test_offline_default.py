@@ -133,3 +133,17 @@ def test_enrol_run_and_album_keep_their_files_in_the_data_dir_not_the_checkout()
     assert indexed.returncode == 0, indexed.stderr
     assert (data / "albums").is_dir()
     assert sorted(p.name for p in ROOT.iterdir()) == before
+
+
+def test_enrolling_another_embedder_into_a_dlib_gallery_says_so_before_loading_it(
+    dlib_gallery: Path, tmp_path: Path
+) -> None:
+    gallery = tmp_path / "people.npz"
+    gallery.write_bytes(dlib_gallery.read_bytes())
+    proc = run_facepipe(
+        "gallery", "enroll", str(SAMPLES / "gallery"), "--out", str(gallery),
+        "--embedder", "vggface2",
+    )  # fmt: skip
+    assert proc.returncode == 2
+    assert "holds dlib embeddings; this enrolment would add vggface2 ones" in proc.stderr
+    assert "weights are not available" not in proc.stderr

@@ -124,16 +124,22 @@ def run_enroll(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     store = _store(settings, args.out)
     existing = store.load()
+
+    def refuse_another_embedder(embedder: str) -> None:
+        if existing.embedder and existing.embedder != embedder:
+            raise GalleryError(
+                f"{store.location} holds {existing.embedder} embeddings; this enrolment would "
+                f"add {embedder} ones: pass --embedder {existing.embedder}, or enrol into "
+                "another gallery"
+            )
+
+    if "embedder" in settings.model_fields_set:  # before loading one that could not be used
+        refuse_another_embedder(settings.embedder)
     choice = choose_embedder(
         settings, existing.embedder, recorded_by=f"the gallery at {store.location}"
     )
     settings = choice.settings
-    if existing.embedder and existing.embedder != settings.embedder:
-        raise GalleryError(
-            f"{store.location} holds {existing.embedder} embeddings; this enrolment would add "
-            f"{settings.embedder} ones: pass --embedder {existing.embedder}, or enrol into "
-            "another gallery"
-        )
+    refuse_another_embedder(settings.embedder)
     pipeline = LocalPipeline(settings.model_copy(update={"gallery": ""}), embedder=choice.embedder)
     note = default_weights_note(pipeline.weights_id)
     if note:
