@@ -121,6 +121,18 @@ class Settings(BaseModel):
         description="IVF lists searched per query; 0: `1.5·sqrt(lists)` (more: slower, closer "
         "to exact).",
     )
+    album_compact_every: int = Field(
+        32,
+        ge=0,
+        description="Album shards waiting after a write that make the writer merge them into "
+        "a segment (0: only `facepipe album compact`).",
+    )
+    album_merge_max_faces: int = Field(
+        300_000,
+        ge=1,
+        description="Largest segment merge a writer does (a recognition batch); bigger tiers "
+        "wait for `facepipe album compact`.",
+    )
     gallery_refresh_seconds: int = Field(
         60,
         ge=0,
@@ -486,6 +498,8 @@ SETTING_GROUPS: dict[str, SettingGroup] = {
             "index_nprobe",
             "gallery_refresh_seconds",
             "albums",
+            "album_compact_every",
+            "album_merge_max_faces",
             "data_dir",
         ),
     ),

@@ -14,7 +14,7 @@ from facepipe.errors import GalleryError
 from facepipe.identity.albums import AlbumStore
 from facepipe.identity.gallery import INDEX_MIN_SIZE
 from facepipe.identity.gallery_store import GalleryStore
-from facepipe.identity.objects import LocalObjects
+from facepipe.identity.objects import LocalObjects, Objects
 
 
 def open_gallery_store(
@@ -52,11 +52,21 @@ def albums_location(settings: Settings) -> str:
     return f"s3://{settings.bucket}" if settings.bucket else str(settings.data_path)
 
 
-def open_albums(location: str, s3: Any = None) -> AlbumStore:
-    """``s3://bucket`` (its ``albums/`` prefix) or a local folder (its ``albums/`` folder)."""
+def open_albums(location: str, s3: Any = None, settings: Settings | None = None) -> AlbumStore:
+    """``s3://bucket`` (its ``albums/`` prefix) or a local folder (its ``albums/`` folder);
+    ``settings`` give the compaction settings."""
     parsed = urlparse(location)
+    objects: Objects
     if parsed.scheme == "s3":
         if not parsed.netloc:
             raise GalleryError(f"{location}: expected s3://<bucket>")
-        return AlbumStore(S3Objects(s3, parsed.netloc))
-    return AlbumStore(LocalObjects(Path(location).expanduser()))
+        objects = S3Objects(s3, parsed.netloc)
+    else:
+        objects = LocalObjects(Path(location).expanduser())
+    if settings is None:
+        return AlbumStore(objects)
+    return AlbumStore(
+        objects,
+        compact_every=settings.album_compact_every,
+        merge_max_faces=settings.album_merge_max_faces,
+    )

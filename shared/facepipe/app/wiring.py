@@ -213,7 +213,7 @@ def recognition_service(settings: Settings) -> RecognitionService:
         recognition,
         result_sink(settings, client("sqs", settings), payloads, make_ledger(settings)),
         payloads,
-        open_albums(location, s3 if location.startswith("s3://") else None),
+        open_albums(location, s3 if location.startswith("s3://") else None, settings),
     )
 
 

@@ -9,6 +9,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from facepipe.errors import PayloadMissing
+from facepipe.identity.objects import Fresh
 
 _log = logging.getLogger(__name__)
 
@@ -127,6 +128,37 @@ class S3Objects:
             if absent(self.s3, self.bucket, key, exc):
                 return None
             raise
+
+    def get_fresh(self, key: str, tag: str | None) -> Fresh:
+        """One GET with ``If-None-Match``: 304 (unchanged) costs no transfer."""
+        from botocore.exceptions import ClientError
+
+        extra = {"IfNoneMatch": tag} if tag else {}
+        try:
+            answer = self.s3.get_object(Bucket=self.bucket, Key=key, **extra)
+        except ClientError as exc:
+            if _code(exc) in ("304", "NotModified"):
+                return Fresh(None, tag, False)
+            if absent(self.s3, self.bucket, key, exc):
+                return Fresh(None, None, True)
+            raise
+        return Fresh(bytes(answer["Body"].read()), str(answer["ETag"]), True)
+
+    def put_if(self, key: str, data: bytes, tag: str | None) -> bool:
+        """S3 conditional write: ``If-Match`` the tag, or ``If-None-Match: *`` for a new key.
+        412 (another writer won) and 409 (a concurrent conditional write) answer ``False``."""
+        from botocore.exceptions import ClientError
+
+        extra = {"IfMatch": tag} if tag else {"IfNoneMatch": "*"}
+        try:
+            self.s3.put_object(Bucket=self.bucket, Key=key, Body=data, **extra)
+        except ClientError as exc:
+            if _code(exc) in ("PreconditionFailed", "412", "ConditionalRequestConflict", "409"):
+                return False
+            if tag and is_missing(exc):
+                return False  # it was deleted since
+            raise
+        return True
 
     def keys(self, prefix: str) -> list[str]:
         pages = self.s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix)

@@ -42,6 +42,18 @@ def register(sub: Any) -> None:
     find.add_argument("--limit", type=int, default=100, help="most photos to list")
     _where(find)
     find.set_defaults(func=run_find)
+    compact = asub.add_parser(
+        "compact",
+        help="merge the album's shards and segments (what writers do as they go, and more)",
+        description="Merges the shards waiting into a segment and segments by size tier, "
+        "without the cap writers keep to (FACEPIPE_ALBUM_MERGE_MAX_FACES); --full merges "
+        "everything into one segment. Safe while others write and search: the manifest is "
+        "swapped with a conditional write.",
+    )
+    compact.add_argument("album", metavar="NAME")
+    compact.add_argument("--full", action="store_true", help="merge everything into one segment")
+    add_settings_flags(compact, "matching", "aws")
+    compact.set_defaults(func=run_compact)
 
 
 def _where(p: argparse.ArgumentParser) -> None:
@@ -120,7 +132,7 @@ def _store(args: argparse.Namespace, settings: Any) -> Any:
 
     location = albums_location(settings)
     s3 = client("s3", settings) if location.startswith("s3://") else None
-    return open_albums(location, s3)
+    return open_albums(location, s3, settings)
 
 
 def photos_of(source: str, settings: Any) -> Iterator[tuple[str, bytes]]:
@@ -220,6 +232,18 @@ def _read(path: Path) -> bytes:
         raise ConfigError(f"{path}: {exc.strerror or exc}") from exc
 
 
+def _known(store: Any, album: str) -> None:
+    """A typo is not "0 photos": an error naming the albums there are."""
+    known = store.albums()
+    if album not in known:
+        raise FacepipeError(
+            f"no album {album!r} at {store.objects.uri(store.prefix)}; known albums: "
+            f"{', '.join(known) or 'none'} (index photos into one with `facepipe album index`)",
+            code="unknown_album",
+            status=404,
+        )
+
+
 def run_find(args: argparse.Namespace) -> int:
     from facepipe.app.albums import selfie_embedding
     from facepipe.app.pipeline import LocalPipeline
@@ -229,14 +253,7 @@ def run_find(args: argparse.Namespace) -> int:
     if endpoints is not None:
         return _find_through(args, settings, endpoints)
     store = _store(args, settings)
-    known = store.albums()
-    if args.album not in known:  # a typo is not "0 photos"
-        raise FacepipeError(
-            f"no album {args.album!r} at {store.objects.uri(store.prefix)}; known albums: "
-            f"{', '.join(known) or 'none'} (index photos into one with `facepipe album index`)",
-            code="unknown_album",
-            status=404,
-        )
+    _known(store, args.album)
     pipeline = LocalPipeline.offline_default(
         settings, store.embedder_of(args.album), recorded_by=f"album {args.album!r}"
     )
@@ -251,4 +268,19 @@ def run_find(args: argparse.Namespace) -> int:
     for hit in hits:
         print(json.dumps(hit.__dict__))
     print(f"album {args.album}: {len(hits)} photo(s) with that person", file=sys.stderr)
+    return 0
+
+
+def run_compact(args: argparse.Namespace) -> int:
+    settings = settings_from_args(args)
+    store = _store(args, settings)
+    _known(store, args.album)
+    report = store.compact(args.album, full=args.full)
+    segments = store.segments(args.album)
+    print(
+        f"album {args.album}: {report.line()}; now {len(segments)} segment(s) of "
+        f"{sum(s.faces for s in segments)} face(s) and {store.waiting(args.album)} shard(s) "
+        "waiting",
+        file=sys.stderr,
+    )
     return 0

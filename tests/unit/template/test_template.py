@@ -597,10 +597,10 @@ def test_role_sqs_and_s3_grants_are_scoped(cfn: dict[str, Any], function: str) -
             assert queue_of(resource) in QUEUES, (action, resource)
         elif service == "s3":
             # Objects under payloads/ and gallery/ only; the bucket itself only to list it
-            # (what makes a missing key a 404 rather than a 403).
+            # (what makes a missing key a 404 rather than a 403) and its album versions.
             allowed = (
                 (PAYLOADS_ARN, GALLERY_ARN, ALBUMS_ARN, INPUT_ARN, OUTPUT_ARN)
-                if action != "s3:ListBucket"
+                if action not in ("s3:ListBucket", "s3:ListBucketVersions")
                 else (BUCKET_ARN,)
             )
             assert resource in allowed, (action, resource)
@@ -666,11 +666,22 @@ def test_recognition_role(cfn: dict[str, Any]) -> None:
     # under OutputPrefix and album index shards under albums/ (never gallery/).
     writes = [r for a, r in grants(role) if a == "s3:PutObject"]
     assert sorted(map(str, writes)) == sorted(map(str, [PAYLOADS_ARN, OUTPUT_ARN, ALBUMS_ARN]))
-    assert actions_on_s3(role, ALBUMS_ARN) == {"s3:GetObject", "s3:PutObject"}
+    # Album compaction deletes every version of the parts it merged, under albums/ only.
+    assert actions_on_s3(role, ALBUMS_ARN) == {
+        "s3:GetObject",
+        "s3:PutObject",
+        "s3:DeleteObject",
+        "s3:DeleteObjectVersion",
+    }
     assert actions_on_s3(role, PAYLOADS_ARN) == {"s3:GetObject", "s3:PutObject", "s3:DeleteObject"}
     assert actions_on_s3(role, GALLERY_ARN) == {"s3:GetObject"}
-    # ListBucket only so that a missing gallery or manifest is a 404 (a fresh stack), not a 403.
-    assert actions_on_s3(role, BUCKET_ARN) == {"s3:ListBucket"}
+    # ListBucket only so that a missing gallery or manifest is a 404 (a fresh stack), not a 403;
+    # ListBucketVersions for albums/ (checked below).
+    assert actions_on_s3(role, BUCKET_ARN) == {"s3:ListBucket", "s3:ListBucketVersions"}
+    (versions,) = [
+        st for st in statements(role) if "s3:ListBucketVersions" in as_list(st["Action"])
+    ]
+    assert versions["Condition"] == {"StringLike": {"s3:prefix": "albums/*"}}
 
 
 def test_recognition_consumes_only_the_request_queue(cfn: dict[str, Any]) -> None:

@@ -1,0 +1,111 @@
+"""The data plane at scale (``facepipe bench scale``, ``make bench-scale``): albums written as
+the stack writes them and searched by selfie; each part writes its keys into
+``bench/results/scale.json`` beside the others'.
+
+**Album.** ``faces`` synthetic face embeddings (:func:`~facepipe.bench.match.synthetic_faces`:
+people in a latent subspace, ``photos`` photos each, two faces a photo) go into a folder store
+one shard per recognition batch (``shard_faces`` faces: the template's 10 frames of about two
+faces), with the writers' own compaction as the stack runs it. Then a second store (another
+process: nothing cached) searches for ``queries`` selfies of people in the album: the cold
+search, then warm ones (p50/p95), the objects each reads (a listing counts as one), and the
+recall of the person's photos against an exact search over every row.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from facepipe.bench.e2e import percentiles
+from facepipe.bench.match import peak_rss, synthetic_faces
+from facepipe.identity.album_parts import AlbumEntry
+from facepipe.identity.albums import AlbumStore
+from facepipe.identity.objects import CountedObjects, LocalObjects
+
+FACES_PER_PHOTO = 2
+THRESHOLD = 1.1  # L2 between unit vectors; synthetic photos of one person: about 0.9
+
+
+def run_album_bench(
+    faces: int,
+    *,
+    dim: int = 512,
+    shard_faces: int = 20,
+    queries: int = 200,
+    photos: int = 5,
+    seed: int = 0,
+    root: Path | None = None,
+    say: Callable[[str], None] = lambda _: None,
+) -> dict[str, Any]:
+    _, rows, selfies, _ = synthetic_faces(faces, dim, photos=photos, queries=queries, seed=seed)
+    photo_of = np.array([f"photo{i // FACES_PER_PHOTO:08d}.jpg" for i in range(faces)])
+    with tempfile.TemporaryDirectory(dir=root) as tmp:
+        writer = AlbumStore(LocalObjects(Path(tmp)))
+        say(f"album: writing {faces} faces in shards of {shard_faces}")
+        start = time.perf_counter()
+        for first in range(0, faces, shard_faces):
+            stop = min(faces, first + shard_faces)
+            entries = [
+                AlbumEntry(str(photo_of[i]), [0.0, 0.0, 1.0, 1.0], rows[i], f"r{i // 20}")
+                for i in range(first, stop)
+            ]
+            writer.add("bench", entries, "synthetic")
+        write_s = time.perf_counter() - start
+        segments = writer.segments("bench")
+        say(f"album: {len(segments)} segments, {writer.waiting('bench')} shards waiting")
+
+        objects = CountedObjects(LocalObjects(Path(tmp)))
+        reader = AlbumStore(objects)
+        with peak_rss() as rss:
+            t0 = time.perf_counter()
+            reader.find("bench", selfies[0], threshold=THRESHOLD, embedder="synthetic")
+            cold_ms = (time.perf_counter() - t0) * 1000
+            cold_reads = objects.reads()
+            times, reads, hits = [], [], []
+            for q in selfies:
+                objects.reset()
+                t0 = time.perf_counter()
+                found = reader.find("bench", q, threshold=THRESHOLD, embedder="synthetic")
+                times.append((time.perf_counter() - t0) * 1000)
+                reads.append(objects.reads())
+                hits.append({h.photo for h in found})
+        min_sim = 1.0 - THRESHOLD**2 / 2.0
+        found_n = want_n = 0
+        for q, got in zip(selfies, hits, strict=True):
+            want = set(photo_of[np.flatnonzero(rows @ q >= min_sim)].tolist())
+            found_n += len(got & want)
+            want_n += len(want)
+    warm = percentiles(times)
+    return {
+        "album_faces": faces,
+        "album_shard_faces": shard_faces,
+        "album_segments": len(segments),
+        "album_index_faces_per_s": round(faces / write_s, 1),
+        "album_find_cold_ms": round(cold_ms, 2),
+        "album_find_cold_objects_read": cold_reads,
+        "album_find_p50_ms": warm["p50"],
+        "album_find_p95_ms": warm["p95"],
+        "album_find_objects_read": max(reads),
+        "album_find_recall": round(found_n / max(1, want_n), 4),
+        "album_reader_peak_rss_mb": round(rss["peak"] / 2**20, 1),
+    }
+
+
+def write_results(path: Path, summary: dict[str, Any]) -> dict[str, Any]:
+    """Merge ``summary`` into the JSON at ``path`` (each part of the bench keeps the others')."""
+    merged: dict[str, Any] = {}
+    if path.exists():
+        try:
+            merged = json.loads(path.read_text())
+        except ValueError:
+            merged = {}
+    merged.update(summary)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(merged, indent=2, sort_keys=True) + "\n")
+    return merged
