@@ -20,7 +20,7 @@ export SAM_CLI_TELEMETRY=0
 export CKV_SKIP_PACKAGE_UPDATE_CHECK=true BC_SKIP_MAPPING=TRUE
 
 .PHONY: help install demo eval test lint format typecheck events invoke-detection \
-        invoke-recognition invoke-ingest local bench gpu-wheels gpu-check bench-e2e bench-burst bench-memory bench-match build deploy validate clean \
+        invoke-recognition invoke-ingest local bench gpu-wheels gpu-check bench-e2e bench-burst bench-memory bench-match bench-scale build deploy validate clean \
         images image-check docs format
 
 help: ## list targets
@@ -63,6 +63,9 @@ bench-burst: ## 1,000 requests through the local stack, each function in its own
 
 bench-memory: ## detection's peak memory per frame size and per request, and the checks of the limits it derives (bench/results/memory.json)
 	$(PY) -m facepipe.bench.memory --json-out bench/results/memory.json
+
+bench-scale: ## the data plane at scale: albums of 10k-1M faces written as the stack writes them, searched by selfie (bench/results/scale.json, docs/scale.png; SCALE_ARGS=...)
+	$(BIN)/facepipe bench scale --json-out bench/results/scale.json --chart docs/scale.png $(SCALE_ARGS)
 
 bench-match: ## top-5 matching over a 1,000,000-row synthetic gallery: latency p50/p95, recall, memory, build (MATCH_ARGS=...)
 	$(BIN)/facepipe bench match -n 1000000 --json-out bench/results/match.json $(MATCH_ARGS)

@@ -97,6 +97,58 @@ def run_album_bench(
     }
 
 
+def run_album_growth(sizes: list[int], **kwargs: Any) -> dict[str, Any]:
+    """:func:`run_album_bench` at each size; the largest gives the headline keys, every size a
+    row of ``album_growth``."""
+    rows = [run_album_bench(n, **kwargs) for n in sorted(sizes)]
+    growth = [
+        {
+            "faces": r["album_faces"],
+            "segments": r["album_segments"],
+            "find_p50_ms": r["album_find_p50_ms"],
+            "find_p95_ms": r["album_find_p95_ms"],
+            "find_cold_ms": r["album_find_cold_ms"],
+            "objects_read": r["album_find_objects_read"],
+            "index_faces_per_s": r["album_index_faces_per_s"],
+        }
+        for r in rows
+    ]
+    return rows[-1] | {"album_growth": growth}
+
+
+def growth_chart(summary: dict[str, Any], path: Path) -> None:
+    """Album find latency (warm p50/p95, cold) and objects read against the album's size."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    growth = summary["album_growth"]
+    faces = [g["faces"] for g in growth]
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(9, 3.4), dpi=100)
+    for key, label in (
+        ("find_p50_ms", "warm p50"),
+        ("find_p95_ms", "warm p95"),
+        ("find_cold_ms", "cold (first search)"),
+    ):
+        ax.plot(faces, [g[key] for g in growth], marker="o", label=label)
+    ax.set(xscale="log", yscale="log", xlabel="album faces", ylabel="album find, ms")
+    ax.axhline(100, color="grey", lw=0.8, ls="--")
+    ax.legend(fontsize=8)
+    bx.plot(faces, [g["objects_read"] for g in growth], marker="o", label="objects read, warm")
+    bx.plot(faces, [g["segments"] for g in growth], marker="s", label="segments")
+    bx.plot(
+        faces, [f / summary["album_shard_faces"] for f in faces], ls=":", label="shards written"
+    )
+    bx.set(xscale="log", yscale="log", xlabel="album faces")
+    bx.legend(fontsize=8)
+    fig.suptitle("album search as the album grows (bench/results/scale.json)", fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+
+
 def write_results(path: Path, summary: dict[str, Any]) -> dict[str, Any]:
     """Merge ``summary`` into the JSON at ``path`` (each part of the bench keeps the others')."""
     merged: dict[str, Any] = {}

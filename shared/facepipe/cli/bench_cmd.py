@@ -1,5 +1,6 @@
 """``facepipe bench e2e -n 100`` (requests through a stack: latency, throughput, lost),
-``facepipe bench match -n 1000000`` (top-k matching at scale: latency, recall, memory) and
+``facepipe bench match -n 1000000`` (top-k matching at scale: latency, recall, memory),
+``facepipe bench scale`` (albums, galleries and results at scale) and
 ``facepipe bench perf`` (against plain facenet-pytorch: speed, parity, cold start, cost)."""
 
 from __future__ import annotations
@@ -66,6 +67,31 @@ def register(sub: Any) -> None:
     )
     match.add_argument("--json-out", type=Path, help="also write the summary JSON here")
     match.set_defaults(func=run_match_command)
+    scale = bsub.add_parser(
+        "scale",
+        help="the data plane at scale: album find, gallery match, results per client "
+        "(make bench-scale)",
+        description="Each part measures one store at the size it is asked for and merges its "
+        "figures into --json-out: album (faces written shard by shard as the stack writes "
+        "them, compacted as writers do, then searched warm and cold by selfie).",
+    )
+    scale.add_argument(
+        "--parts", default="album", help="comma-separated parts to run (default: album)"
+    )
+    scale.add_argument(
+        "--album-faces",
+        default="10000,100000,1000000",
+        help="album sizes, comma-separated; the largest gives the headline figures "
+        "(default 10000,100000,1000000)",
+    )
+    scale.add_argument(
+        "--shard-faces", type=int, default=20, help="faces per shard, one per batch (default 20)"
+    )
+    scale.add_argument("--dim", type=int, default=512, help="embedding dimension (default 512)")
+    scale.add_argument("--queries", type=int, default=200, help="searches timed (default 200)")
+    scale.add_argument("--json-out", type=Path, help="merge the figures into this JSON file")
+    scale.add_argument("--chart", type=Path, help="draw album find against album size here (PNG)")
+    scale.set_defaults(func=run_scale_command)
     perf = bsub.add_parser(
         "perf",
         help="this pipeline against plain facenet-pytorch: speed, parity, GFLOP/s, cold start, "
@@ -195,4 +221,29 @@ def run_match_command(args: argparse.Namespace) -> int:
     if args.json_out:
         args.json_out.parent.mkdir(parents=True, exist_ok=True)
         args.json_out.write_text(text + "\n")
+    return 0
+
+
+def run_scale_command(args: argparse.Namespace) -> int:
+    from facepipe.bench.scale import growth_chart, run_album_growth, write_results
+
+    parts = {p.strip() for p in args.parts.split(",") if p.strip()}
+    unknown = parts - {"album"}
+    if unknown:
+        print(f"bench scale: no part {', '.join(sorted(unknown))} (album)", file=sys.stderr)
+        return 2
+    summary: dict[str, Any] = {}
+    if "album" in parts:
+        summary |= run_album_growth(
+            [int(n) for n in str(args.album_faces).split(",") if n.strip()],
+            dim=args.dim,
+            shard_faces=args.shard_faces,
+            queries=args.queries,
+            say=lambda line: print(f"bench scale: {line}", file=sys.stderr, flush=True),
+        )
+    print(json.dumps(summary, indent=2), flush=True)
+    if args.json_out:
+        write_results(args.json_out, summary)
+    if args.chart and "album_growth" in summary:
+        growth_chart(summary, args.chart)
     return 0
