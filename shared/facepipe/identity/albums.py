@@ -73,7 +73,7 @@ FANOUT = 4  # segments of one size tier merged into one of the next
 TIER_BASE = 1_000  # faces of the smallest tier
 MERGE_MAX_FACES = 300_000  # largest merge a writer (a recognition batch) does; more: compact
 SWAP_TRIES = 5
-COMPACTED_GRACE_S = 900
+COMPACTED_GRACE_S = 120
 
 
 def check_album_name(name: str) -> str:
@@ -94,7 +94,8 @@ class AlbumManifest(BaseModel):
     """The album's live segments (oldest first) and the shards merged into them (key → when),
     which readers skip. A merged shard is deleted right after the swap (or, if that compactor
     died, by the next one); its entry goes once it is no longer listed and
-    :data:`COMPACTED_GRACE_S` old, so a shard listed by nobody yet is never taken for new."""
+    :data:`COMPACTED_GRACE_S` old, so that a reader that cached the shard before it was merged
+    does not count its faces twice."""
 
     format: Literal[1] = 1
     embedder: str | None = None
