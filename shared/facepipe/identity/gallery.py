@@ -178,9 +178,9 @@ class IvfIndex:
         """An index written by :meth:`to_bytes` (no training: seconds saved at every load)."""
         import faiss
 
-        index: Any = faiss.downcast_index(
-            faiss.deserialize_index(np.ascontiguousarray(data, dtype=np.uint8))
-        )
+        # deserialize_index gives the concrete class (downcasting it again would hand the
+        # C++ object to a wrapper that is then freed).
+        index: Any = faiss.deserialize_index(np.ascontiguousarray(data, dtype=np.uint8))
         self = cls.__new__(cls)
         self.size = int(index.ntotal)
         self.nlist = int(index.nlist)

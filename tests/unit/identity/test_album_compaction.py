@@ -127,8 +127,10 @@ def test_ivf_segments_find_what_exact_search_finds(tmp_path: Path) -> None:
         for start in range(0, 3000, 500):
             store.add("s", entries[start : start + 500], "dlib")
         store.compact("s", full=True)
+    ivf = AlbumStore(LocalObjects(tmp_path / "ivf"))  # a reader: the segment from its bytes
     (segment,) = ivf.segments("s")
-    assert ivf._parts[segment.key].ivf is not None  # an IVF segment, read back from its bytes
+    ivf.find("s", PEOPLE[0], threshold=0.6, embedder="dlib")
+    assert ivf._parts[segment.key].ivf is not None
     found = total = 0
     for person in range(40):
         want = {h.photo for h in exact.find("s", PEOPLE[person], threshold=0.6, embedder="dlib")}
