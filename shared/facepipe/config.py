@@ -260,6 +260,15 @@ class Settings(BaseModel):
     poll_timeout: float = Field(
         120.0, gt=0, description="Client: seconds to wait for results before reporting missing."
     )
+    results_via: Literal["auto", "url", "queue"] = Field(
+        "auto",
+        description=(
+            "Client (poll, get): where results are read: `url` (by request_id from the "
+            "Function URL's `/results`: only this client's, a request per ask of up to 100), "
+            "`queue` (the shared response queue, handing others' results back), `auto` (`url` "
+            "when the stack offers it, else `queue`)."
+        ),
+    )
     video_fps: float = Field(1.0, gt=0, description="Client: frames per second sampled from video.")
     video_every: int = Field(
         0, ge=0, description="Client: sample every Nth video frame instead (0 uses video_fps)."
@@ -518,7 +527,7 @@ SETTING_GROUPS: dict[str, SettingGroup] = {
     ),
     "client": SettingGroup(
         "commands that talk to a stack (send, poll, get, upload, album, bench e2e)",
-        ("function_url", "concurrency", "retries", "poll_timeout", "sign"),
+        ("function_url", "concurrency", "retries", "poll_timeout", "results_via", "sign"),
     ),
     "video": SettingGroup(
         "the frames taken from a video (run, send, get)", ("video_fps", "video_every")

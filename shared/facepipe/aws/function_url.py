@@ -118,7 +118,8 @@ def internal_error() -> dict[str, Any]:
 
 def results_answer(reader: ResultReader, event: FunctionUrlEvent, route: str) -> dict[str, Any]:
     """A request under ``/results`` → the reader → its answer (see the module doc)."""
-    if event.method == "GET" and not route:
+    if event.method == "GET" and not route:  # a client asking whether results are offered
+        record_results_read([])
         return json_response(200, reader.about())
     if event.method == "GET":
         try:

@@ -58,12 +58,16 @@ class Received:
 @dataclass
 class PollReport:
     """What a poll got: ``results`` by request_id in arrival order, the ``missing`` ids (in the
-    order they were asked for), ``duplicates`` deleted, and others' messages ``released``."""
+    order they were asked for), ``duplicates`` deleted, others' messages ``released``, and the
+    ``receives`` it took ``via`` the response ``queue`` (``ReceiveMessage`` calls) or the
+    Function ``url`` (``/results`` requests, :mod:`facepipe.client.url_results`)."""
 
     results: dict[str, Received] = field(default_factory=dict)
     missing: list[str] = field(default_factory=list)
     duplicates: int = 0
     released: int = 0
+    receives: int = 0
+    via: str = "queue"
 
     def counts(self) -> dict[str, int]:
         counts = {"ok": 0, "no_face": 0, "error": 0}
@@ -76,7 +80,8 @@ class PollReport:
         return (
             f"results {len(self.results)} (ok {counts['ok']}, no_face {counts['no_face']}, "
             f"error {counts['error']}), missing {len(self.missing)}, "
-            f"duplicates {self.duplicates}"
+            f"duplicates {self.duplicates}; {self.receives} "
+            + ("requests to the Function URL" if self.via == "url" else "receives from the queue")
         )
 
 
@@ -186,7 +191,7 @@ class ResultPoller:
             last = remaining < 1  # under a second left: wait it out, then one last short receive
             if last:
                 self.sleep(remaining)
-            messages = self._receive(wait)
+            messages = self._receive(wait, report)
             mine, others = [], []
             for message in messages:
                 request_id = message_request_id(message)
@@ -221,11 +226,12 @@ class ResultPoller:
         report.missing = [request_id for request_id in order if request_id in waiting]
         return report
 
-    def _receive(self, wait: int) -> list[dict[str, Any]]:
+    def _receive(self, wait: int, report: PollReport) -> list[dict[str, Any]]:
         """One receive, tried again after a short pause while it fails with a transient error
         (at most :data:`RECEIVE_TRIES` times in a row); otherwise :class:`ReceiveFailed`."""
         failures = 0
         while True:
+            report.receives += 1
             try:
                 answer = self.sqs.receive_message(
                     QueueUrl=self.queue_url,
