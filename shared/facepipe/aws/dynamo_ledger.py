@@ -22,7 +22,7 @@ from facepipe.stages.ledger import (
 
 _BATCH_GET_MAX = 100  # DynamoDB BatchGetItem keys per call
 # What the state machine reads: everything but the kept result, which only lookup() needs (a
-# result may be hundreds of KB; BatchGetItem bills the bytes it reads).
+# result may be hundreds of KB: not sent back for nothing, although reads bill the whole item).
 # Every name aliased: DynamoDB reserves many words (state, owner, status...).
 _STATE_ATTRIBUTES = {
     "#k": "request_id",

@@ -65,8 +65,9 @@ LEDGER_ACTIONS = {
     "dynamodb:DeleteItem",
 }
 # What each function calls on the ledger: detection admits (PutItem), withdraws (DeleteItem),
-# checks (BatchGetItem) and posts no-face results (claim/complete/release: UpdateItem); the
-# consumers only skip finished request_ids and post.
+# checks and reads kept results for /results (BatchGetItem, its only read: no GetItem, no Scan
+# or Query) and posts no-face results (claim/complete/release: UpdateItem); the consumers only
+# skip finished request_ids and post (UpdateItem keeps the result in the item).
 CONSUMER_LEDGER_ACTIONS = {"dynamodb:BatchGetItem", "dynamodb:UpdateItem"}
 
 
@@ -725,7 +726,7 @@ def test_cors_when_origins_are_given() -> None:
     assert condition_values(cfn, origins)["HasCorsOrigins"] is True
     cors = deployed_properties(cfn, "DetectionFunctionUrl", origins)["Cors"]
     assert cors["AllowOrigins"] == {"Fn::Split": [",", {"Ref": "CorsAllowOrigins"}]}
-    assert cors["AllowMethods"] == ["POST"]
+    assert cors["AllowMethods"] == ["GET", "POST"]  # frames; results by request_id
     # what a SigV4-signing browser client sends
     assert {"content-type", "authorization", "x-amz-date", "x-amz-security-token"} <= set(
         cors["AllowHeaders"]
@@ -901,6 +902,8 @@ APP_METRICS = {
         "DetectionLatency",
         "RequestsRejected",
         "RequestsFailed",
+        "ResultsAskedFor",
+        "ResultsRead",
     },
     "recognition": {
         "FramesRecognized",
