@@ -244,6 +244,15 @@ class Settings(BaseModel):
             "message gets no second result; empty: an in-memory ledger per process."
         ),
     )
+    results_by_id: bool = Field(
+        True,
+        description=(
+            "Detection: answer each request's result by request_id under the Function URL's "
+            "`/results` (read from the ledger table). The template turns it off when the URL is "
+            "public (`FunctionUrlAuthType=NONE`), where anyone could read a result whose "
+            "request_id they guess; clients then take the response queue."
+        ),
+    )
     endpoint_url: str = Field(
         "", description="AWS endpoint override (the local stack's emulator); empty for AWS."
     )
@@ -519,6 +528,7 @@ SETTING_GROUPS: dict[str, SettingGroup] = {
             "ingest_prefix",
             "output_prefix",
             "ledger_table",
+            "results_by_id",
         ),
     ),
     "aws": SettingGroup(

@@ -28,6 +28,7 @@ from facepipe.stages.ledger import (
     ResultLedger,
     ResultSink,
 )
+from facepipe.stages.results import ResultReader
 from facepipe.vision.detector import FaceCropper, FaceDetector, FacenetCropper
 
 if TYPE_CHECKING:
@@ -164,6 +165,14 @@ def detection_service(settings: Settings) -> DetectionService:
         settings.max_message_bytes,
     )
     return DetectionService(Detection(settings, make_detector(settings)), dispatcher, ledger)
+
+
+def result_reader(settings: Settings, detection: DetectionService) -> ResultReader | None:
+    """What the Function URL's ``/results`` reads results by request_id from: the detection
+    service's ledger, unless ``FACEPIPE_RESULTS_BY_ID`` is off (a public URL)."""
+    if not settings.results_by_id or detection.ledger is None:
+        return None
+    return ResultReader(detection.ledger)
 
 
 def ingest_service(settings: Settings) -> IngestService:

@@ -142,17 +142,19 @@ def results_answer(reader: ResultReader, event: FunctionUrlEvent, route: str) ->
     )
 
 
-def answer(service: DetectionService, event: Mapping[str, Any]) -> dict[str, Any]:
+def answer(
+    service: DetectionService, event: Mapping[str, Any], results: ResultReader | None = None
+) -> dict[str, Any]:
     """A Function URL event → the service → the HTTP answer: 202 with the report, 4xx naming
     what is wrong with the request, 500 when it failed on our side; metrics for each. Under
-    ``/results``, the results by request_id instead (in the service's ledger: a service
-    without one offers none, and answers 405 there as to any GET)."""
+    ``/results``, the results by request_id from ``results`` instead (without it none are
+    offered: 405 there, as to any GET)."""
     start = time.perf_counter()
     try:
         parsed = parse_event(event)
         route = parsed.results_route()
-        if route is not None and service.ledger is not None:
-            return results_answer(ResultReader(service.ledger), parsed, route)
+        if route is not None and results is not None:
+            return results_answer(results, parsed, route)
         report = service.handle_body(request_body(parsed))
     except FacepipeError as exc:
         logger.warning(

@@ -11,13 +11,11 @@ from facepipe.aws.function_url import answer
 from facepipe.local.events import function_url_event
 from facepipe.messages import MAX_RESULT_IDS, Result
 from facepipe.stages.ledger import MemoryLedger
+from facepipe.stages.results import ResultReader
 
 
 class NoDetection:
     """A detection service that must not be called: /results never detects."""
-
-    def __init__(self, ledger: MemoryLedger | None) -> None:
-        self.ledger = ledger
 
     def handle_body(self, body: bytes) -> Any:
         raise AssertionError(f"detection called with {body[:40]!r}")
@@ -37,7 +35,8 @@ def call(
 ) -> tuple[int, dict[str, Any]]:
     raw = body if isinstance(body, str) else json.dumps(body)
     event = function_url_event(raw, method=method, path=path)
-    response = answer(NoDetection(ledger), event)  # type: ignore[arg-type]
+    reader = ResultReader(ledger) if ledger is not None else None
+    response = answer(NoDetection(), event, reader)  # type: ignore[arg-type]
     assert response["headers"]["content-type"] == "application/json"
     return response["statusCode"], json.loads(response["body"])
 
@@ -108,7 +107,19 @@ def test_bad_lookups_are_clear_4xx(
     assert set(got) == {"error", "message"}
 
 
-def test_a_stack_without_a_ledger_offers_no_results() -> None:
-    """As before results were kept: the client then takes the response queue."""
+def test_a_function_that_offers_no_results_answers_405_there() -> None:
+    """As before results were kept, and on a public URL (FACEPIPE_RESULTS_BY_ID=false): the
+    client then takes the response queue."""
     status, body = call(None, "GET", "/results")
     assert (status, body["error"]) == (405, "method_not_allowed")
+
+
+def test_results_by_id_are_offered_unless_turned_off() -> None:
+    from facepipe.app.wiring import result_reader
+    from facepipe.config import Settings
+    from facepipe.stages.detect import DetectionService
+
+    service = DetectionService(None, None, MemoryLedger())  # type: ignore[arg-type]
+    assert isinstance(result_reader(Settings.from_env({}), service), ResultReader)
+    off = Settings.from_env({"FACEPIPE_RESULTS_BY_ID": "false"})
+    assert result_reader(off, service) is None

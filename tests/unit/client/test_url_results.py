@@ -5,7 +5,6 @@ fall back to the response queue (moto) where the stack offers no results by id."
 
 from __future__ import annotations
 
-import functools
 import logging
 import threading
 import time
@@ -44,7 +43,7 @@ class ResultsFunction:
     name = "DetectionFunction"
 
     def __init__(self, ledger: MemoryLedger | None) -> None:
-        self.ledger = ledger
+        self.reader = ResultReader(ledger) if ledger is not None else None
         self.events: list[dict[str, Any]] = []
         self.status: int | None = None
 
@@ -59,7 +58,7 @@ class ResultsFunction:
         self.events.append(event)
         if self.status is not None:
             return {"statusCode": self.status, "body": '{"error": "x", "message": "forced"}'}
-        return answer(self, event)  # type: ignore[arg-type]
+        return answer(self, event, self.reader)  # type: ignore[arg-type]
 
 
 @pytest.fixture
@@ -166,12 +165,9 @@ def test_more_than_100_ids_are_asked_for_100_at_a_time(
 
 
 def test_results_over_one_answers_size_are_asked_for_again_at_once(
-    url: str, ledger: MemoryLedger, monkeypatch: pytest.MonkeyPatch
+    url: str, ledger: MemoryLedger, function: ResultsFunction
 ) -> None:
-    monkeypatch.setattr(
-        "facepipe.aws.function_url.ResultReader",
-        functools.partial(ResultReader, max_answer_bytes=1),  # one result per answer
-    )
+    function.reader = ResultReader(ledger, max_answer_bytes=1)  # one result per answer
     ids = [f"big.{i}" for i in range(5)]
     finish(ledger, *ids)
     waits: list[float] = []

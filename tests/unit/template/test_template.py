@@ -626,6 +626,14 @@ def test_every_bucket_listing_is_confined_to_a_prefix(cfn: dict[str, Any]) -> No
             assert prefixes and all(str(p) not in ("*", "") for p in prefixes), (function, st)
 
 
+def test_results_by_id_are_served_only_behind_aws_iam(cfn: dict[str, Any]) -> None:
+    """On a public URL anyone guessing a request_id could read its result: /results is off."""
+    for auth, offered in (("AWS_IAM", "true"), ("NONE", "false")):
+        params = {"FunctionUrlAuthType": auth}
+        variables = deployed_properties(cfn, "DetectionFunction", params)["Environment"]
+        assert variables["Variables"]["FACEPIPE_RESULTS_BY_ID"] == offered, auth
+
+
 def test_result_ledger_table(cfn: dict[str, Any]) -> None:
     table = cfn["Resources"]["ResultLedgerTable"]["Properties"]
     assert table["KeySchema"] == [{"AttributeName": "request_id", "KeyType": "HASH"}]
