@@ -60,13 +60,15 @@ def test_frames_with_and_without_faces_several_per_post(stack: LocalStack) -> No
 
 
 def test_two_concurrent_clients_on_the_queue_each_get_exactly_their_own(
-    stack: LocalStack,
+    local: LocalStack,
 ) -> None:
+    """Off the response queue (emptied first: other tests' clients read by request_id and leave
+    the queue's copies), each takes its own and leaves nothing behind."""
     inputs = [str(SAMPLES / "frames"), str(SAMPLES / "astronaut.jpg"), str(SAMPLES / "rocket.jpg")]
     with ThreadPoolExecutor(2) as pool:
         runs = list(
             pool.map(
-                lambda run: get(stack, *inputs, "--run-id", run, "--results-via", "queue"),
+                lambda run: get(local, *inputs, "--run-id", run, "--results-via", "queue"),
                 ["ann", "bob"],
             )
         )
@@ -76,8 +78,8 @@ def test_two_concurrent_clients_on_the_queue_each_get_exactly_their_own(
         assert len(ids) == len(set(ids)) == 4
         assert all(i.startswith(f"{run}.") for i in ids)
         assert "receives from the queue" in err
-    info = stack.info()
-    assert stack.aws.drain(info["response_queue_url"], wait_seconds=0) == []
+    info = local.info()
+    assert local.aws.drain(info["response_queue_url"], wait_seconds=0) == []
 
 
 def test_concurrent_clients_read_exactly_their_own_by_request_id(

@@ -20,6 +20,7 @@ from facepipe.local.events import function_url_event
 from facepipe.messages import Result
 from facepipe.stages.ledger import MAX_KEPT_RESULT_BYTES
 from tests.conftest import SAMPLES
+from tests.integration import test_handlers as handlers
 from tests.integration.test_handlers import (
     FakeContext,
     _empty_queues,  # noqa: F401  (autouse: every test starts with empty queues)
@@ -32,22 +33,14 @@ from tests.integration.test_handlers import (
 )
 
 pytestmark = pytest.mark.usefixtures("own_observability")
+detection = handlers.detection  # the handlers' fixtures, on this module's aws
+recognition = handlers.recognition
 
 
 @pytest.fixture(scope="module")
 def aws() -> Iterator[LocalAws]:
     with LocalAws(stack="facepipe-results") as local:
         yield local
-
-
-@pytest.fixture(scope="module")
-def detection(aws: LocalAws) -> ModuleType:
-    return load_handler(aws, "DetectionFunction")
-
-
-@pytest.fixture(scope="module")
-def recognition(aws: LocalAws) -> ModuleType:
-    return load_handler(aws, "RecognitionFunction")
 
 
 def rid(prefix: str) -> str:

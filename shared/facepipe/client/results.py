@@ -116,6 +116,18 @@ def message_request_id(message: dict[str, Any]) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
+def whole_result(
+    request_id: str, body: str, fetch: Callable[[str], bytes] | None = None
+) -> Received:
+    """The result a body holds (:func:`parse_result`); one that names its whole copy in S3
+    (``payload_uri``: too large for the queue) is read back with ``fetch``, when given."""
+    result = parse_result(request_id, body)
+    if result.payload_uri and fetch is not None:
+        body = fetch(result.payload_uri).decode()
+        result = parse_result(request_id, body)
+    return Received(result, body)
+
+
 def parse_result(request_id: str, body: str) -> Result:
     """The message body as a :class:`Result`; one that is not becomes an ``error`` result, so the
     id is answered rather than waited for until the timeout."""
@@ -159,14 +171,6 @@ class ResultPoller:
         self.sleep = sleep
         self.max_wait = longest_wait(sqs)
 
-    def _whole(self, request_id: str, body: str) -> Received:
-        """The result of a message: read from S3 when the message names its object."""
-        result = parse_result(request_id, body)
-        if result.payload_uri and self.fetch is not None:
-            body = self.fetch(result.payload_uri).decode()
-            result = parse_result(request_id, body)
-        return Received(result, body)
-
     def poll(
         self,
         wanted: Iterable[str],
@@ -197,7 +201,7 @@ class ResultPoller:
                 request_id = message_request_id(message)
                 if request_id in waiting:
                     try:
-                        received = self._whole(request_id, message["Body"])
+                        received = whole_result(request_id, message["Body"], self.fetch)
                     except Exception as exc:  # its object could not be read: the message again
                         logger.warning("cannot read result %s from S3: %s", request_id, exc)
                         others.append(message)

@@ -47,7 +47,7 @@ from facepipe.client.http import (
     send_with_retries,
     signer_for,
 )
-from facepipe.client.results import PollReport, Received, ResultPoller, parse_result
+from facepipe.client.results import PollReport, Received, ResultPoller, whole_result
 from facepipe.client.stack import Endpoints
 from facepipe.config import Settings
 from facepipe.errors import ConfigError, FacepipeError
@@ -173,11 +173,7 @@ class UrlResultPoller:
         """A done state's result as :class:`Received`: read from S3 when it names its copy; one
         that is not a result becomes an ``error`` result, as on the queue."""
         body = json.dumps(result, ensure_ascii=False, separators=(",", ":"))
-        parsed = parse_result(request_id, body)
-        if parsed.payload_uri and self.fetch is not None:
-            body = self.fetch(parsed.payload_uri).decode()
-            parsed = parse_result(request_id, body)
-        return Received(parsed, body)
+        return whole_result(request_id, body, self.fetch)
 
     # --- polling --------------------------------------------------------------------------------
     def poll(
