@@ -98,13 +98,16 @@ def test_concurrent_clients_read_exactly_their_own_by_request_id(
     with ThreadPoolExecutor(len(names)) as pool:
         runs = list(pool.map(lambda run: get(local, str(inputs), "--run-id", run), names))
 
+    requests = []
     for run, (code, results, err) in zip(names, runs, strict=True):
         assert code == 0, err
         ids = sorted(r["request_id"] for r in results)
         assert ids == sorted(f"{run}.f{i}" for i in range(10))  # its own, each once
         assert [r["status"] for r in results].count("ok") == 5
-        requests = int(re.search(r"; (\d+) requests to the Function URL", err)[1])  # type: ignore[index]
-        assert requests <= 12, err  # receives per result <= 1.2
+        asked = re.search(r"; (\d+) requests to the Function URL", err)
+        assert asked is not None, err
+        requests.append(int(asked[1]))
+    assert sum(requests) <= 1.2 * 40, requests  # receives per result <= 1.2
     copies = local.aws.drain(local.info()["response_queue_url"], wait_seconds=0)
     queued = sorted(m["MessageAttributes"]["request_id"]["StringValue"] for m in copies)
     assert queued == sorted(f"{run}.f{i}" for run in names for i in range(10))
