@@ -256,6 +256,15 @@ class Settings(BaseModel):
             "message gets no second result; empty: an in-memory ledger per process."
         ),
     )
+    results_by_id: bool = Field(
+        True,
+        description=(
+            "Detection: answer each request's result by request_id under the Function URL's "
+            "`/results` (read from the ledger table). The template turns it off when the URL is "
+            "public (`FunctionUrlAuthType=NONE`), where anyone could read a result whose "
+            "request_id they guess; clients then take the response queue."
+        ),
+    )
     endpoint_url: str = Field(
         "", description="AWS endpoint override (the local stack's emulator); empty for AWS."
     )
@@ -271,6 +280,15 @@ class Settings(BaseModel):
     )
     poll_timeout: float = Field(
         120.0, gt=0, description="Client: seconds to wait for results before reporting missing."
+    )
+    results_via: Literal["auto", "url", "queue"] = Field(
+        "auto",
+        description=(
+            "Client (poll, get): where results are read: `url` (by request_id from the "
+            "Function URL's `/results`: only this client's, a request per ask of up to 100), "
+            "`queue` (the shared response queue, handing others' results back), `auto` (`url` "
+            "when the stack offers it, else `queue`)."
+        ),
     )
     video_fps: float = Field(1.0, gt=0, description="Client: frames per second sampled from video.")
     video_every: int = Field(
@@ -524,6 +542,7 @@ SETTING_GROUPS: dict[str, SettingGroup] = {
             "ingest_prefix",
             "output_prefix",
             "ledger_table",
+            "results_by_id",
         ),
     ),
     "aws": SettingGroup(
@@ -532,7 +551,7 @@ SETTING_GROUPS: dict[str, SettingGroup] = {
     ),
     "client": SettingGroup(
         "commands that talk to a stack (send, poll, get, upload, album, bench e2e)",
-        ("function_url", "concurrency", "retries", "poll_timeout", "sign"),
+        ("function_url", "concurrency", "retries", "poll_timeout", "results_via", "sign"),
     ),
     "video": SettingGroup(
         "the frames taken from a video (run, send, get)", ("video_fps", "video_every")

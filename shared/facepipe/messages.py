@@ -163,6 +163,46 @@ def describe_validation(exc: ValidationError) -> str:
     return "; ".join(parts)
 
 
+# --- results by request_id (the Function URL's /results) ------------------------------------
+MAX_RESULT_IDS = 100  # request_ids per POST /results: one DynamoDB BatchGetItem
+# done: the result is in ``result``; pending: admitted, not out yet; unknown: no such request_id
+# in the ledger; on_queue: done, but only the response queue has it; deferred: done, but over
+# what one answer carries (ask again). See facepipe.stages.results.
+ResultStateName = Literal["done", "pending", "unknown", "on_queue", "deferred"]
+
+
+class ResultsRequest(BaseModel):
+    """A ``POST /results`` body: ``{"request_ids": [...]}``, 1 to :data:`MAX_RESULT_IDS` ids."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    request_ids: list[RequestId] = Field(min_length=1, max_length=MAX_RESULT_IDS)
+
+    @classmethod
+    def parse(cls, body: str | bytes) -> ResultsRequest:
+        try:
+            return cls.model_validate_json(body)
+        except ValidationError as exc:
+            raise InvalidRequest(
+                f'{describe_validation(exc)}; POST {{"request_ids": [...]}} with 1 to '
+                f"{MAX_RESULT_IDS} request_ids"
+            ) from exc
+
+
+class ResultState(BaseModel):
+    """One request_id in a ``/results`` answer: its ``state`` and, when ``done``, its
+    ``result`` as posted to the response queue (a claim-checked one names its S3 copy in
+    ``payload_uri``); ``message`` says what to do about the other states (single lookups)."""
+
+    request_id: str
+    state: ResultStateName
+    result: dict[str, Any] | None = None
+    message: str | None = None
+
+    def answer(self) -> dict[str, Any]:
+        return self.model_dump(exclude_none=True)
+
+
 # --- queue task (detection → recognition) ---------------------------------------------------
 Point = Annotated[list[float], Field(min_length=2, max_length=2)]
 

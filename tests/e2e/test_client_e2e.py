@@ -1,13 +1,15 @@
 """The client against the whole local stack, in both runtimes: real HTTP, real SQS semantics.
 
-Every sent request_id gets exactly one result; two clients polling the same response queue at
-once each get exactly their own; a video yields one result per sampled frame; a photo too large
-for the Function URL's body is sent downscaled and boxed in its own pixels.
+Every sent request_id gets exactly one result; concurrent clients each get exactly their own,
+by request_id from the Function URL (the default: the response queue is not consumed) or off
+the shared response queue; a video yields one result per sampled frame; a photo too large for
+the Function URL's body is sent downscaled and boxed in its own pixels.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -57,17 +59,59 @@ def test_frames_with_and_without_faces_several_per_post(stack: LocalStack) -> No
     assert "missing 0, duplicates 0" in err
 
 
-def test_two_concurrent_clients_each_get_exactly_their_own(stack: LocalStack) -> None:
+def test_two_concurrent_clients_on_the_queue_each_get_exactly_their_own(
+    local: LocalStack,
+) -> None:
+    """Off the response queue (emptied first: other tests' clients read by request_id and leave
+    the queue's copies), each takes its own and leaves nothing behind."""
     inputs = [str(SAMPLES / "frames"), str(SAMPLES / "astronaut.jpg"), str(SAMPLES / "rocket.jpg")]
     with ThreadPoolExecutor(2) as pool:
-        runs = list(pool.map(lambda run: get(stack, *inputs, "--run-id", run), ["ann", "bob"]))
+        runs = list(
+            pool.map(
+                lambda run: get(local, *inputs, "--run-id", run, "--results-via", "queue"),
+                ["ann", "bob"],
+            )
+        )
     for run, (code, results, err) in zip(["ann", "bob"], runs, strict=True):
         assert code == 0, err
         ids = [r["request_id"] for r in results]
         assert len(ids) == len(set(ids)) == 4
         assert all(i.startswith(f"{run}.") for i in ids)
-    info = stack.info()
-    assert stack.aws.drain(info["response_queue_url"], wait_seconds=0) == []
+        assert "receives from the queue" in err
+    info = local.info()
+    assert local.aws.drain(info["response_queue_url"], wait_seconds=0) == []
+
+
+def test_concurrent_clients_read_exactly_their_own_by_request_id(
+    local: LocalStack, tmp_path: Path
+) -> None:
+    """Four `facepipe get`s at once, ten frames each (faces and none), with the default
+    --results-via auto: each gets exactly its own results, in about a request per result or
+    fewer, and never receives from the response queue, whose copies (one per request, never
+    received) are left for its own consumers."""
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for i in range(10):
+        sample = "astronaut.jpg" if i % 2 else "rocket.jpg"
+        (inputs / f"f{i}.jpg").write_bytes((SAMPLES / sample).read_bytes())
+    names = ["c1", "c2", "c3", "c4"]
+    with ThreadPoolExecutor(len(names)) as pool:
+        runs = list(pool.map(lambda run: get(local, str(inputs), "--run-id", run), names))
+
+    requests = []
+    for run, (code, results, err) in zip(names, runs, strict=True):
+        assert code == 0, err
+        ids = sorted(r["request_id"] for r in results)
+        assert ids == sorted(f"{run}.f{i}" for i in range(10))  # its own, each once
+        assert [r["status"] for r in results].count("ok") == 5
+        asked = re.search(r"; (\d+) requests to the Function URL", err)
+        assert asked is not None, err
+        requests.append(int(asked[1]))
+    assert sum(requests) <= 1.2 * 40, requests  # receives per result <= 1.2
+    copies = local.aws.drain(local.info()["response_queue_url"], wait_seconds=0)
+    queued = sorted(m["MessageAttributes"]["request_id"]["StringValue"] for m in copies)
+    assert queued == sorted(f"{run}.f{i}" for run in names for i in range(10))
+    assert {m["Attributes"]["ApproximateReceiveCount"] for m in copies} == {"1"}  # the drain's
 
 
 def _video(path: Path, frames: int = 20, fps: float = 10.0) -> None:

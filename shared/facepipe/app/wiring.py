@@ -21,7 +21,14 @@ from facepipe.errors import ConfigError, GalleryError
 from facepipe.runtime import configure_threads
 from facepipe.stages.batch import QueueStage
 from facepipe.stages.detect import Detection, DetectionService
-from facepipe.stages.ledger import MemoryLedger, OncePerRequest, ResultLedger, ResultSink
+from facepipe.stages.ledger import (
+    MAX_KEPT_RESULT_BYTES,
+    MemoryLedger,
+    OncePerRequest,
+    ResultLedger,
+    ResultSink,
+)
+from facepipe.stages.results import ResultReader
 from facepipe.vision.detector import FaceCropper, FaceDetector, FacenetCropper
 
 if TYPE_CHECKING:
@@ -133,12 +140,12 @@ def make_ledger(settings: Settings) -> ResultLedger:
 def result_sink(
     settings: Settings, sqs: object, payloads: S3PayloadStore, ledger: ResultLedger
 ) -> OncePerRequest:
-    """The response queue behind the ledger: one final result per request_id; a result too
-    large for the queue is claim-checked in ``payloads``, and S3-ingress results are also
-    written to their ``output_key`` in the same bucket."""
-    sink: ResultSink = SqsResultSink(
-        sqs, settings.response_queue_url, payloads, settings.max_message_bytes
-    )
+    """The response queue behind the ledger: one final result per request_id, kept in the
+    ledger as posted; a result too large for the queue or for a ledger item is claim-checked in
+    ``payloads``, and S3-ingress results are also written to their ``output_key`` in the same
+    bucket."""
+    limit = min(settings.max_message_bytes, MAX_KEPT_RESULT_BYTES)
+    sink: ResultSink = SqsResultSink(sqs, settings.response_queue_url, payloads, limit)
     sink = S3ResultCopies(sink, payloads.s3, settings.bucket, settings.output_prefix)
     return OncePerRequest(sink, ledger)
 
@@ -158,6 +165,14 @@ def detection_service(settings: Settings) -> DetectionService:
         settings.max_message_bytes,
     )
     return DetectionService(Detection(settings, make_detector(settings)), dispatcher, ledger)
+
+
+def result_reader(settings: Settings, detection: DetectionService) -> ResultReader | None:
+    """What the Function URL's ``/results`` reads results by request_id from: the detection
+    service's ledger, unless ``FACEPIPE_RESULTS_BY_ID`` is off (a public URL)."""
+    if not settings.results_by_id or detection.ledger is None:
+        return None
+    return ResultReader(detection.ledger)
 
 
 def ingest_service(settings: Settings) -> IngestService:

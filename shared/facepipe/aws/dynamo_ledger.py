@@ -17,16 +17,30 @@ from facepipe.stages.ledger import (
     Claim,
     Entry,
     admission_of,
+    keepable,
 )
 
 _BATCH_GET_MAX = 100  # DynamoDB BatchGetItem keys per call
+# What the state machine reads: everything but the kept result, which only lookup() needs (a
+# result may be hundreds of KB: not sent back for nothing, although reads bill the whole item).
+# Every name aliased: DynamoDB reserves many words (state, owner, status...).
+_STATE_ATTRIBUTES = {
+    "#k": "request_id",
+    "#s": "state",
+    "#f": "frame",
+    "#o": "owner",
+    "#l": "lease_until",
+    "#e": "expires_at",
+}
 
 
 class DynamoLedger:
     """The ledger in a DynamoDB table keyed by ``request_id`` (string), with TTL on
     ``expires_at`` (epoch seconds). Items: ``state`` (``admitted`` | ``claimed`` | ``done``),
     ``frame`` (the admitted frame's digest), ``owner`` and ``lease_until`` (a claim's),
-    ``status`` of the posted result, ``expires_at`` (retention end). Expired items count as
+    ``status`` of the posted result, ``result`` (its JSON as posted, when it fits
+    :data:`~facepipe.stages.ledger.MAX_KEPT_RESULT_BYTES`), ``expires_at`` (retention end).
+    Expired items count as
     absent even before DynamoDB's TTL sweep removes them. Every transition is one conditional
     write; a failed condition returns the item as it is (``ReturnValuesOnConditionCheckFailure``),
     so no second read is needed."""
@@ -54,9 +68,12 @@ class DynamoLedger:
             frame=item["frame"]["S"] if "frame" in item else None,
             owner=item["owner"]["S"] if "owner" in item else None,
             until=float(item["lease_until"]["N"]) if "lease_until" in item else 0.0,
+            result=item["result"]["S"] if "result" in item else None,
         )
 
-    def _entries(self, request_ids: Iterable[str]) -> dict[str, Entry]:
+    def _entries(self, request_ids: Iterable[str], *, results: bool = False) -> dict[str, Entry]:
+        """The live entries of ``request_ids`` (consistent reads), with the kept results only
+        when ``results``."""
         ids = list(dict.fromkeys(request_ids))
         now = self.clock()
         found: dict[str, Entry] = {}
@@ -64,7 +81,11 @@ class DynamoLedger:
             keys: list[dict[str, Any]] = [
                 {"request_id": {"S": r}} for r in ids[start : start + _BATCH_GET_MAX]
             ]
-            request: dict[str, Any] = {self.table: {"Keys": keys, "ConsistentRead": True}}
+            read: dict[str, Any] = {"Keys": keys, "ConsistentRead": True}
+            if not results:
+                read["ProjectionExpression"] = ", ".join(_STATE_ATTRIBUTES)
+                read["ExpressionAttributeNames"] = _STATE_ATTRIBUTES
+            request: dict[str, Any] = {self.table: read}
             while request:
                 answer = self.dynamodb.batch_get_item(RequestItems=request)
                 for item in answer.get("Responses", {}).get(self.table, []):
@@ -80,6 +101,9 @@ class DynamoLedger:
     def check(self, frames: Mapping[str, str]) -> dict[str, Admission]:
         entries = self._entries(frames)
         return {r: admission_of(entries.get(r), d) for r, d in frames.items()}
+
+    def lookup(self, request_ids: Iterable[str]) -> dict[str, Entry]:
+        return self._entries(request_ids, results=True)
 
     # --- transitions --------------------------------------------------------------------------
     def _write(self, method: str, now: float, **kwargs: Any) -> Entry | bool | None:
@@ -130,11 +154,12 @@ class DynamoLedger:
             "update_item",
             now,
             Key=self._key(request_id),
+            # REMOVE: the result of an expired item under the same request_id is not this one's
             UpdateExpression="SET #s = :claimed, #o = :owner, lease_until = :until, "
-            "expires_at = :expires",
+            "expires_at = :expires REMOVE #r",
             ConditionExpression="attribute_not_exists(request_id) OR expires_at <= :now "
             "OR #s = :admitted OR (#s = :claimed AND lease_until <= :now)",
-            ExpressionAttributeNames={"#s": "state", "#o": "owner"},
+            ExpressionAttributeNames={"#s": "state", "#o": "owner", "#r": "result"},
             ExpressionAttributeValues={
                 ":claimed": {"S": CLAIMED},
                 ":admitted": {"S": ADMITTED},
@@ -149,22 +174,34 @@ class DynamoLedger:
         # None: the item expired or was released between the condition and the read: retry.
         return Claim.DONE if isinstance(answer, Entry) and answer.state == DONE else Claim.BUSY
 
-    def complete(self, request_id: str, owner: str, status: str) -> bool:
+    def complete(self, request_id: str, owner: str, status: str, result: str | None = None) -> bool:
+        values: dict[str, Any] = {
+            ":done": {"S": DONE},
+            ":claimed": {"S": CLAIMED},
+            ":status": {"S": status},
+            ":owner": {"S": owner},
+            ":expires": {"N": str(int(self.clock() + self.retention_s))},
+        }
+        assign = "SET #s = :done, #st = :status, expires_at = :expires"
+        kept = keepable(result)
+        if kept is None:  # any older result goes too (an expired item's, under the same id)
+            expression = f"{assign} REMOVE #o, lease_until, #r"
+        else:
+            expression = f"{assign}, #r = :result REMOVE #o, lease_until"
+            values[":result"] = {"S": kept}
         answer = self._write(
             "update_item",
             self.clock(),
             Key=self._key(request_id),
-            UpdateExpression="SET #s = :done, #st = :status, expires_at = :expires "
-            "REMOVE #o, lease_until",
+            UpdateExpression=expression,
             ConditionExpression="#s = :claimed AND #o = :owner",
-            ExpressionAttributeNames={"#s": "state", "#st": "status", "#o": "owner"},
-            ExpressionAttributeValues={
-                ":done": {"S": DONE},
-                ":claimed": {"S": CLAIMED},
-                ":status": {"S": status},
-                ":owner": {"S": owner},
-                ":expires": {"N": str(int(self.clock() + self.retention_s))},
+            ExpressionAttributeNames={
+                "#s": "state",
+                "#st": "status",
+                "#o": "owner",
+                "#r": "result",
             },
+            ExpressionAttributeValues=values,
         )
         return answer is True
 

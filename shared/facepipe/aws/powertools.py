@@ -15,7 +15,7 @@ from typing import Any, TypeVar, get_args
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 
-from facepipe.messages import Result
+from facepipe.messages import Result, ResultState
 from facepipe.stages.batch import (
     Batch,
     BatchService,
@@ -88,6 +88,20 @@ def record_detection(report: DetectionReport, elapsed_ms: float) -> None:
             "faces": report.faces,
             "elapsed_ms": elapsed_ms,
         },
+    )
+
+
+def record_results_read(states: Sequence[ResultState]) -> None:
+    """Metrics and one log line for a lookup of results by request_id (``/results``)."""
+    done = sum(1 for s in states if s.state == "done")
+    metrics.add_metric(name="ResultsAskedFor", unit=MetricUnit.Count, value=len(states))
+    metrics.add_metric(name="ResultsRead", unit=MetricUnit.Count, value=done)
+    counts: dict[str, int] = {}
+    for state in states:
+        counts[state.state] = counts.get(state.state, 0) + 1
+    logger.info(
+        "results read",
+        extra={"request_ids": [s.request_id for s in states], "states": counts},
     )
 
 

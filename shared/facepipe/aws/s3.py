@@ -253,7 +253,7 @@ class S3ResultCopies:
         self.bucket = bucket
         self.output_prefix = output_prefix
 
-    def send_result(self, result: Any) -> bool | None:
+    def send_result(self, result: Any) -> Any:
         key = result.output_key
         if key and key.startswith(self.output_prefix) and key.endswith(".json"):
             self.s3.put_object(
@@ -266,5 +266,4 @@ class S3ResultCopies:
             _log.warning(
                 "output_key %s is not under %s: result not written", key, self.output_prefix
             )
-        answer: bool | None = self.sink.send_result(result)
-        return answer
+        return self.sink.send_result(result)  # the sink's answer (see ResultSink)

@@ -60,15 +60,18 @@ class SqsResultSink:
         self.max_message_bytes = max_message_bytes
         self.claim_checked = 0
 
-    def send_result(self, result: Result) -> None:
-        body = result.to_json()
+    def send_result(self, result: Result) -> Result:
+        """Post ``result``; returns it as posted (the claim-checked form when too large)."""
+        posted, body = result, result.to_json()
         if not fits(body, self.max_message_bytes):
-            body = self._claim_check(result, body).to_json()
+            posted = self._claim_check(result, body)
+            body = posted.to_json()
         self.sqs.send_message(
             QueueUrl=self.queue_url,
             MessageBody=body,
             MessageAttributes=_attributes(result.request_id),
         )
+        return posted
 
     def _claim_check(self, result: Result, body: str) -> Result:
         if self.payloads is None:

@@ -1,6 +1,8 @@
 """End-to-end benchmark: N requests through a stack (the local one by default), measured from the
-client: latency from the POST to the result on the response queue, throughput, per-stage time from
-the results' own timings, and lost requests (which must be 0)."""
+client: latency from the POST to the result (by request_id from the Function URL, or off the
+response queue), throughput, per-stage time from the results' own timings, lost requests (which
+must be 0) and, with several concurrent clients, results taken by the wrong client (0 too) and
+the receives each result took."""
 
 from __future__ import annotations
 
@@ -17,9 +19,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from facepipe.client.http import RetryPolicy, Sender
-from facepipe.client.results import Received, ResultPoller
+from facepipe.client.results import PollReport, Received
 from facepipe.client.sources import Frame, new_run_id
 from facepipe.client.stack import Endpoints
+from facepipe.client.url_results import result_poller
 from facepipe.config import Settings
 
 if TYPE_CHECKING:
@@ -85,69 +88,46 @@ def run_e2e(
     timeout: float,
     retries: int = 5,
     sign: Any = "auto",
+    clients: int = 1,
+    results_via: Any = "auto",
 ) -> dict[str, Any]:
-    """Send ``n`` requests (the images, cycled) and wait for every result."""
-    run = new_run_id()
+    """Send ``n`` requests (the images, cycled) from each of ``clients`` concurrent clients and
+    wait for every result. Each client polls for its own request_ids only, through the poller
+    ``results_via`` picks (:func:`~facepipe.client.url_results.result_poller`), while it sends;
+    ``wrong_client`` counts results a client got for another's ids (it must be 0), and
+    ``receives_per_result`` what getting them took (response-queue receives, or requests to the
+    Function URL's ``/results``)."""
+    settings = Settings.from_env(
+        {}, retries=retries, sign=sign, region=endpoints.region, results_via=results_via
+    )
     payloads = [(p.name, p.read_bytes()) for p in images]
-    frames = [
-        Frame(f"bench.{run}.{i:05d}", name, data, source=name)
-        for i, (name, data) in zip(range(n), itertools.cycle(payloads), strict=False)
-    ]
-    traces = {f.request_id: Trace(f.request_id) for f in frames}
-    poller = ResultPoller(
-        endpoints.sqs(), endpoints.response_queue_url, fetch=endpoints.fetch_result
-    )
-
-    def on_result(received: Received) -> None:
-        trace = traces[received.result.request_id]
-        trace.received = time.perf_counter()
-        trace.timings = dict(received.result.timings_ms)
-        trace.status = received.result.status
-
-    reports: list[Any] = []
-    poll_thread = threading.Thread(
-        target=lambda: reports.append(
-            poller.poll(list(traces), timeout=timeout, on_result=on_result)
-        ),
-        daemon=True,
-    )
-    sender = Sender(
-        endpoints.function_url,
-        concurrency=concurrency,
-        retry=RetryPolicy(retries=retries),
-        sign=sign,
-        region=endpoints.region,
-    )
-
-    def post(frame: Frame) -> None:
-        trace = traces[frame.request_id]
-        trace.posted = time.perf_counter()
-        outcome = sender.post([frame])[0]
-        trace.answered = time.perf_counter()
-        trace.accepted = outcome.accepted
-
+    runs = [_Client(endpoints, settings, payloads, n, concurrency) for _ in range(clients)]
     start = time.perf_counter()
-    poll_thread.start()
-    with sender, ThreadPoolExecutor(concurrency) as pool:
-        list(pool.map(post, frames))
-    poll_thread.join(timeout + 30)
-    done = [t for t in traces.values() if t.received is not None]
+    with ThreadPoolExecutor(clients, thread_name_prefix="bench-client") as pool:
+        reports = list(pool.map(lambda run: run.go(timeout), runs))
+    traces = [t for run in runs for t in run.traces.values()]
+    done = [t for t in traces if t.received is not None]
     end = max((t.received for t in done if t.received), default=time.perf_counter())
-    report = reports[0] if reports else None
     stage = {
         name: percentiles([sum(t.timings.get(k, 0.0) for k in keys) for t in done if t.timings])
         for name, keys in STAGES.items()
     }
+    receives = sum(r.receives for r in reports if r is not None)
     return {
-        "requests": n,
+        "requests": n * clients,
+        "clients": clients,
         "concurrency": concurrency,
-        "accepted": sum(t.accepted for t in traces.values()),
+        "accepted": sum(t.accepted for t in traces),
         "results": len(done),
-        "lost": n - len(done),
-        "duplicates": report.duplicates if report else 0,
+        "lost": n * clients - len(done),
+        "duplicates": sum(r.duplicates for r in reports if r is not None),
+        "wrong_client": sum(run.wrong for run in runs),
+        "results_via": next((r.via for r in reports if r is not None), ""),
+        "receives": receives,
+        "receives_per_result": round(receives / max(len(done), 1), 3),
         "statuses": {s: sum(t.status == s for t in done) for s in ("ok", "no_face", "error")},
         "e2e_ms": percentiles([(t.received - t.posted) * 1000 for t in done if t.received]),
-        "http_ms": percentiles([(t.answered - t.posted) * 1000 for t in traces.values()]),
+        "http_ms": percentiles([(t.answered - t.posted) * 1000 for t in traces]),
         "stage_ms": stage,
         "wall_s": round(end - start, 3),
         "throughput_rps": round(len(done) / max(end - start, 1e-9), 3),
@@ -155,11 +135,76 @@ def run_e2e(
     }
 
 
+class _Client:
+    """One client of :func:`run_e2e`: its own run id, sender and poller."""
+
+    def __init__(
+        self,
+        endpoints: Endpoints,
+        settings: Settings,
+        payloads: Sequence[tuple[str, bytes]],
+        n: int,
+        concurrency: int,
+    ) -> None:
+        run = new_run_id()
+        self.frames = [
+            Frame(f"bench.{run}.{i:05d}", name, data, source=name)
+            for i, (name, data) in zip(range(n), itertools.cycle(payloads), strict=False)
+        ]
+        self.traces = {f.request_id: Trace(f.request_id) for f in self.frames}
+        self.wrong = 0
+        self.poller = result_poller(endpoints, settings)
+        self.sender = Sender(
+            endpoints.function_url,
+            concurrency=concurrency,
+            retry=RetryPolicy(retries=settings.retries),
+            sign=settings.sign,
+            region=endpoints.region,
+        )
+        self.concurrency = concurrency
+
+    def on_result(self, received: Received) -> None:
+        trace = self.traces.get(received.result.request_id)
+        if trace is None:  # another client's result: must never happen
+            self.wrong += 1
+            return
+        trace.received = time.perf_counter()
+        trace.timings = dict(received.result.timings_ms)
+        trace.status = received.result.status
+
+    def post(self, frame: Frame) -> None:
+        trace = self.traces[frame.request_id]
+        trace.posted = time.perf_counter()
+        outcome = self.sender.post([frame])[0]
+        trace.answered = time.perf_counter()
+        trace.accepted = outcome.accepted
+
+    def go(self, timeout: float) -> PollReport | None:
+        """Send every frame while polling for their results → the poll's report."""
+        reports: list[PollReport] = []
+        poll_thread = threading.Thread(
+            target=lambda: reports.append(
+                self.poller.poll(list(self.traces), timeout=timeout, on_result=self.on_result)
+            ),
+            daemon=True,
+        )
+        poll_thread.start()
+        with self.sender, ThreadPoolExecutor(self.concurrency) as pool:
+            list(pool.map(self.post, self.frames))
+        poll_thread.join(timeout + 30)
+        if reports:
+            self.wrong += sum(1 for r in reports[0].results if r not in self.traces)
+        return reports[0] if reports else None
+
+
 def table(summary: dict[str, Any]) -> str:
     lines = [
-        f"end-to-end: {summary['requests']} requests, concurrency {summary['concurrency']}: "
-        f"{summary['results']} results, lost {summary['lost']}, "
+        f"end-to-end: {summary['requests']} requests from {summary.get('clients', 1)} clients, "
+        f"concurrency {summary['concurrency']} each: {summary['results']} results, lost "
+        f"{summary['lost']}, wrong client {summary.get('wrong_client', 0)}, "
         f"{summary['throughput_rps']} requests/s over {summary['wall_s']} s",
+        f"results via {summary.get('results_via') or '?'}: {summary.get('receives', 0)} "
+        f"receives, {summary.get('receives_per_result', 0)} per result",
         f"{'measure':<22}{'p50':>10}{'p95':>10}{'p99':>10}{'mean':>10}   (ms)",
     ]
     rows = [("end to end", summary["e2e_ms"]), ("HTTP answer", summary["http_ms"])]

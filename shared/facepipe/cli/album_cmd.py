@@ -92,8 +92,8 @@ def through_stack(
     """Send each ``(photo id, bytes)`` with ``album`` to the stack and wait for the results →
     (``(photo id, result)`` in send order, ``(photo id, why)`` for those that got none)."""
     from facepipe.client.http import Sender
-    from facepipe.client.results import ResultPoller
     from facepipe.client.sources import Frame, RequestIds, new_run_id
+    from facepipe.client.url_results import result_poller
 
     ids = RequestIds(new_run_id())
     sent: list[tuple[str, str]] = []  # (request_id, photo id), in send order
@@ -113,10 +113,7 @@ def through_stack(
             else:
                 failed.append((outcome.frame.filename, f"rejected: {outcome.reason()}"))
     wanted = [request_id for request_id, _ in sent if request_id in accepted]
-    poller = ResultPoller(
-        endpoints.sqs(), endpoints.response_queue_url, fetch=endpoints.fetch_result
-    )
-    report = poller.poll(wanted, timeout=settings.poll_timeout)
+    report = result_poller(endpoints, settings).poll(wanted, timeout=settings.poll_timeout)
     done: list[tuple[str, Result]] = []
     for request_id, photo in sent:
         if request_id in report.results:

@@ -27,7 +27,14 @@ def register(sub: Any) -> None:
         "latency p50/p95/p99, throughput, per-stage time and lost requests. Starts the local "
         "stack unless --function-url/--local-info/--stack-name name another.",
     )
-    e2e.add_argument("-n", type=int, default=100, help="requests to send (default 100)")
+    e2e.add_argument("-n", type=int, default=100, help="requests each client sends (default 100)")
+    e2e.add_argument(
+        "--clients",
+        type=int,
+        default=1,
+        metavar="K",
+        help="concurrent clients, each polling for its own results only (default 1)",
+    )
     e2e.add_argument(
         "--images", nargs="+", type=Path, default=None, help="frames to cycle (default samples)"
     )
@@ -160,6 +167,8 @@ def run_e2e_command(args: argparse.Namespace) -> int:
             timeout=settings.poll_timeout,
             retries=settings.retries,
             sign=settings.sign,
+            clients=args.clients,
+            results_via=settings.results_via,
         )
         if local is not None:  # per stage under the RIE (--runtime rie), else the one process
             summary["peak_memory_mb"] = local.peak_memory_mb()
@@ -170,7 +179,7 @@ def run_e2e_command(args: argparse.Namespace) -> int:
     if args.json_out:
         args.json_out.parent.mkdir(parents=True, exist_ok=True)
         args.json_out.write_text(text + "\n")
-    return 0 if summary["lost"] == 0 else 1
+    return 0 if summary["lost"] == 0 and summary["wrong_client"] == 0 else 1
 
 
 def run_perf_command(args: argparse.Namespace) -> int:

@@ -49,9 +49,11 @@ def register(sub: Any) -> None:
 
     poll = sub.add_parser(
         "poll",
-        help="wait for the results of request ids on the response queue",
-        description="Takes the results of the given request ids off the response queue (others' "
-        "results are left for them) and prints them as JSON lines.",
+        help="wait for the results of request ids",
+        description="Reads the results of the given request ids by request_id from the "
+        "Function URL (--results-via url), or takes them off the response queue, leaving "
+        "others' results for them (--results-via queue); `auto` (the default) takes the URL "
+        "when the stack offers it. Prints them as JSON lines.",
         epilog=EPILOG,
     )
     poll.add_argument(
@@ -205,14 +207,15 @@ def _send(
 
 def _poll(
     args: argparse.Namespace,
+    settings: Settings,
     endpoints: Endpoints,
-    timeout: float,
     origins: Origins,
     console: Console,
 ) -> int:
-    """Poll for the ids of ``origins`` and print their results → the number missing."""
+    """Poll for the ids of ``origins`` and print their results → the number missing (from the
+    Function URL or the response queue, as ``settings.results_via`` says)."""
     from facepipe.client.output import ResultWriter
-    from facepipe.client.results import ResultPoller
+    from facepipe.client.url_results import result_poller
 
     order = [request_id for request_id, _ in origins]
     readable = not args.json and console.stdout.isatty()
@@ -224,9 +227,8 @@ def _poll(
         annotate=args.annotate,
         origins={request_id: origin for request_id, origin in origins if origin is not None},
     )
-    poller = ResultPoller(
-        endpoints.sqs(), endpoints.response_queue_url, fetch=endpoints.fetch_result
-    )
+    timeout = settings.poll_timeout
+    poller = result_poller(endpoints, settings)
     with console.progress("result", total=len(order)) as bar:
 
         def on_result(received: Received) -> None:
@@ -257,15 +259,17 @@ def send_command(args: argparse.Namespace) -> int:
 
 def get_command(args: argparse.Namespace) -> int:
     console = Console(args.quiet)
-    settings, endpoints = _settings_and_endpoints(args, "function_url", "response_queue_url")
+    settings, endpoints = _settings_and_endpoints(args, "function_url")
     origins, rejected = _send(args, settings, endpoints, console, echo=False)
-    missing = _poll(args, endpoints, settings.poll_timeout, origins, console) if origins else 0
+    missing = _poll(args, settings, endpoints, origins, console) if origins else 0
     return 1 if rejected or missing else 0
 
 
 def poll_command(args: argparse.Namespace) -> int:
     console = Console(args.quiet)
-    settings, endpoints = _settings_and_endpoints(args, "response_queue_url")
+    settings, endpoints = _settings_and_endpoints(args)
+    if not (endpoints.function_url or endpoints.response_queue_url):
+        endpoints.require("response_queue_url")
     if args.ids == "-":
         origins = read_ids(sys.stdin)
     else:
@@ -276,7 +280,7 @@ def poll_command(args: argparse.Namespace) -> int:
             raise ConfigError(f"--ids {args.ids}: {exc.strerror or exc}") from exc
     if not origins:
         raise ConfigError(f"--ids {args.ids}: no request ids in it")
-    return 1 if _poll(args, endpoints, settings.poll_timeout, origins, console) else 0
+    return 1 if _poll(args, settings, endpoints, origins, console) else 0
 
 
 def read_ids(lines: Iterable[str]) -> Origins:

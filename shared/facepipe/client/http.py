@@ -101,11 +101,13 @@ class SigV4Signer:
         self.region = region
         self._auth = SigV4Auth(credentials, "lambda", region)
 
-    def headers(self, url: str, body: bytes, headers: dict[str, str]) -> dict[str, str]:
+    def headers(
+        self, url: str, body: bytes, headers: dict[str, str], method: str = "POST"
+    ) -> dict[str, str]:
         """``headers`` plus ``Authorization``, ``X-Amz-Date`` (and a session token's header)."""
         from botocore.awsrequest import AWSRequest
 
-        request = AWSRequest(method="POST", url=url, data=body, headers=headers)
+        request = AWSRequest(method=method, url=url, data=body, headers=headers)
         self._auth.add_auth(request)
         return dict(request.headers.items())
 
@@ -201,6 +203,53 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     except (TypeError, ValueError):
         return None
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+@dataclass(frozen=True)
+class Sent:
+    """How a request with retries ended: its last ``response`` (None when the last attempt got
+    none), the last attempt's connection ``error`` (else None), and the ``attempts`` made."""
+
+    response: requests.Response | None
+    error: Exception | None
+    attempts: int
+
+
+def send_with_retries(
+    session: requests.Session,
+    prepare: Callable[[], requests.PreparedRequest],
+    *,
+    url: str,
+    retry: RetryPolicy,
+    timeout: tuple[float, float],
+    sleep: Callable[[float], None] = time.sleep,
+    on_retry: Callable[[], None] | None = None,
+) -> Sent:
+    """Send ``prepare()`` (made again for each attempt: a signature is dated) until it gets an
+    answer that is not 429 or 5xx, or ``retry`` says to stop; connection errors and timeouts are
+    retried too, waiting as ``retry`` (or ``Retry-After``) says. A connection refused by a
+    loopback ``url`` is :class:`NoStack` at once: nothing listens there."""
+    attempt = 0
+    while True:
+        attempt += 1
+        retry_after: float | None = None
+        response: requests.Response | None = None
+        error: Exception | None = None
+        try:
+            response = session.send(prepare(), timeout=timeout)
+        except (requests.ConnectionError, requests.Timeout) as exc:
+            if refused(exc) and is_loopback(url):
+                raise NoStack(url) from exc
+            error = exc
+        else:
+            if response.status_code not in RETRYABLE_STATUS:
+                return Sent(response, None, attempt)
+            retry_after = parse_retry_after(response.headers.get("Retry-After"))
+        if attempt > retry.retries:
+            return Sent(response, error, attempt)
+        if on_retry is not None:
+            on_retry()
+        sleep(retry.delay(attempt - 1, retry_after))
 
 
 # --- outcomes ---------------------------------------------------------------------------------
@@ -449,29 +498,27 @@ class Sender:
         return [dataclasses.replace(outcomes[f.request_id], frame=f) for f in frames]
 
     def _post(self, frames: Sequence[Frame], sizes: Mapping[str, Size]) -> list[Outcome]:
-        attempt = 0
-        while True:
-            attempt += 1
-            retry_after: float | None = None
-            try:
-                response = self.session.send(self.prepare(frames, sizes), timeout=self.timeout)
-            except (requests.ConnectionError, requests.Timeout) as exc:
-                if refused(exc) and is_loopback(self.function_url):
-                    raise NoStack(self.function_url) from exc
-                final = _rejected(frames, None, "connection_error", _exception_text(exc), attempt)
-            else:
-                if response.ok:
-                    return _accepted(frames, response, attempt)
-                error, message = _error_of(response)
-                final = _rejected(frames, response.status_code, error, message, attempt)
-                if response.status_code not in RETRYABLE_STATUS:
-                    return final
-                retry_after = parse_retry_after(response.headers.get("Retry-After"))
-            if attempt > self.retry.retries:
-                return final
-            with self._lock:
-                self.summary.retried += 1
-            self.sleep(self.retry.delay(attempt - 1, retry_after))
+        sent = send_with_retries(
+            self.session,
+            lambda: self.prepare(frames, sizes),
+            url=self.function_url,
+            retry=self.retry,
+            timeout=self.timeout,
+            sleep=self.sleep,
+            on_retry=self._retried,
+        )
+        response = sent.response
+        if response is None:
+            text = exception_text(sent.error or Exception("no answer"))
+            return _rejected(frames, None, "connection_error", text, sent.attempts)
+        if response.ok:
+            return _accepted(frames, response, sent.attempts)
+        error, message = error_of(response)
+        return _rejected(frames, response.status_code, error, message, sent.attempts)
+
+    def _retried(self) -> None:
+        with self._lock:
+            self.summary.retried += 1
 
     # --- many --------------------------------------------------------------------------------
     def _batches(self, frames: Iterable[Frame]) -> Iterator[list[Frame]]:
@@ -514,12 +561,12 @@ class Sender:
                     future.cancel()
 
 
-def _exception_text(exc: Exception) -> str:
+def exception_text(exc: BaseException) -> str:
     text = str(exc)
     return text if len(text) <= 300 else text[:297] + "..."
 
 
-def _error_of(response: requests.Response) -> tuple[str, str]:
+def error_of(response: requests.Response) -> tuple[str, str]:
     """The server's ``error`` and ``message`` (or the start of a non-JSON body)."""
     try:
         body = response.json()

@@ -58,12 +58,16 @@ class Received:
 @dataclass
 class PollReport:
     """What a poll got: ``results`` by request_id in arrival order, the ``missing`` ids (in the
-    order they were asked for), ``duplicates`` deleted, and others' messages ``released``."""
+    order they were asked for), ``duplicates`` deleted, others' messages ``released``, and the
+    ``receives`` it took ``via`` the response ``queue`` (``ReceiveMessage`` calls) or the
+    Function ``url`` (``/results`` requests, :mod:`facepipe.client.url_results`)."""
 
     results: dict[str, Received] = field(default_factory=dict)
     missing: list[str] = field(default_factory=list)
     duplicates: int = 0
     released: int = 0
+    receives: int = 0
+    via: str = "queue"
 
     def counts(self) -> dict[str, int]:
         counts = {"ok": 0, "no_face": 0, "error": 0}
@@ -76,7 +80,8 @@ class PollReport:
         return (
             f"results {len(self.results)} (ok {counts['ok']}, no_face {counts['no_face']}, "
             f"error {counts['error']}), missing {len(self.missing)}, "
-            f"duplicates {self.duplicates}"
+            f"duplicates {self.duplicates}; {self.receives} "
+            + ("requests to the Function URL" if self.via == "url" else "receives from the queue")
         )
 
 
@@ -109,6 +114,18 @@ def message_request_id(message: dict[str, Any]) -> str | None:
         return None
     value = body.get("request_id") if isinstance(body, dict) else None
     return value if isinstance(value, str) and value else None
+
+
+def whole_result(
+    request_id: str, body: str, fetch: Callable[[str], bytes] | None = None
+) -> Received:
+    """The result a body holds (:func:`parse_result`); one that names its whole copy in S3
+    (``payload_uri``: too large for the queue) is read back with ``fetch``, when given."""
+    result = parse_result(request_id, body)
+    if result.payload_uri and fetch is not None:
+        body = fetch(result.payload_uri).decode()
+        result = parse_result(request_id, body)
+    return Received(result, body)
 
 
 def parse_result(request_id: str, body: str) -> Result:
@@ -154,14 +171,6 @@ class ResultPoller:
         self.sleep = sleep
         self.max_wait = longest_wait(sqs)
 
-    def _whole(self, request_id: str, body: str) -> Received:
-        """The result of a message: read from S3 when the message names its object."""
-        result = parse_result(request_id, body)
-        if result.payload_uri and self.fetch is not None:
-            body = self.fetch(result.payload_uri).decode()
-            result = parse_result(request_id, body)
-        return Received(result, body)
-
     def poll(
         self,
         wanted: Iterable[str],
@@ -186,13 +195,13 @@ class ResultPoller:
             last = remaining < 1  # under a second left: wait it out, then one last short receive
             if last:
                 self.sleep(remaining)
-            messages = self._receive(wait)
+            messages = self._receive(wait, report)
             mine, others = [], []
             for message in messages:
                 request_id = message_request_id(message)
                 if request_id in waiting:
                     try:
-                        received = self._whole(request_id, message["Body"])
+                        received = whole_result(request_id, message["Body"], self.fetch)
                     except Exception as exc:  # its object could not be read: the message again
                         logger.warning("cannot read result %s from S3: %s", request_id, exc)
                         others.append(message)
@@ -221,11 +230,12 @@ class ResultPoller:
         report.missing = [request_id for request_id in order if request_id in waiting]
         return report
 
-    def _receive(self, wait: int) -> list[dict[str, Any]]:
+    def _receive(self, wait: int, report: PollReport) -> list[dict[str, Any]]:
         """One receive, tried again after a short pause while it fails with a transient error
         (at most :data:`RECEIVE_TRIES` times in a row); otherwise :class:`ReceiveFailed`."""
         failures = 0
         while True:
+            report.receives += 1
             try:
                 answer = self.sqs.receive_message(
                     QueueUrl=self.queue_url,

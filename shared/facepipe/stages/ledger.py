@@ -16,10 +16,16 @@ Every request_id has one ledger item with a small state machine::
    already out (their records count as done and are deleted).
 3. **Every post** goes through :class:`OncePerRequest`: ``claim`` the request_id with an owner
    token and a lease, send, then ``complete`` it (kept ``retention_s``, longer than any message
-   can live in the queues and their dead-letter queue). ``complete`` and ``release`` only act on
+   can live in the queues and their dead-letter queue), keeping the result as posted (see 4.).
+   ``complete`` and ``release`` only act on
    the caller's own claim: a send that outlived its lease cannot release or complete the claim
    another worker took over since. A claim held by another worker makes the record fail and
    come back later, when the ledger says it is finished; a send that fails releases the claim.
+4. **Results by request_id** (:mod:`facepipe.stages.results`, the Function URL's ``/results``):
+   ``complete`` keeps the final result's JSON as it was posted (a claim-checked result's short
+   form, which names its S3 copy) in the item, up to :data:`MAX_KEPT_RESULT_BYTES`, and
+   :meth:`ResultLedger.lookup` reads it back, so a client gets its own results without sifting
+   the shared response queue. The result is still posted to the queue as well.
 
 The one window left is a worker dying between its send and ``complete`` (one DynamoDB write):
 the lease runs out and the redelivered message posts the same result again, which the client
@@ -52,6 +58,10 @@ DEFAULT_LEASE_S = 260.0  # three calls' worst case (aws.clients.worst_case_call_
 DEFAULT_RETENTION_S = 19 * DAY_S
 
 ADMITTED, CLAIMED, DONE = "admitted", "claimed", "done"
+# The most UTF-8 bytes of a result's JSON a ledger item keeps: DynamoDB's items hold 400 KB,
+# attribute names and the other attributes included. The response queue's sink claim-checks
+# anything larger (facepipe.app.wiring.result_sink), so every posted result fits.
+MAX_KEPT_RESULT_BYTES = 350_000
 
 
 class Claim(enum.Enum):
@@ -82,12 +92,22 @@ def new_owner() -> str:
 @dataclass(frozen=True)
 class Entry:
     """A ledger item as read: ``frame`` is the admitted frame's digest (``None`` for a task
-    that was never admitted, as S3-ingress tasks), ``until`` the lease end of a claim."""
+    that was never admitted, as S3-ingress tasks), ``until`` the lease end of a claim,
+    ``result`` a done item's result JSON as posted (``None`` when it was not kept: completed
+    before results were kept, or read without it)."""
 
     state: str
     frame: str | None = None
     owner: str | None = None
     until: float = 0.0
+    result: str | None = None
+
+
+def keepable(result: str | None) -> str | None:
+    """``result`` when a ledger item can keep it (at most :data:`MAX_KEPT_RESULT_BYTES`)."""
+    if result is None or len(result.encode()) > MAX_KEPT_RESULT_BYTES:
+        return None
+    return result
 
 
 def admission_of(entry: Entry | None, digest: str) -> Admission:
@@ -118,12 +138,18 @@ class ResultLedger(Protocol):
 
     def claim(self, request_id: str, owner: str) -> Claim: ...
 
-    def complete(self, request_id: str, owner: str, status: str) -> bool:
-        """Mark the result posted; ``False`` when ``owner``'s claim was lost (its lease ran out
-        and another worker claimed the request_id since)."""
+    def complete(self, request_id: str, owner: str, status: str, result: str | None = None) -> bool:
+        """Mark the result posted, keeping its JSON ``result`` when it fits (:func:`keepable`);
+        ``False`` when ``owner``'s claim was lost (its lease ran out and another worker claimed
+        the request_id since)."""
         ...
 
     def release(self, request_id: str, owner: str) -> None: ...
+
+    def lookup(self, request_ids: Iterable[str]) -> dict[str, Entry]:
+        """Read-only: the live entry of each request_id the ledger knows, done ones with their
+        kept ``result``."""
+        ...
 
 
 class MemoryLedger:
@@ -180,12 +206,12 @@ class MemoryLedger:
             self._put(request_id, Entry(CLAIMED, frame, owner, self.clock() + self.lease_s))
             return Claim.NEW
 
-    def complete(self, request_id: str, owner: str, status: str) -> bool:
+    def complete(self, request_id: str, owner: str, status: str, result: str | None = None) -> bool:
         with self._lock:
             entry = self._live(request_id)
             if entry is None or entry.state != CLAIMED or entry.owner != owner:
                 return False
-            self._put(request_id, Entry(DONE, entry.frame))
+            self._put(request_id, Entry(DONE, entry.frame, result=keepable(result)))
             return True
 
     def release(self, request_id: str, owner: str) -> None:
@@ -194,12 +220,18 @@ class MemoryLedger:
             if entry is not None and entry.state == CLAIMED and entry.owner == owner:
                 self._put(request_id, Entry(ADMITTED, entry.frame))
 
+    def lookup(self, request_ids: Iterable[str]) -> dict[str, Entry]:
+        with self._lock:
+            return {r: e for r in request_ids if (e := self._live(r)) is not None}
+
 
 class ResultSink(Protocol):
     """Where final results go (the response queue). ``send_result`` returns ``False`` when it
-    posted nothing because the request already had its result; anything else means posted."""
+    posted nothing because the request already had its result, the :class:`Result` it posted
+    when that is another form of it (a claim-checked result: the short message naming its S3
+    copy); anything else means posted as it is."""
 
-    def send_result(self, result: Result) -> bool | None: ...
+    def send_result(self, result: Result) -> bool | Result | None: ...
 
 
 class FinalResults(Protocol):
@@ -240,13 +272,14 @@ class OncePerRequest:
                 f"request {result.request_id}: another worker is posting its result"
             )
         try:
-            self.sink.send_result(result)
+            posted = self.sink.send_result(result)
         except BaseException:
             self.ledger.release(result.request_id, owner)
             raise
         self.posted += 1
+        kept = (posted if isinstance(posted, Result) else result).to_json()
         try:
-            if not self.ledger.complete(result.request_id, owner, result.status):
+            if not self.ledger.complete(result.request_id, owner, result.status, kept):
                 self.lease_lost += 1
                 _log.warning(
                     "result posted after its claim's lease ran out: another worker may post it "

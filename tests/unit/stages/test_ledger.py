@@ -182,3 +182,74 @@ def test_a_claim_held_elsewhere_fails_the_record_for_later(ledger: ResultLedger)
     with pytest.raises(ResultInFlight, match="another worker"):
         OncePerRequest(sink, ledger).send_result(Result(request_id="a", status="ok"))
     assert sink.sent == []
+
+
+# --- results kept by request_id (the Function URL's /results) --------------------------------
+def test_a_completed_result_is_kept_and_read_back(ledger: ResultLedger) -> None:
+    body = Result(request_id="a", status="ok", filename="a.jpg").to_json()
+    assert ledger.admit("a", "f1") is Admission.NEW
+    assert ledger.admit("b", "f2") is Admission.NEW
+    assert ledger.claim("a", "w") is Claim.NEW
+    assert ledger.complete("a", "w", "ok", body)
+
+    found = ledger.lookup(["a", "b", "c"])
+
+    assert set(found) == {"a", "b"}  # c: never seen
+    assert (found["a"].state, found["a"].result) == ("done", body)
+    assert (found["b"].state, found["b"].result) == ("admitted", None)
+    assert ledger.finished(["a", "b"]) == {"a"}  # the state machine reads as before
+
+
+def test_a_result_too_large_for_an_item_is_not_kept(ledger: ResultLedger) -> None:
+    """DynamoDB items hold 400 KB: a larger result would fail the completion (and the lease's
+    end would post it again), so it is completed without it."""
+    from facepipe.stages.ledger import MAX_KEPT_RESULT_BYTES
+
+    big = '{"request_id": "a", "pad": "' + "x" * MAX_KEPT_RESULT_BYTES + '"}'
+    fits = '{"request_id": "b", "pad": "' + "x" * (MAX_KEPT_RESULT_BYTES - 100) + '"}'
+    for request_id, body in (("a", big), ("b", fits)):
+        assert ledger.claim(request_id, "w") is Claim.NEW
+        assert ledger.complete(request_id, "w", "ok", body)
+
+    found = ledger.lookup(["a", "b"])
+
+    assert (found["a"].state, found["a"].result) == ("done", None)
+    assert found["b"].result == fits
+
+
+def test_an_expired_result_is_not_taken_for_a_new_requests(
+    ledger: ResultLedger, clock: Clock
+) -> None:
+    assert ledger.claim("a", "w1") is Claim.NEW
+    assert ledger.complete("a", "w1", "ok", '{"request_id": "a", "old": true}')
+    clock.now += 3601  # past retention, not yet swept: the id is used again
+    assert ledger.lookup(["a"]) == {}
+    assert ledger.claim("a", "w2") is Claim.NEW
+    assert ledger.lookup(["a"])["a"].result is None  # claimed: the old result is not its
+    assert ledger.complete("a", "w2", "ok")  # posted without a result kept
+    assert ledger.lookup(["a"])["a"].result is None
+
+
+class ClaimChecking(Sink):
+    """Posts a short form naming an S3 copy, as the response queue's sink does for a result too
+    large for a message."""
+
+    def send_result(self, result: Result) -> Result:
+        super().send_result(result)
+        return result.model_copy(update={"faces": [], "payload_uri": "s3://b/payloads/a/r.json"})
+
+
+def test_once_per_request_keeps_the_result_as_posted(ledger: ResultLedger) -> None:
+    from facepipe.messages import FaceResult
+
+    face = FaceResult(box=[1.0, 2.0, 3.0, 4.0], probability=0.99, name="alice")
+    OncePerRequest(Sink(), ledger).send_result(Result(request_id="a", status="ok", faces=[face]))
+    OncePerRequest(ClaimChecking(), ledger).send_result(
+        Result(request_id="b", status="ok", faces=[face])
+    )
+
+    found = ledger.lookup(["a", "b"])
+
+    assert Result.model_validate_json(found["a"].result or "").faces == [face]
+    kept = Result.model_validate_json(found["b"].result or "")
+    assert (kept.faces, kept.payload_uri) == ([], "s3://b/payloads/a/r.json")

@@ -65,8 +65,9 @@ LEDGER_ACTIONS = {
     "dynamodb:DeleteItem",
 }
 # What each function calls on the ledger: detection admits (PutItem), withdraws (DeleteItem),
-# checks (BatchGetItem) and posts no-face results (claim/complete/release: UpdateItem); the
-# consumers only skip finished request_ids and post.
+# checks and reads kept results for /results (BatchGetItem, its only read: no GetItem, no Scan
+# or Query) and posts no-face results (claim/complete/release: UpdateItem); the consumers only
+# skip finished request_ids and post (UpdateItem keeps the result in the item).
 CONSUMER_LEDGER_ACTIONS = {"dynamodb:BatchGetItem", "dynamodb:UpdateItem"}
 
 
@@ -625,6 +626,14 @@ def test_every_bucket_listing_is_confined_to_a_prefix(cfn: dict[str, Any]) -> No
             assert prefixes and all(str(p) not in ("*", "") for p in prefixes), (function, st)
 
 
+def test_results_by_id_are_served_only_behind_aws_iam(cfn: dict[str, Any]) -> None:
+    """On a public URL anyone guessing a request_id could read its result: /results is off."""
+    for auth, offered in (("AWS_IAM", "true"), ("NONE", "false")):
+        params = {"FunctionUrlAuthType": auth}
+        variables = deployed_properties(cfn, "DetectionFunction", params)["Environment"]
+        assert variables["Variables"]["FACEPIPE_RESULTS_BY_ID"] == offered, auth
+
+
 def test_result_ledger_table(cfn: dict[str, Any]) -> None:
     table = cfn["Resources"]["ResultLedgerTable"]["Properties"]
     assert table["KeySchema"] == [{"AttributeName": "request_id", "KeyType": "HASH"}]
@@ -736,7 +745,7 @@ def test_cors_when_origins_are_given() -> None:
     assert condition_values(cfn, origins)["HasCorsOrigins"] is True
     cors = deployed_properties(cfn, "DetectionFunctionUrl", origins)["Cors"]
     assert cors["AllowOrigins"] == {"Fn::Split": [",", {"Ref": "CorsAllowOrigins"}]}
-    assert cors["AllowMethods"] == ["POST"]
+    assert cors["AllowMethods"] == ["GET", "POST"]  # frames; results by request_id
     # what a SigV4-signing browser client sends
     assert {"content-type", "authorization", "x-amz-date", "x-amz-security-token"} <= set(
         cors["AllowHeaders"]
@@ -912,6 +921,8 @@ APP_METRICS = {
         "DetectionLatency",
         "RequestsRejected",
         "RequestsFailed",
+        "ResultsAskedFor",
+        "ResultsRead",
     },
     "recognition": {
         "FramesRecognized",
