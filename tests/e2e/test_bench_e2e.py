@@ -69,3 +69,25 @@ def test_burst_under_the_rie_reports_each_stages_peak_memory() -> None:
     busy = [memory["DetectionFunction"], memory["RecognitionFunction"]]
     assert all(100 < mb < 3008 for mb in busy), memory
     assert "peak memory: RecognitionFunction:" in proc.stderr
+
+
+def test_bench_scale_results_part_measures_both_paths(tmp_path: Path) -> None:
+    """What `make bench-scale` runs with 8 clients x 100 frames: here 3 x 4, queue then by id,
+    on one local stack."""
+    out = tmp_path / "scale.json"
+    proc = run_facepipe(
+        "bench", "scale", "--parts", "results", "--clients", "3", "--frames", "4",
+        "--images", "samples/astronaut.jpg", "--weights", "random:0", "--json-out", str(out),
+        timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(out.read_text())
+    assert summary["results_clients"] == 3
+    for path in ("results", "results_queue"):
+        assert summary[f"{path}_lost"] == 0 and summary[f"{path}_wrong_client"] == 0
+        assert summary[f"{path}_p95_ms"] >= summary[f"{path}_p50_ms"] > 0
+    assert summary["results_receives_per_result"] <= 1.2
+    assert summary["results_receives_ratio"] == pytest.approx(
+        summary["results_receives_per_result"] / summary["results_queue_receives_per_result"],
+        abs=0.01,
+    )

@@ -8,11 +8,17 @@ one shard per recognition batch (``shard_faces`` faces: the template's 10 frames
 faces), with the writers' own compaction as the stack runs it. Then a second store (another
 process: nothing cached) searches for ``queries`` selfies of people in the album: the cold
 search, then warm ones (p50/p95), the objects each reads (a listing counts as one), and the
-recall of the person's photos against an exact search over every row.
+recall of the person's photos against an exact search over every row, and the memory the
+reader's cache of the album takes (resident-set growth while it searches).
+
+**Results.** Clients of the local stack each send frames and wait for their own results, by
+request_id through the Function URL and, as the reference in the same run, off the shared
+response queue: lost, taken by the wrong client, and receives per result for each path.
 """
 
 from __future__ import annotations
 
+import gc
 import json
 import tempfile
 import time
@@ -23,7 +29,8 @@ from typing import Any
 import numpy as np
 
 from facepipe.bench.e2e import percentiles
-from facepipe.bench.match import peak_rss, synthetic_faces
+from facepipe.bench.match import peak_rss, rss_bytes, synthetic_faces
+from facepipe.config import Settings
 from facepipe.identity.album_parts import AlbumEntry
 from facepipe.identity.albums import AlbumStore
 from facepipe.identity.objects import CountedObjects, LocalObjects
@@ -60,8 +67,11 @@ def run_album_bench(
         segments = writer.segments("bench")
         say(f"album: {len(segments)} segments, {writer.waiting('bench')} shards waiting")
 
+        del writer  # and its cache: the reader is another process
+        gc.collect()
         objects = CountedObjects(LocalObjects(Path(tmp)))
         reader = AlbumStore(objects)
+        baseline = rss_bytes()
         with peak_rss() as rss:
             t0 = time.perf_counter()
             reader.find("bench", selfies[0], threshold=THRESHOLD, embedder="synthetic")
@@ -71,7 +81,9 @@ def run_album_bench(
             for q in selfies:
                 objects.reset()
                 t0 = time.perf_counter()
-                found = reader.find("bench", q, threshold=THRESHOLD, embedder="synthetic")
+                found = reader.find(
+                    "bench", q, threshold=THRESHOLD, embedder="synthetic", limit=10_000
+                )
                 times.append((time.perf_counter() - t0) * 1000)
                 reads.append(objects.reads())
                 hits.append({h.photo for h in found})
@@ -93,7 +105,7 @@ def run_album_bench(
         "album_find_p95_ms": warm["p95"],
         "album_find_objects_read": max(reads),
         "album_find_recall": round(found_n / max(1, want_n), 4),
-        "album_reader_peak_rss_mb": round(rss["peak"] / 2**20, 1),
+        "album_reader_rss_mb": round((rss["peak"] - baseline) / 2**20, 1),
     }
 
 
@@ -147,6 +159,48 @@ def growth_chart(summary: dict[str, Any], path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
     plt.close(fig)
+
+
+def run_results_bench(
+    settings: Settings,
+    images: list[Path],
+    *,
+    clients: int = 8,
+    frames: int = 100,
+    say: Callable[[str], None] = lambda _: None,
+) -> dict[str, Any]:
+    """``clients`` concurrent clients each send ``frames`` frames through the local stack and
+    wait for their own results: off the shared response queue (the reference, measured in the
+    same run), then by request_id through the Function URL (the O(1) path). Lost, taken by the
+    wrong client, and receives (requests) per result, per path."""
+    from facepipe.bench.e2e import local_endpoints, run_e2e
+
+    out: dict[str, Any] = {"results_clients": clients, "results_frames_per_client": frames}
+    with local_endpoints(settings) as (endpoints, _):
+        for via in ("queue", "url"):
+            say(f"results: {clients} clients x {frames} frames, results via {via}")
+            run = run_e2e(
+                endpoints,
+                images,
+                n=frames,
+                concurrency=2,
+                timeout=settings.poll_timeout,
+                clients=clients,
+                results_via=via,
+            )
+            key = "results" if via == "url" else "results_queue"
+            out |= {
+                f"{key}_lost": run["lost"],
+                f"{key}_wrong_client": run["wrong_client"],
+                f"{key}_receives_per_result": run["receives_per_result"],
+                f"{key}_p50_ms": run["e2e_ms"]["p50"],
+                f"{key}_p95_ms": run["e2e_ms"]["p95"],
+            }
+    out["results_receives_ratio"] = round(
+        out["results_receives_per_result"] / max(out["results_queue_receives_per_result"], 1e-9),
+        3,
+    )
+    return out
 
 
 def write_results(path: Path, summary: dict[str, Any]) -> dict[str, Any]:

@@ -83,7 +83,9 @@ def register(sub: Any) -> None:
         "them, compacted as writers do, then searched warm and cold by selfie).",
     )
     scale.add_argument(
-        "--parts", default="album", help="comma-separated parts to run (default: album)"
+        "--parts",
+        default="album,results",
+        help="comma-separated parts to run: album, results (default: both)",
     )
     scale.add_argument(
         "--album-faces",
@@ -95,8 +97,18 @@ def register(sub: Any) -> None:
         "--shard-faces", type=int, default=20, help="faces per shard, one per batch (default 20)"
     )
     scale.add_argument("--dim", type=int, default=512, help="embedding dimension (default 512)")
+    scale.add_argument(
+        "--clients", type=int, default=8, help="results: concurrent clients (default 8)"
+    )
+    scale.add_argument(
+        "--frames", type=int, default=100, help="results: frames per client (default 100)"
+    )
+    scale.add_argument(
+        "--images", nargs="+", type=Path, default=None, help="results: frames to cycle"
+    )
     scale.add_argument("--queries", type=int, default=200, help="searches timed (default 200)")
     scale.add_argument("--json-out", type=Path, help="merge the figures into this JSON file")
+    add_settings_flags(scale, "models", "client", "local")
     scale.add_argument("--chart", type=Path, help="draw album find against album size here (PNG)")
     scale.set_defaults(func=run_scale_command)
     perf = bsub.add_parser(
@@ -234,25 +246,45 @@ def run_match_command(args: argparse.Namespace) -> int:
 
 
 def run_scale_command(args: argparse.Namespace) -> int:
-    from facepipe.bench.scale import growth_chart, run_album_growth, write_results
+    from facepipe.bench.scale import (
+        growth_chart,
+        run_album_growth,
+        run_results_bench,
+        write_results,
+    )
 
     parts = {p.strip() for p in args.parts.split(",") if p.strip()}
-    unknown = parts - {"album"}
+    unknown = parts - {"album", "results"}
     if unknown:
-        print(f"bench scale: no part {', '.join(sorted(unknown))} (album)", file=sys.stderr)
+        print(
+            f"bench scale: no part {', '.join(sorted(unknown))} (album, results)", file=sys.stderr
+        )
         return 2
+    say = lambda line: print(f"bench scale: {line}", file=sys.stderr, flush=True)  # noqa: E731
     summary: dict[str, Any] = {}
+    out = sys.stdout
+    if "results" in parts:
+        settings = for_speed(settings_from_args(args))
+        out = reserve_stdout()  # the in-process functions print their logs
+        summary |= run_results_bench(
+            settings,
+            args.images or default_images(),
+            clients=args.clients,
+            frames=args.frames,
+            say=say,
+        )
     if "album" in parts:
         summary |= run_album_growth(
             [int(n) for n in str(args.album_faces).split(",") if n.strip()],
             dim=args.dim,
             shard_faces=args.shard_faces,
             queries=args.queries,
-            say=lambda line: print(f"bench scale: {line}", file=sys.stderr, flush=True),
+            say=say,
         )
-    print(json.dumps(summary, indent=2), flush=True)
+    print(json.dumps(summary, indent=2), file=out, flush=True)
     if args.json_out:
         write_results(args.json_out, summary)
     if args.chart and "album_growth" in summary:
         growth_chart(summary, args.chart)
-    return 0
+    failed = [k for k in ("results_lost", "results_wrong_client") if summary.get(k)]
+    return 1 if failed else 0
