@@ -439,7 +439,7 @@ class Result(BaseModel):
         "result (this message carries it without faces, result and album)",
     )
     reply: Reply = Field(
-        "queue",
+        default="queue",
         exclude=True,
         description="where the stack delivers this result (its request's `reply`), not part of "
         "it: never written, so always `queue` in a result read back",
