@@ -120,16 +120,12 @@ def test_clients_by_request_id_leave_no_orphans_in_the_way_of_clients_on_the_que
     handing them back (visibility 0) and getting the same oldest ones again first, timed out
     with every result missing, and the queue's "results waiting" only grew."""
     from facepipe.bench.e2e import run_e2e
-    from facepipe.client.stack import Endpoints
+    from facepipe.client.stack import resolve_endpoints
+    from facepipe.config import Settings
     from tests.e2e.conftest import queue_counts
 
     info = local.info()
-    endpoints = Endpoints(
-        function_url=info["function_url"],
-        response_queue_url=info["response_queue_url"],
-        endpoint_url=info["endpoint_url"],
-        region=info["region"],
-    )
+    endpoints = resolve_endpoints(Settings.from_env({}), local_info=json.dumps(info))
     images = [SAMPLES / "astronaut.jpg", SAMPLES / "rocket.jpg"]
 
     def bench(via: str) -> dict[str, object]:
