@@ -284,10 +284,13 @@ class Settings(BaseModel):
     results_via: Literal["auto", "url", "queue"] = Field(
         "auto",
         description=(
-            "Client (poll, get): where results are read: `url` (by request_id from the "
-            "Function URL's `/results`: only this client's, a request per ask of up to 100), "
-            "`queue` (the shared response queue, handing others' results back), `auto` (`url` "
-            "when the stack offers it, else `queue`)."
+            "Client (poll, get, album, bench e2e): where results are read: `url` (by "
+            "request_id from the Function URL's `/results`: only this client's, a request per "
+            "ask of up to 100), `queue` (the shared response queue, handing others' results "
+            "back), `auto` (`url` when the stack offers it, else `queue`). Read by `url`, "
+            "results are asked for by request_id only (`reply` `by_id`: none on the response "
+            "queue); `send` asks so with `url` only, and its results must then be polled by "
+            "`url` (or `auto`)."
         ),
     )
     video_fps: float = Field(1.0, gt=0, description="Client: frames per second sampled from video.")

@@ -12,7 +12,16 @@ from pathlib import PurePath
 from typing import Annotated, Any, Literal
 
 import pydantic_core
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    StrictInt,
+    ValidationError,
+    model_serializer,
+)
 
 from facepipe.errors import InvalidMessage, InvalidRequest
 
@@ -61,6 +70,22 @@ def check_album(value: str) -> str:
     return value
 
 
+# How a request's final result is delivered: ``queue``, posted to the response queue (and kept
+# in the result ledger, where the stack keeps results), or ``by_id``, kept in the ledger only,
+# for a client that reads it by request_id (``/results``) and never takes the queue's copy,
+# which would wait there unread for the queue's retention in every queue consumer's way.
+Reply = Literal["queue", "by_id"]
+RequestReply = Annotated[
+    Reply,
+    Field(
+        description="how the final result is delivered: `queue` (posted to the response "
+        "queue, and kept by request_id where the stack keeps results) or `by_id` (kept by "
+        "request_id only, for a client that reads it from `/results`; nothing on the response "
+        "queue)",
+    ),
+]
+
+
 class AlbumRequest(BaseModel):
     """Album mode of a frame: ``index`` adds its faces to the album, ``find`` searches the album
     for the frame's (largest) face and answers with the photos holding that person."""
@@ -85,7 +110,8 @@ Side = Annotated[StrictInt, Field(ge=1, le=MAX_SIDE)]
 class FrameIn(BaseModel):
     """One frame in a POST body. ``content`` is the base64 of a JPEG/PNG/WebP file;
     ``original_size`` the ``[width, height]`` of the frame it was downscaled from (a frame too
-    large for one request body), whose pixels boxes and landmarks are then given in."""
+    large for one request body), whose pixels boxes and landmarks are then given in; ``reply``
+    how its result is delivered (:data:`Reply`)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -94,6 +120,7 @@ class FrameIn(BaseModel):
     content: str = Field(min_length=1)
     album: AlbumRequest | None = None
     original_size: Annotated[list[Side], Field(min_length=2, max_length=2)] | None = None
+    reply: RequestReply = "queue"
 
 
 class DetectRequest(BaseModel):
@@ -248,6 +275,17 @@ class FaceTask(BaseModel):
     )
     timings_ms: dict[TimingName, float] = Field(default_factory=dict, max_length=32)
     sent_at: float = Field(description="epoch seconds when detection sent the task")
+    reply: RequestReply = "queue"
+
+    @model_serializer(mode="wrap")
+    def _without_default_reply(self, handler: SerializerFunctionWrapHandler) -> Any:
+        """``reply`` is written only when it is ``by_id``: a ``queue`` task is the same JSON as
+        before the field, which a recognition worker of an older release still reads (its
+        ``FaceTask`` forbids unknown fields)."""
+        data = handler(self)
+        if isinstance(data, dict) and self.reply == "queue":
+            data.pop("reply", None)
+        return data
 
     @classmethod
     def parse_json(cls, text: str | bytes) -> FaceTask:
@@ -289,17 +327,32 @@ def readable_request_id(body: str | bytes, attribute: object = None) -> str | No
     >>> readable_request_id("not json", "r2"), readable_request_id("not json")
     ('r2', None)
     """
-    candidates: list[object] = [attribute]
-    try:
-        data = pydantic_core.from_json(body, allow_partial=True)
-    except ValueError:
-        data = None
-    if isinstance(data, dict):
-        candidates.append(data.get("request_id"))
+    candidates: list[object] = [attribute, _readable_body(body).get("request_id")]
     for value in candidates:
         if isinstance(value, str) and _REQUEST_ID_RE.fullmatch(value):
             return value
     return None
+
+
+def readable_reply(body: str | bytes) -> Reply:
+    """How the result of a queue message that may be malformed is delivered: ``by_id`` when its
+    body's ``reply`` field says so (however invalid the rest), else ``queue``, the default.
+
+    >>> readable_reply('{"request_id": "r1", "width": "wide", "reply": "by_id"}')
+    'by_id'
+    >>> readable_reply("not json"), readable_reply('{"reply": "email"}')
+    ('queue', 'queue')
+    """
+    return "by_id" if _readable_body(body).get("reply") == "by_id" else "queue"
+
+
+def _readable_body(body: str | bytes) -> dict[str, Any]:
+    """The fields of a JSON object that may be invalid or cut short, as far as they parse."""
+    try:
+        data = pydantic_core.from_json(body, allow_partial=True)
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 # --- result (recognition → response queue) ----------------------------------------------------
@@ -356,7 +409,8 @@ class Models(BaseModel):
 
 
 class Result(BaseModel):
-    """One final result per request_id, posted to the response queue."""
+    """One final result per request_id, posted to the response queue (or, ``reply`` ``by_id``,
+    only kept in the result ledger)."""
 
     version: Literal[1] = 1
     request_id: str
@@ -383,6 +437,12 @@ class Result(BaseModel):
         default=None,
         description="a result too large for the response queue: the s3:// URI of the whole "
         "result (this message carries it without faces, result and album)",
+    )
+    reply: Reply = Field(
+        default="queue",
+        exclude=True,
+        description="where the stack delivers this result (its request's `reply`), not part of "
+        "it: never written, so always `queue` in a result read back",
     )
 
     def to_json(self) -> str:

@@ -87,8 +87,9 @@ def test_concurrent_clients_read_exactly_their_own_by_request_id(
 ) -> None:
     """Four `facepipe get`s at once, ten frames each (faces and none), with the default
     --results-via auto: each gets exactly its own results, in about a request per result or
-    fewer, and never receives from the response queue, whose copies (one per request, never
-    received) are left for its own consumers."""
+    fewer, and never receives from the response queue, where its results, asked for by
+    request_id only, never go (before: one copy per request, never received, for the queue's
+    retention)."""
     inputs = tmp_path / "in"
     inputs.mkdir()
     for i in range(10):
@@ -108,10 +109,41 @@ def test_concurrent_clients_read_exactly_their_own_by_request_id(
         assert asked is not None, err
         requests.append(int(asked[1]))
     assert sum(requests) <= 1.2 * 40, requests  # receives per result <= 1.2
-    copies = local.aws.drain(local.info()["response_queue_url"], wait_seconds=0)
-    queued = sorted(m["MessageAttributes"]["request_id"]["StringValue"] for m in copies)
-    assert queued == sorted(f"{run}.f{i}" for run in names for i in range(10))
-    assert {m["Attributes"]["ApproximateReceiveCount"] for m in copies} == {"1"}  # the drain's
+    assert local.aws.drain(local.info()["response_queue_url"], wait_seconds=0) == []
+
+
+def test_clients_by_request_id_leave_no_orphans_in_the_way_of_clients_on_the_queue(
+    local: LocalStack,
+) -> None:
+    """`bench e2e --clients 2 --results-via url`, then `--results-via queue`, on one stack.
+    Before: the first run's 10 results stayed on the response queue, unread; the queue clients,
+    handing them back (visibility 0) and getting the same oldest ones again first, timed out
+    with every result missing, and the queue's "results waiting" only grew."""
+    from facepipe.bench.e2e import run_e2e
+    from facepipe.client.stack import resolve_endpoints
+    from facepipe.config import Settings
+    from tests.e2e.conftest import queue_counts
+
+    info = local.info()
+    endpoints = resolve_endpoints(Settings.from_env({}), local_info=json.dumps(info))
+    images = [SAMPLES / "astronaut.jpg", SAMPLES / "rocket.jpg"]
+
+    def bench(via: str) -> dict[str, object]:
+        return run_e2e(
+            endpoints, images, n=5, concurrency=2, timeout=60, clients=2, results_via=via
+        )
+
+    by_url = bench("url")
+    left = queue_counts(local.aws.sqs, info["response_queue_url"])
+    on_queue = bench("queue")
+
+    for summary, via in ((by_url, "url"), (on_queue, "queue")):
+        lost = (summary["results"], summary["lost"], summary["wrong_client"])
+        assert (summary["results_via"], *lost) == (via, 10, 0, 0), summary
+        assert summary["statuses"] == {"ok": 6, "no_face": 4, "error": 0}, summary
+    assert left == (0, 0)  # nothing posted for nobody
+    assert queue_counts(local.aws.sqs, info["response_queue_url"]) == (0, 0)
+    assert queue_counts(local.aws.sqs, info["dead_letter_queue_url"]) == (0, 0)
 
 
 def _video(path: Path, frames: int = 20, fps: float = 10.0) -> None:

@@ -129,3 +129,69 @@ def test_a_large_result_is_kept_claim_checked_and_the_client_reads_it_whole(
     large = load_handler(aws, "RecognitionFunction", FACEPIPE_MAX_MESSAGE_BYTES="1048576")
     queue_sink = large.SERVICE.sink.sink.sink  # ledger → S3 ingress copies → response queue
     assert queue_sink.max_message_bytes == MAX_KEPT_RESULT_BYTES
+
+
+# --- "reply": "by_id": kept by request_id only, nothing on the response queue ----------------
+def test_by_id_results_are_kept_and_the_response_queue_gets_none(
+    aws: LocalAws, detection: ModuleType, recognition: ModuleType
+) -> None:
+    """Before: every result went to the response queue too, where a client that reads by
+    request_id left it unread (4 days' retention), and a client that sifts the queue handed
+    back all such orphans before it reached its own."""
+    face, none = rid("face"), rid("none")
+    status, body = post(
+        detection,
+        {
+            "frames": [
+                {"request_id": face, "content": b64(SAMPLES / "astronaut.jpg"), "reply": "by_id"},
+                {"request_id": none, "content": b64(SAMPLES / "rocket.jpg"), "reply": "by_id"},
+            ]
+        },
+    )
+    assert status == 202, body
+    queued = tasks(aws)
+    assert [json.loads(m["Body"])["reply"] for m in queued] == ["by_id"]
+    assert recognize(recognition, queued) == {"batchItemFailures": []}
+
+    states = {r: lookup(detection, r) for r in (face, none)}
+
+    assert {r: (s, b["state"]) for r, (s, b) in states.items()} == {
+        face: (200, "done"),
+        none: (200, "done"),
+    }
+    assert Result.model_validate(states[face][1]["result"]).status == "ok"
+    assert Result.model_validate(states[none][1]["result"]).status == "no_face"
+    assert queue_copies(aws) == {}
+
+
+def test_a_malformed_by_id_task_gets_its_error_result_kept_not_posted(
+    aws: LocalAws, recognition: ModuleType
+) -> None:
+    """A task that is not one still tells how its error result is wanted."""
+    request_id = rid("bad")
+    body = json.dumps({"request_id": request_id, "width": "wide", "reply": "by_id"})
+    messages = [{"Body": body, "MessageId": "m-bad"}]
+
+    assert recognize(recognition, messages) == {"batchItemFailures": []}
+
+    [state] = recognition.SERVICE.sink.ledger.lookup([request_id]).values()
+    error = Result.model_validate_json(state.result or "")
+    assert (error.status, error.error and error.error.code) == ("error", "invalid_message")
+    assert queue_copies(aws) == {}
+
+
+def test_a_stack_that_offers_no_results_by_id_refuses_by_id_requests(aws: LocalAws) -> None:
+    """A public Function URL (FACEPIPE_RESULTS_BY_ID=false) serves no /results: a result kept
+    only there would be lost, so the request is refused, and nothing is admitted or queued."""
+    public = load_handler(aws, "DetectionFunction", FACEPIPE_RESULTS_BY_ID="false")
+    request_id = rid("public")
+    frame = {"request_id": request_id, "content": b64(SAMPLES / "rocket.jpg")}
+
+    status, body = post(public, {**frame, "reply": "by_id"})
+
+    assert (status, body["error"]) == (400, "results_by_id_off")
+    assert request_id in body["message"] and "FACEPIPE_RESULTS_BY_ID" in body["message"]
+    assert public.SERVICE.ledger.lookup([request_id]) == {}
+    assert queue_copies(aws) == {} and tasks(aws) == []
+    assert post(public, frame)[0] == 202  # the default still goes to the queue
+    assert list(queue_copies(aws)) == [request_id]

@@ -7,7 +7,13 @@ import json
 import pytest
 
 from facepipe.errors import InvalidMessage, InvalidRequest
-from facepipe.messages import DetectRequest, FaceTask, Result, readable_request_id
+from facepipe.messages import (
+    DetectRequest,
+    FaceTask,
+    Result,
+    readable_reply,
+    readable_request_id,
+)
 
 
 def test_single_frame_body_and_generated_request_id() -> None:
@@ -151,3 +157,63 @@ def test_task_numbers_must_be_finite_and_in_range() -> None:
     ]:
         with pytest.raises(InvalidMessage, match=key):
             FaceTask.parse_json(json.dumps({**base, "faces": [{**face, key: value}]}))
+
+
+# --- reply: how a request's result is delivered -------------------------------------------------
+def test_a_frame_asks_for_its_result_on_the_queue_unless_it_says_by_id() -> None:
+    one = DetectRequest.parse({"content": "aGk="}, max_frames=4).frames[0]
+    by_id = DetectRequest.parse({"content": "aGk=", "reply": "by_id"}, max_frames=4).frames[0]
+    several = DetectRequest.parse(
+        {"frames": [{"content": "aGk="}, {"content": "aGk=", "reply": "by_id"}]}, max_frames=4
+    )
+    assert (one.reply, by_id.reply) == ("queue", "by_id")
+    assert [f.reply for f in several.frames] == ["queue", "by_id"]
+
+
+@pytest.mark.parametrize("value", ["email", "BY_ID", None, 1, ["by_id"]])
+def test_an_unknown_reply_is_refused_naming_the_field(value: object) -> None:
+    with pytest.raises(
+        InvalidRequest, match=r"frames\.0\.reply: Input should be 'queue' or 'by_id'"
+    ):
+        DetectRequest.parse({"content": "aGk=", "reply": value}, max_frames=4)
+    with pytest.raises(InvalidRequest, match="reply"):  # only per frame, not for the request
+        DetectRequest.parse({"frames": [{"content": "aGk="}], "reply": "by_id"}, max_frames=4)
+
+
+def test_a_task_carries_by_id_and_a_queue_task_is_the_json_of_before() -> None:
+    """A ``queue`` task is written without ``reply``: an older recognition worker, whose
+    FaceTask forbids unknown fields, still reads every task of a client that did not ask."""
+    base = {"request_id": "r1", "width": 4, "height": 3, "sent_at": 1.5}
+    queued = FaceTask.parse_json(json.dumps(base))
+    by_id = FaceTask.parse_json(json.dumps({**base, "reply": "by_id"}))
+
+    assert queued.reply == "queue" and "reply" not in json.loads(queued.model_dump_json())
+    assert "reply" not in queued.model_dump()
+    assert json.loads(by_id.model_dump_json())["reply"] == "by_id"
+    assert FaceTask.parse_json(by_id.model_dump_json()) == by_id
+    with pytest.raises(InvalidMessage, match="reply"):
+        FaceTask.parse_json(json.dumps({**base, "reply": "email"}))
+
+
+def test_a_results_reply_travels_with_it_but_is_never_written() -> None:
+    result = Result(request_id="r1", status="ok", reply="by_id")
+    assert result.model_copy(update={"faces": []}).reply == "by_id"  # the claim-checked form
+    assert "reply" not in json.loads(result.to_json()) and "reply" not in result.model_dump()
+    assert Result.model_validate_json(result.to_json()).reply == "queue"
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        ('{"request_id": "r1", "width": "wide", "reply": "by_id"}', "by_id"),  # invalid task
+        ('{"reply": "by_id", "request_id": "r1", "faces": [{"bo', "by_id"),  # cut short
+        ('{"request_id": "r1", "reply": "by_i', "queue"),  # cut inside the value
+        ('{"request_id": "r1", "reply": "email"}', "queue"),
+        ('{"request_id": "r1"}', "queue"),
+        ("not json", "queue"),
+        ('["by_id"]', "queue"),
+        ("[" * 10_000, "queue"),
+    ],
+)
+def test_readable_reply(body: str, expected: str) -> None:
+    assert readable_reply(body) == expected

@@ -38,7 +38,9 @@ def fits(body: str, max_message_bytes: int) -> bool:
 
 
 class SqsResultSink:
-    """Posts final results (one per request_id) to the response queue.
+    """Posts final results (one per request_id) to the response queue, except those whose
+    request asked for them by request_id only (``reply`` ``by_id``): those are only made ready
+    for the ledger, which keeps the form returned (:class:`~facepipe.stages.ledger.OncePerRequest`).
 
     A result over ``max_message_bytes`` (hundreds of faces with many matches each) is final all
     the same: the whole result goes to S3 under the request's claim-check prefix, and the
@@ -61,11 +63,14 @@ class SqsResultSink:
         self.claim_checked = 0
 
     def send_result(self, result: Result) -> Result:
-        """Post ``result``; returns it as posted (the claim-checked form when too large)."""
+        """Post ``result`` (unless it is wanted by request_id only); returns it as posted (the
+        claim-checked form when too large)."""
         posted, body = result, result.to_json()
         if not fits(body, self.max_message_bytes):
             posted = self._claim_check(result, body)
             body = posted.to_json()
+        if result.reply == "by_id":
+            return posted
         self.sqs.send_message(
             QueueUrl=self.queue_url,
             MessageBody=body,

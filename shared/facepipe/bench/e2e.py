@@ -22,7 +22,7 @@ from facepipe.client.http import RetryPolicy, Sender
 from facepipe.client.results import PollReport, Received
 from facepipe.client.sources import Frame, new_run_id
 from facepipe.client.stack import Endpoints
-from facepipe.client.url_results import result_poller
+from facepipe.client.url_results import reply_for, result_poller
 from facepipe.config import Settings
 
 if TYPE_CHECKING:
@@ -160,6 +160,7 @@ class _Client:
             retry=RetryPolicy(retries=settings.retries),
             sign=settings.sign,
             region=endpoints.region,
+            reply=reply_for(self.poller),  # read by request_id: wanted by request_id only
         )
         self.concurrency = concurrency
 

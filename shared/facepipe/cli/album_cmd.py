@@ -93,7 +93,7 @@ def through_stack(
     (``(photo id, result)`` in send order, ``(photo id, why)`` for those that got none)."""
     from facepipe.client.http import Sender
     from facepipe.client.sources import Frame, RequestIds, new_run_id
-    from facepipe.client.url_results import result_poller
+    from facepipe.client.url_results import reply_for, result_poller
 
     ids = RequestIds(new_run_id())
     sent: list[tuple[str, str]] = []  # (request_id, photo id), in send order
@@ -103,7 +103,10 @@ def through_stack(
             sent.append((ids.make(photo), photo))
             yield Frame(sent[-1][0], photo, data, photo)  # the filename is the album's photo id
 
-    sender = Sender.from_settings(endpoints.function_url, settings, fields={"album": album})
+    poller = result_poller(endpoints, settings)  # before sending: it says how they are wanted
+    sender = Sender.from_settings(
+        endpoints.function_url, settings, fields={"album": album}, reply=reply_for(poller)
+    )
     failed: list[tuple[str, str]] = []
     accepted: set[str] = set()
     with sender:
@@ -113,7 +116,7 @@ def through_stack(
             else:
                 failed.append((outcome.frame.filename, f"rejected: {outcome.reason()}"))
     wanted = [request_id for request_id, _ in sent if request_id in accepted]
-    report = result_poller(endpoints, settings).poll(wanted, timeout=settings.poll_timeout)
+    report = poller.poll(wanted, timeout=settings.poll_timeout)
     done: list[tuple[str, Result]] = []
     for request_id, photo in sent:
         if request_id in report.results:

@@ -23,8 +23,10 @@ from facepipe.messages import check_request_id
 
 if TYPE_CHECKING:
     from facepipe.client.output import Origin
-    from facepipe.client.results import Received
+    from facepipe.client.results import Received, ResultPoller
     from facepipe.client.stack import Endpoints
+    from facepipe.client.url_results import UrlResultPoller
+    from facepipe.messages import Reply
 
     Origins = list[tuple[str, Origin | None]]  # request_id and where its pixels are, send order
 
@@ -40,7 +42,9 @@ def register(sub: Any) -> None:
         help="POST images/videos to the Function URL; print one line per accepted request",
         description="Sends every frame of the inputs to the detection Function URL and prints "
         "one JSON line per accepted request ({request_id, filename, status, faces}), ready for "
-        "`facepipe poll --ids -`.",
+        "`facepipe poll --ids -`. Their results go to the response queue (and are kept by "
+        "request_id), unless --results-via url asks for them by request_id only: then poll "
+        "them by request_id too (poll's default, auto, does so where the stack offers it).",
         epilog=EPILOG,
     )
     _inputs(send)
@@ -70,7 +74,9 @@ def register(sub: Any) -> None:
         "get",
         help="send images/videos and print their results (send + poll)",
         description="Sends every frame of the inputs, then waits for exactly their results and "
-        "prints them as JSON lines.",
+        "prints them as JSON lines. Read by request_id (--results-via url, or auto where the "
+        "stack offers it), the results are asked for by request_id only: nothing is left on "
+        "the response queue.",
         epilog=EPILOG,
     )
     _inputs(get)
@@ -164,10 +170,11 @@ def _send(
     console: Console,
     *,
     echo: bool,
+    reply: Reply = "queue",
 ) -> tuple[Origins, int]:
-    """Send the inputs' frames, reporting rejections on stderr (and, with ``echo``, each
-    accepted request on stdout) → (the accepted ids with their origins, in send order; the
-    number of frames rejected)."""
+    """Send the inputs' frames, their results wanted as ``reply`` says, reporting rejections on
+    stderr (and, with ``echo``, each accepted request on stdout) → (the accepted ids with their
+    origins, in send order; the number of frames rejected)."""
     from facepipe.client.http import Sender
     from facepipe.client.output import Origin
     from facepipe.client.sources import Frame, iter_frames, new_run_id
@@ -186,7 +193,7 @@ def _send(
         video_every=settings.video_every,
     )
     sender = Sender.from_settings(
-        endpoints.function_url, settings, frames_per_request=args.frames_per_request
+        endpoints.function_url, settings, frames_per_request=args.frames_per_request, reply=reply
     )
     accepted: Origins = []
     with sender, console.progress("frame") as bar:
@@ -208,14 +215,14 @@ def _send(
 def _poll(
     args: argparse.Namespace,
     settings: Settings,
-    endpoints: Endpoints,
+    poller: ResultPoller | UrlResultPoller,
     origins: Origins,
     console: Console,
 ) -> int:
-    """Poll for the ids of ``origins`` and print their results → the number missing (from the
-    Function URL or the response queue, as ``settings.results_via`` says)."""
+    """Poll for the ids of ``origins`` with ``poller`` (the Function URL or the response queue,
+    as ``settings.results_via`` says: :func:`~facepipe.client.url_results.result_poller`) and
+    print their results → the number missing."""
     from facepipe.client.output import ResultWriter
-    from facepipe.client.url_results import result_poller
 
     order = [request_id for request_id, _ in origins]
     readable = not args.json and console.stdout.isatty()
@@ -228,7 +235,6 @@ def _poll(
         origins={request_id: origin for request_id, origin in origins if origin is not None},
     )
     timeout = settings.poll_timeout
-    poller = result_poller(endpoints, settings)
     with console.progress("result", total=len(order)) as bar:
 
         def on_result(received: Received) -> None:
@@ -251,17 +257,31 @@ def _poll(
 
 
 def send_command(args: argparse.Namespace) -> int:
+    """Results on the response queue (the default), or with ``--results-via url`` by request_id
+    only, for a ``poll`` that reads them so (from a stack that offers it: checked first)."""
+    from facepipe.client.url_results import reply_for, result_poller
+
     console = Console(args.quiet)
     settings, endpoints = _settings_and_endpoints(args, "function_url")
-    _, rejected = _send(args, settings, endpoints, console, echo=True)
+    reply: Reply = "queue"
+    if settings.results_via == "url":
+        reply = reply_for(result_poller(endpoints, settings))
+    _, rejected = _send(args, settings, endpoints, console, echo=True, reply=reply)
     return 1 if rejected else 0
 
 
 def get_command(args: argparse.Namespace) -> int:
+    """The poller is chosen before a frame is sent: results read by request_id are asked for
+    by request_id only (nothing left on the response queue), the others on the queue."""
+    from facepipe.client.url_results import reply_for, result_poller
+
     console = Console(args.quiet)
     settings, endpoints = _settings_and_endpoints(args, "function_url")
-    origins, rejected = _send(args, settings, endpoints, console, echo=False)
-    missing = _poll(args, settings, endpoints, origins, console) if origins else 0
+    poller = result_poller(endpoints, settings)
+    origins, rejected = _send(
+        args, settings, endpoints, console, echo=False, reply=reply_for(poller)
+    )
+    missing = _poll(args, settings, poller, origins, console) if origins else 0
     return 1 if rejected or missing else 0
 
 
@@ -280,7 +300,10 @@ def poll_command(args: argparse.Namespace) -> int:
             raise ConfigError(f"--ids {args.ids}: {exc.strerror or exc}") from exc
     if not origins:
         raise ConfigError(f"--ids {args.ids}: no request ids in it")
-    return 1 if _poll(args, settings, endpoints, origins, console) else 0
+    from facepipe.client.url_results import result_poller
+
+    poller = result_poller(endpoints, settings)
+    return 1 if _poll(args, settings, poller, origins, console) else 0
 
 
 def read_ids(lines: Iterable[str]) -> Origins:

@@ -48,7 +48,7 @@ from requests.adapters import HTTPAdapter
 from facepipe.client.sources import Frame
 from facepipe.config import Settings
 from facepipe.errors import ConfigError
-from facepipe.messages import MAX_SIDE
+from facepipe.messages import MAX_SIDE, Reply
 
 SignMode = Literal["auto", "always", "never"]
 _FUNCTION_URL_HOST = re.compile(r"\.lambda-url\.([a-z0-9-]+)\.on\.aws$")
@@ -346,6 +346,10 @@ class Sender:
         max_body_bytes: the Function URL's body limit: a frame whose request would be larger is
             sent downscaled (or rejected when it cannot be).
         fields: more request fields sent with every frame (e.g. ``{"album": {...}}``).
+        reply: how the frames' results are wanted: ``queue`` (the default: the field is not
+            sent) or ``by_id``, kept by request_id only and never posted to the response queue,
+            for a client that reads them from the Function URL's ``/results``
+            (:func:`facepipe.client.url_results.reply_for` says which).
         timeout: seconds to connect and to wait for the answer, per attempt.
         credentials: botocore credentials to sign with (default: the normal chain).
         sleep: how to wait between attempts (tests pass a recorder).
@@ -362,6 +366,7 @@ class Sender:
         frames_per_request: int = 1,
         max_body_bytes: int = MAX_BODY_BYTES,
         fields: Mapping[str, Any] | None = None,
+        reply: Reply = "queue",
         timeout: tuple[float, float] = (10.0, 60.0),
         credentials: Any = None,
         sleep: Callable[[float], None] = time.sleep,
@@ -378,7 +383,8 @@ class Sender:
         self.retry = retry or RetryPolicy()
         self.frames_per_request = frames_per_request
         self.max_body_bytes = max_body_bytes
-        self.fields = dict(fields or {})
+        # "reply" only when it is not the default: a stack that knows no "reply" takes the rest
+        self.fields = {**(fields or {}), **({"reply": reply} if reply != "queue" else {})}
         self.timeout = timeout
         self.signer = signer_for(function_url, sign, region, credentials)
         self.sleep = sleep

@@ -1,14 +1,16 @@
 """Taking this client's results from the Function URL by request_id: nobody else's in sight.
 
 A stack whose detection function answers ``/results`` (:mod:`facepipe.aws.function_url`) keeps
-every final result in its result ledger as well as posting it to the response queue.
-:class:`UrlResultPoller` asks for the request_ids it waits for, up to 100 per
-``POST /results``, and gets exactly their states and results, in as many requests as its
-pacing makes, however many other clients the stack has. It never receives from the response
-queue: the queue's copies are left to whoever consumes the queue, and expire with its retention
-(4 days). Its :meth:`~UrlResultPoller.poll` and :class:`~facepipe.client.results.PollReport` are
-the queue poller's, so callers take either; :func:`result_poller` picks one
-(``FACEPIPE_RESULTS_VIA``: ``auto``, ``url`` or ``queue``).
+every final result in its result ledger, and posts it to the response queue as well unless its
+request said ``"reply": "by_id"``. :class:`UrlResultPoller` asks for the request_ids it waits
+for, up to 100 per ``POST /results``, and gets exactly their states and results, in as many
+requests as its pacing makes, however many other clients the stack has. It never receives from
+the response queue, so a client that reads here sends its frames with ``"reply": "by_id"``
+(:func:`reply_for`): else their queue copies would wait there unread for the queue's retention
+(4 days), in the way of every client that does take results off the queue. Its
+:meth:`~UrlResultPoller.poll` and :class:`~facepipe.client.results.PollReport` are the queue
+poller's, so callers take either; :func:`result_poller` picks one (``FACEPIPE_RESULTS_VIA``:
+``auto``, ``url`` or ``queue``).
 
 Pacing: the first ask goes at once (``no_face`` and ``duplicate`` frames are done when their
 POST is answered); while results arrive, the next ask waits for about :data:`RESULTS_PER_ASK`
@@ -51,7 +53,7 @@ from facepipe.client.results import PollReport, Received, ResultPoller, whole_re
 from facepipe.client.stack import Endpoints
 from facepipe.config import Settings
 from facepipe.errors import ConfigError, FacepipeError
-from facepipe.messages import MAX_RESULT_IDS, ResultState
+from facepipe.messages import MAX_RESULT_IDS, Reply, ResultState
 
 WAIT = (0.25, 5.0)  # seconds between asks: least, most
 RESULTS_PER_ASK = 2  # while results arrive, an ask waits for about this many more
@@ -105,6 +107,7 @@ class UrlResultPoller:
         self.clock = clock
         self.sleep = sleep
         self.session = requests.Session()
+        self.takes_by_id = False  # the stack keeps "reply": "by_id" results (see offered())
 
     @classmethod
     def from_settings(cls, function_url: str, settings: Settings, **kwargs: Any) -> UrlResultPoller:
@@ -141,7 +144,8 @@ class UrlResultPoller:
 
     def offered(self) -> str | None:
         """``None`` when the stack answers ``GET /results`` (it offers results by request_id),
-        else why not: an older stack answers 405, as to any GET."""
+        else why not: an older stack answers 405, as to any GET. Sets :attr:`takes_by_id` when
+        the answer lists ``by_id`` among the ``reply`` a POSTed frame may say."""
         answer = self._send("GET", self.url)
         if isinstance(answer, str):
             return answer
@@ -150,6 +154,8 @@ class UrlResultPoller:
         except ValueError:
             about = None
         if isinstance(about, dict) and "max_ids" in about:
+            replies = about.get("reply")
+            self.takes_by_id = isinstance(replies, list) and "by_id" in replies
             return None
         error, message = error_of(answer)
         return f"GET {self.url} answered HTTP {answer.status_code} {error}: {message}"
@@ -297,3 +303,12 @@ def result_poller(endpoints: Endpoints, settings: Settings) -> ResultPoller | Ur
         why_not,
     )
     return poller.queue
+
+
+def reply_for(poller: ResultPoller | UrlResultPoller) -> Reply:
+    """How to ask for the results ``poller`` will read: ``by_id`` (kept by request_id only,
+    nothing left on the response queue) when it reads them from a Function URL that takes it,
+    else ``queue``, the default (a queue poller takes them from there)."""
+    if isinstance(poller, UrlResultPoller) and poller.takes_by_id:
+        return "by_id"
+    return "queue"

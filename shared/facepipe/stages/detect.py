@@ -28,6 +28,7 @@ from facepipe.messages import (
     FaceTask,
     FrameIn,
     Models,
+    Reply,
     Result,
 )
 from facepipe.stages.ledger import Admission, ResultLedger
@@ -55,6 +56,7 @@ class FrameFaces:
     album: AlbumRequest | None = None  # album mode of the frame, if any
     output_key: str | None = None  # S3 ingress: where the final result is also written
     faces_dropped: int = 0  # faces found beyond FACEPIPE_MAX_FACES (the smallest)
+    reply: Reply = "queue"  # how the final result is delivered (the request's `reply`)
 
     def to_task(self) -> FaceTask:
         return FaceTask(
@@ -77,6 +79,7 @@ class FrameFaces:
             ],
             timings_ms=self.timings_ms,
             sent_at=time.time(),
+            reply=self.reply,
         )
 
     def scale_to(self, width: int, height: int) -> None:
@@ -104,6 +107,7 @@ class FrameFaces:
             timings_ms=self.timings_ms,
             album=empty_album_outcome(self.album),
             output_key=self.output_key,
+            reply=self.reply,
         )
 
     def accepted(self) -> Accepted:
@@ -262,9 +266,18 @@ class DetectionService:
             raise InvalidRequest(f"the body is not valid JSON ({exc})") from exc
         except RecursionError as exc:
             raise InvalidRequest("the body is not valid JSON: it is nested too deeply") from exc
-        return DetectRequest.parse(
+        request = DetectRequest.parse(
             payload, max_frames=settings.max_frames, max_filename=settings.max_filename
         )
+        if not self.keeps_results:
+            _refuse_by_id([f.request_id for f in request.frames if f.reply == "by_id"])
+        return request
+
+    @property
+    def keeps_results(self) -> bool:
+        """Whether results can be read here by request_id (a ledger, and
+        ``FACEPIPE_RESULTS_BY_ID`` on): only then may a frame ask for ``"reply": "by_id"``."""
+        return self.ledger is not None and self.detection.settings.results_by_id
 
     def handle_body(self, body: str | bytes) -> DetectionReport:
         request = self.parse(body)
@@ -334,6 +347,7 @@ class DetectionService:
         found = self.detection.image(frame.request_id, frame.filename, pixels)
         found.timings_ms["decode"] = decode_ms
         found.album = frame.album
+        found.reply = frame.reply
         if frame.original_size is not None:
             width, height = frame.original_size
             if width < pixels.width or height < pixels.height:
@@ -374,12 +388,35 @@ def _where(frames: Sequence[FrameIn], frame: FrameIn, name: str = "") -> str:
     return f"{where} ({frame.request_id})"
 
 
+class ResultsByIdOff(InvalidRequest):
+    """A frame asks for its result by request_id only, where nobody can read it so."""
+
+    code = "results_by_id_off"
+    status = 400
+
+
+def _refuse_by_id(request_ids: Sequence[str]) -> None:
+    """400 when frames ask for ``"reply": "by_id"`` of a stack that does not offer results by
+    request_id: kept only where nobody can read it, such a result would be lost."""
+    if request_ids:
+        raise ResultsByIdOff(
+            f'request_id {_shown(request_ids)}: "reply": "by_id" asks for the result by '
+            "request_id only, and this stack does not offer results by request_id "
+            "(FACEPIPE_RESULTS_BY_ID is off, as on a public Function URL): send without it and "
+            "take the results from the response queue"
+        )
+
+
+def _shown(request_ids: Sequence[str]) -> str:
+    """At most 5 request_ids, and how many more."""
+    more = f" and {len(request_ids) - 5} more" if len(request_ids) > 5 else ""
+    return ", ".join(request_ids[:5]) + more
+
+
 def _refuse_conflicts(conflicts: Sequence[str]) -> None:
     """409 naming the request_ids that already name another frame, if any."""
     if conflicts:
-        more = f" and {len(conflicts) - 5} more" if len(conflicts) > 5 else ""
-        shown = ", ".join(conflicts[:5]) + more
         raise DuplicateRequestId(
-            f"request_id {shown} already names another frame (its result is out or on its way);"
-            " a request_id names one frame: send this frame with a new request_id"
+            f"request_id {_shown(conflicts)} already names another frame (its result is out "
+            "or on its way); a request_id names one frame: send this frame with a new request_id"
         )

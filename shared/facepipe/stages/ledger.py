@@ -25,11 +25,16 @@ Every request_id has one ledger item with a small state machine::
    ``complete`` keeps the final result's JSON as it was posted (a claim-checked result's short
    form, which names its S3 copy) in the item, up to :data:`MAX_KEPT_RESULT_BYTES`, and
    :meth:`ResultLedger.lookup` reads it back, so a client gets its own results without sifting
-   the shared response queue. The result is still posted to the queue as well.
+   the shared response queue. The result is posted to the queue as well, unless its request
+   asked for it by request_id only (``"reply": "by_id"``, :data:`facepipe.messages.Reply`):
+   then the completion is its only delivery, so one that fails, or finds the claim lost,
+   fails the send (the record comes back, or the client's POST is retried) instead of
+   counting it posted, and a result the item could not keep is never completed.
 
 The one window left is a worker dying between its send and ``complete`` (one DynamoDB write):
 the lease runs out and the redelivered message posts the same result again, which the client
-drops (it keeps the first result per request_id). The lease covers the worst-case send (see
+drops (it keeps the first result per request_id); a result wanted by request_id only was not
+out at all, and the redelivered message keeps it. The lease covers the worst-case send (see
 :func:`facepipe.aws.clients.worst_case_call_s`), so a slow send is not overtaken either. In AWS
 the ledger is a DynamoDB table (:class:`facepipe.aws.dynamo_ledger.DynamoLedger`, conditional
 writes, TTL); in-process it is :class:`MemoryLedger`.
@@ -37,6 +42,7 @@ writes, TTL); in-process it is :class:`MemoryLedger`.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import logging
 import threading
@@ -276,8 +282,12 @@ class OncePerRequest:
         except BaseException:
             self.ledger.release(result.request_id, owner)
             raise
-        self.posted += 1
         kept = (posted if isinstance(posted, Result) else result).to_json()
+        if result.reply == "by_id":
+            self._keep(result, owner, kept)
+            self.posted += 1
+            return True
+        self.posted += 1
         try:
             if not self.ledger.complete(result.request_id, owner, result.status, kept):
                 self.lease_lost += 1
@@ -288,3 +298,27 @@ class OncePerRequest:
         except Exception:  # posted: a lost completion only risks a duplicate the client drops
             _log.warning("result posted but not recorded in the ledger", exc_info=True)
         return True
+
+    def _keep(self, result: Result, owner: str, kept: str) -> None:
+        """Complete a result wanted by request_id only: the ledger is where it goes, so a
+        completion that fails or finds the claim lost raises (the send failed: retried) rather
+        than let the request end without a result."""
+        request_id = result.request_id
+        if keepable(kept) is None:  # the response queue's sink claim-checks anything larger
+            self.ledger.release(request_id, owner)
+            raise RuntimeError(
+                f"result {request_id} is {len(kept.encode())} bytes, more than the ledger keeps "
+                f"({MAX_KEPT_RESULT_BYTES}), and was not claim-checked: it cannot be kept"
+            )
+        try:
+            completed = self.ledger.complete(request_id, owner, result.status, kept)
+        except BaseException:
+            with contextlib.suppress(Exception):  # a completion that did apply is not undone
+                self.ledger.release(request_id, owner)
+            raise
+        if not completed:
+            self.lease_lost += 1
+            raise ResultInFlight(
+                f"request {request_id}: its claim's lease ran out before its result was kept; "
+                "another worker is posting it"
+            )

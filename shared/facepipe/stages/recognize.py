@@ -35,7 +35,9 @@ from facepipe.messages import (
     FaceTask,
     Models,
     PersonMatch,
+    Reply,
     Result,
+    readable_reply,
     readable_request_id,
 )
 from facepipe.stages.batch import Message, RecognitionSummary
@@ -136,6 +138,7 @@ class Recognition:
                     timings_ms=timings,
                     output_key=frame.output_key,
                     faces_dropped=frame.faces_dropped or None,
+                    reply=frame.reply,
                 )
             )
         return results
@@ -264,6 +267,7 @@ def frame_from_task(
         album=task.album,
         output_key=task.output_key,
         faces_dropped=task.faces_dropped or 0,
+        reply=task.reply,
     )
 
 
@@ -282,6 +286,7 @@ class Outcome:
     """What became of one message: its task (when it parsed) and result, or the error."""
 
     request_id: str | None = None  # as far as it could be read (for the log and the refusal)
+    reply: Reply = "queue"  # how its result is delivered, as far as it could be read
     task: FaceTask | None = None
     result: Result | None = None
     error: Exception | None = None
@@ -294,12 +299,17 @@ class Outcome:
 def parse_message(message: Message) -> Outcome:
     """The message read once: its task and request_id, or the refusal (the error, with the
     request_id still readable from the attribute or the body's start, so that a malformed
-    message can be answered with its request's ``error`` result)."""
+    message can be answered with its request's ``error`` result, delivered as its ``reply``
+    asks when that can be read too)."""
     try:
         task = FaceTask.parse_json(message.body)
     except InvalidMessage as exc:
-        return Outcome(request_id=readable_request_id(message.body, message.request_id), error=exc)
-    return Outcome(request_id=task.request_id, task=task)
+        return Outcome(
+            request_id=readable_request_id(message.body, message.request_id),
+            reply=readable_reply(message.body),
+            error=exc,
+        )
+    return Outcome(request_id=task.request_id, reply=task.reply, task=task)
 
 
 class RecognitionBatch:
@@ -421,7 +431,9 @@ class RecognitionService:
         if isinstance(exc, InvalidMessage) and exc.permanent and request_id is not None:
             _log.warning("malformed message %s: error result (%s)", request_id, exc.code)
             error = ErrorInfo(code=exc.code, message=exc.message)
-            outcome.result = Result(request_id=request_id, status="error", error=error)
+            outcome.result = Result(
+                request_id=request_id, status="error", error=error, reply=outcome.reply
+            )
             outcome.task = outcome.error = None
             return
         if not isinstance(exc, FacepipeError):

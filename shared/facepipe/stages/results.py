@@ -3,7 +3,9 @@
 A client asks for its own request_ids and gets, for each, its state and, once done, its result as
 the stack posted it to the response queue, kept in the result ledger
 (:mod:`facepipe.stages.ledger`), so it never receives, nor sifts past, another client's results.
-The response queue still gets every result; reading one here leaves the queue's copy alone.
+The response queue gets every result too, unless its request asked for it by request_id only
+(``"reply": "by_id"``, which the client sends when it reads here): the ledger then holds the
+only copy, and nothing is left on the queue for no one.
 
 States (:data:`facepipe.messages.ResultStateName`):
 
@@ -33,9 +35,9 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, get_args
 
-from facepipe.messages import MAX_RESULT_IDS, ResultState, ResultStateName
+from facepipe.messages import MAX_RESULT_IDS, Reply, ResultState, ResultStateName
 from facepipe.stages.ledger import DONE, ResultLedger
 
 # A Function URL answers at most 6 MB (Lambda's synchronous response payload): the results of
@@ -67,6 +69,8 @@ class ResultReader:
             "post": '/results {"request_ids": [...]}',
             "max_ids": MAX_RESULT_IDS,
             "states": ["done", *ADVICE],
+            # what a POSTed frame's "reply" may say: "by_id" keeps its result here only
+            "reply": list(get_args(Reply)),
         }
 
     def read(self, request_ids: Sequence[str]) -> list[ResultState]:

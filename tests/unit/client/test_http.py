@@ -275,7 +275,8 @@ def test_send_and_poll_without_a_local_stack_stop_at_once_with_exit_2(
     ids.write_text("t.a\n")
     for argv, url in (
         (["send", str(image)], f"http://127.0.0.1:{port}/"),
-        (["get", str(image)], f"http://127.0.0.1:{port}/"),
+        # get picks its poller (the URL's, with the queue's behind it) before it sends
+        (["get", str(image)], f"http://127.0.0.1:{port}"),
         (["poll", "--ids", str(ids)], f"http://127.0.0.1:{port}"),
     ):
         start = time.monotonic()
@@ -308,6 +309,22 @@ def test_frames_per_request_packs_frames(server: FakeFunctionUrl) -> None:
     assert sum("frames" not in s.body for s in server.seen) == 1  # the last, single frame
     assert {o.status for o in outcomes} == {"no_face"}
     assert sender.summary.requests == 3 and sender.summary.no_face == 5
+
+
+def test_results_wanted_by_id_say_so_in_every_frame_and_the_default_says_nothing(
+    server: FakeFunctionUrl,
+) -> None:
+    """``"reply": "by_id"`` goes with each frame, single or packed; the default (the queue) is
+    not sent at all, so a stack that knows no ``reply`` takes the request as before."""
+    with Sender(server.url, frames_per_request=2, reply="by_id") as sender:
+        list(sender.send_all(frames(3)))
+    with Sender(server.url, fields={"album": {"name": "a", "mode": "index"}}) as sender:
+        list(sender.send_all(frames(1)))
+
+    by_id, default = server.seen[:-1], server.seen[-1]
+    sent = [f for s in by_id for f in s.body.get("frames", [s.body])]
+    assert [f["reply"] for f in sent] == ["by_id"] * 3
+    assert "reply" not in default.body and default.body["album"]["name"] == "a"
 
 
 def test_a_202_that_does_not_list_a_frame_rejects_it(server: FakeFunctionUrl) -> None:

@@ -24,6 +24,7 @@ from facepipe.client.url_results import (
     WAIT,
     ResultsUnavailable,
     UrlResultPoller,
+    reply_for,
     result_poller,
 )
 from facepipe.config import Settings
@@ -267,3 +268,24 @@ def test_an_older_stack_is_polled_on_the_queue_unless_url_is_asked_for(
         result_poller(endpoints(""), Settings.from_env({}, results_via="url"))
     with pytest.raises(ConfigError, match="no response queue url"):
         result_poller(endpoints(""), Settings.from_env({}))
+
+
+def test_results_read_by_id_are_wanted_by_id_only_where_the_stack_takes_it(
+    url: str, function: ResultsFunction
+) -> None:
+    """A client that reads by request_id asks for its results by request_id only (none left
+    on the response queue); one that polls the queue, or a stack whose ``GET /results`` lists
+    no ``reply`` (it would refuse the field), gets the queue's default."""
+    by_url = result_poller(endpoints(url), Settings.from_env({}))
+    assert reply_for(by_url) == "by_id"
+
+    older = {"results": "by request_id", "max_ids": 100, "states": ["done"]}  # no "reply" yet
+    function.reader.about = lambda: older  # type: ignore[method-assign,union-attr]
+    assert reply_for(result_poller(endpoints(url), Settings.from_env({}))) == "queue"
+    assert reply_for(UrlResultPoller(url)) == "queue"  # not asked yet: the default
+    with mock_aws():
+        queue = boto3.client("sqs", region_name="us-east-1").create_queue(QueueName="r")
+        on_queue = result_poller(
+            endpoints(url, queue["QueueUrl"]), Settings.from_env({}, results_via="queue")
+        )
+        assert reply_for(on_queue) == "queue"

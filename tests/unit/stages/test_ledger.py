@@ -9,7 +9,7 @@ import pytest
 from moto import mock_aws
 
 from facepipe.aws.dynamo_ledger import DynamoLedger
-from facepipe.messages import Result
+from facepipe.messages import FaceResult, Result
 from facepipe.stages.ledger import (
     DEFAULT_LEASE_S,
     Admission,
@@ -240,8 +240,6 @@ class ClaimChecking(Sink):
 
 
 def test_once_per_request_keeps_the_result_as_posted(ledger: ResultLedger) -> None:
-    from facepipe.messages import FaceResult
-
     face = FaceResult(box=[1.0, 2.0, 3.0, 4.0], probability=0.99, name="alice")
     OncePerRequest(Sink(), ledger).send_result(Result(request_id="a", status="ok", faces=[face]))
     OncePerRequest(ClaimChecking(), ledger).send_result(
@@ -253,3 +251,159 @@ def test_once_per_request_keeps_the_result_as_posted(ledger: ResultLedger) -> No
     assert Result.model_validate_json(found["a"].result or "").faces == [face]
     kept = Result.model_validate_json(found["b"].result or "")
     assert (kept.faces, kept.payload_uri) == ([], "s3://b/payloads/a/r.json")
+
+
+# --- results wanted by request_id only ("reply": "by_id") -------------------------------------
+class ResponseQueue:
+    """The response queue's real sink (SqsResultSink, on moto SQS, claim-checking into moto S3)
+    and what reached the queue."""
+
+    def __init__(self, max_message_bytes: int = 262_144) -> None:
+        from facepipe.aws.s3 import S3PayloadStore
+        from facepipe.aws.sqs import SqsResultSink
+
+        self.sqs = boto3.client("sqs", region_name="us-east-1")
+        self.s3 = boto3.client("s3", region_name="us-east-1")
+        self.s3.create_bucket(Bucket="data")
+        self.url = self.sqs.create_queue(QueueName="responses")["QueueUrl"]
+        payloads = S3PayloadStore(self.s3, "data", "payloads/")
+        self.sink = SqsResultSink(self.sqs, self.url, payloads, max_message_bytes)
+
+    def posted(self) -> list[str]:
+        """The request_ids of the messages on the queue (received once, then deleted)."""
+        ids = []
+        while messages := self.sqs.receive_message(
+            QueueUrl=self.url, MaxNumberOfMessages=10, MessageAttributeNames=["All"]
+        ).get("Messages", []):
+            for message in messages:
+                ids.append(message["MessageAttributes"]["request_id"]["StringValue"])
+                self.sqs.delete_message(QueueUrl=self.url, ReceiptHandle=message["ReceiptHandle"])
+        return sorted(ids)
+
+
+@pytest.fixture
+def queue() -> Iterator[ResponseQueue]:
+    with mock_aws():
+        yield ResponseQueue()
+
+
+def test_a_by_id_result_is_kept_once_and_never_posted(
+    ledger: ResultLedger, queue: ResponseQueue
+) -> None:
+    """Before: every result went to the response queue, where a client reading by request_id
+    left it unread for the queue's retention, in every queue consumer's way."""
+    once = OncePerRequest(queue.sink, ledger)
+    by_id = Result(request_id="a", status="ok", filename="a.jpg", reply="by_id")
+
+    assert once.send_result(by_id)
+    assert once.send_result(Result(request_id="b", status="no_face"))  # the default: the queue
+    assert not once.send_result(by_id)  # a redelivery: already out, nothing again
+
+    assert queue.posted() == ["b"]
+    found = ledger.lookup(["a", "b"])
+    assert found["a"].result == by_id.to_json() and '"reply"' not in (found["a"].result or "")
+    assert found["b"].result == Result(request_id="b", status="no_face").to_json()
+    assert ledger.finished(["a", "b"]) == {"a", "b"}
+    assert (once.posted, once.skipped) == (2, 1)
+
+
+def test_a_by_id_result_too_large_for_a_message_is_kept_claim_checked(
+    ledger: ResultLedger,
+) -> None:
+    with mock_aws():
+        queue = ResponseQueue(max_message_bytes=2048)
+        face = FaceResult(box=[1.0, 2.0, 3.0, 4.0], probability=0.99, name="x" * 1500)
+        result = Result(request_id="big", status="ok", faces=[face, face], reply="by_id")
+
+        assert OncePerRequest(queue.sink, ledger).send_result(result)
+
+        assert queue.posted() == []
+        kept = Result.model_validate_json(ledger.lookup(["big"])["big"].result or "")
+        assert kept.faces == [] and (kept.payload_uri or "").startswith("s3://data/payloads/big/")
+        key = (kept.payload_uri or "").removeprefix("s3://data/")
+        whole = queue.s3.get_object(Bucket="data", Key=key)["Body"].read()
+        assert Result.model_validate_json(whole).faces == [face, face]
+
+
+class FailingCompletion:
+    """``ledger`` whose next ``fail`` completions raise (DynamoDB unavailable)."""
+
+    def __init__(self, ledger: ResultLedger, fail: int = 1) -> None:
+        self.ledger = ledger
+        self.fail = fail
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.ledger, name)
+
+    def complete(self, request_id: str, owner: str, status: str, result: str | None = None) -> bool:
+        if self.fail:
+            self.fail -= 1
+            raise ConnectionError("ledger unavailable")
+        return self.ledger.complete(request_id, owner, status, result)
+
+
+def test_a_by_id_completion_that_fails_fails_the_send_and_the_retry_keeps_it(
+    ledger: ResultLedger, queue: ResponseQueue
+) -> None:
+    """A by-id result's completion is its only delivery: swallowed as for a posted one, the
+    record would count as done and the request end with no result anywhere."""
+    flaky = FailingCompletion(ledger)
+    once = OncePerRequest(queue.sink, flaky)  # type: ignore[arg-type]
+    result = Result(request_id="a", status="ok", reply="by_id")
+
+    with pytest.raises(ConnectionError):
+        once.send_result(result)
+    assert ledger.lookup(["a"])["a"].state == "admitted"  # released: the retry may claim it
+    assert once.send_result(result)  # the record's retry
+
+    assert ledger.lookup(["a"])["a"].result == result.to_json()
+    assert queue.posted() == []
+    assert once.posted == 1
+
+
+def test_a_posted_result_whose_completion_fails_still_counts_as_out(
+    ledger: ResultLedger, queue: ResponseQueue
+) -> None:
+    """On the queue the result is out: a lost completion only risks a duplicate (as before)."""
+    once = OncePerRequest(queue.sink, FailingCompletion(ledger))  # type: ignore[arg-type]
+    assert once.send_result(Result(request_id="a", status="ok"))
+    assert queue.posted() == ["a"]
+
+
+class SlowSend:
+    """A send that outlives its claim's lease, while another worker claims the request_id."""
+
+    def __init__(self, sink: object, ledger: ResultLedger, clock: Clock) -> None:
+        self.sink, self.ledger, self.clock = sink, ledger, clock
+
+    def send_result(self, result: Result) -> object:
+        answer = self.sink.send_result(result)  # type: ignore[attr-defined]
+        self.clock.now += 61
+        assert self.ledger.claim(result.request_id, "B") is Claim.NEW
+        return answer
+
+
+def test_a_by_id_result_whose_claim_was_lost_fails_the_send(
+    ledger: ResultLedger, queue: ResponseQueue, clock: Clock
+) -> None:
+    """Its result was kept nowhere: the record must come back (and find it out by then, from
+    the worker that took the claim over), not be deleted as done."""
+    once = OncePerRequest(SlowSend(queue.sink, ledger, clock), ledger)
+    with pytest.raises(ResultInFlight, match="lease ran out"):
+        once.send_result(Result(request_id="a", status="ok", reply="by_id"))
+    assert (once.posted, once.lease_lost) == (0, 1)
+    assert ledger.lookup(["a"])["a"].state == "claimed"  # B's, to complete
+    assert ledger.complete("a", "B", "ok", '{"request_id": "a"}')
+    assert not once.send_result(Result(request_id="a", status="ok", reply="by_id"))
+    assert queue.posted() == []
+
+
+def test_a_by_id_result_the_ledger_cannot_keep_is_never_completed(ledger: ResultLedger) -> None:
+    """Completed without its result, it would be done with nothing to read: refused, released."""
+    from facepipe.stages.ledger import MAX_KEPT_RESULT_BYTES
+
+    face = FaceResult(box=[1.0, 2.0, 3.0, 4.0], probability=0.99, name="x" * MAX_KEPT_RESULT_BYTES)
+    result = Result(request_id="a", status="ok", faces=[face], reply="by_id")
+    with pytest.raises(RuntimeError, match="cannot be kept"):
+        OncePerRequest(Sink(), ledger).send_result(result)  # a sink that claim-checks nothing
+    assert ledger.lookup(["a"])["a"].state == "admitted"
