@@ -119,8 +119,8 @@ def _store(args: argparse.Namespace, settings: Any) -> Any:
     from facepipe.aws.clients import client
 
     location = albums_location(settings)
-    s3 = client("s3", settings) if location.startswith("s3://") else None
-    return open_albums(location, s3)
+    s3 = client("s3", settings) if "s3://" in location else None
+    return open_albums(location, s3, settings)
 
 
 def photos_of(source: str, settings: Any) -> Iterator[tuple[str, bytes]]:

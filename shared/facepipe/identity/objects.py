@@ -28,6 +28,8 @@ class Objects(Protocol):
 
     def drop_history(self, key: str) -> int: ...
 
+    def drop_history_under(self, prefix: str) -> int: ...
+
 
 class LocalObjects:
     """Files under ``root``; writes are atomic (a temporary file renamed into place). A folder
@@ -80,4 +82,7 @@ class LocalObjects:
         return len(keys)
 
     def drop_history(self, key: str) -> int:
+        return 0
+
+    def drop_history_under(self, prefix: str) -> int:
         return 0
