@@ -142,3 +142,33 @@ def test_albums_in_s3_find_and_forget_as_the_object_shards_do(aws: LocalAws, buc
         k for k, body in _every_version(aws, bucket, prefix) if any(n in body for n in needles)
     ]
     assert not [v for v in S3Objects(aws.s3, bucket).versions(prefix) if not v["IsLatest"]]
+
+
+def test_concurrent_writers_to_one_album_lose_no_face(aws: LocalAws, bucket: str) -> None:
+    """Recognition functions index batches into one album at once: each its own connection,
+    every commit lands (LanceDB retries a commit that lost the race)."""
+    import threading
+
+    location = f"lancedb+s3://{bucket}/{PREFIX}albums"
+    rng = np.random.default_rng(4)
+    errors: list[BaseException] = []
+
+    def writer(w: int) -> None:
+        store = open_albums(location, aws.s3, _settings(aws))
+        for i in range(3):
+            entry = AlbumEntry(f"w{w}-{i}.jpg", [0, 0, 9, 9], rng.normal(size=8), f"r{w}-{i}")
+            try:
+                store.add("busy", [entry], "dlib")
+            except BaseException as exc:  # reported below
+                errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(w,)) for w in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    store = open_albums(location, aws.s3, _settings(aws))
+    assert isinstance(store, LanceAlbumStore)
+    hits = store.find("busy", np.ones(8), threshold=2.0, embedder="dlib")
+    assert len(hits) == 12
