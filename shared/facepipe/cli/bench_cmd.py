@@ -237,13 +237,18 @@ def run_vectors_command(args: argparse.Namespace) -> int:
         workdir=args.workdir,
         log=sys.stderr,
     )
-    print(table(summary), file=sys.stderr)
+    _report(table(summary), summary, args.json_out)
+    return 1 if any("error" in run for run in summary["runs"]) else 0
+
+
+def _report(text_table: str, summary: dict[str, Any], json_out: Path | None) -> None:
+    """The table on stderr, the summary JSON on stdout and, with ``json_out``, in that file."""
+    print(text_table, file=sys.stderr)
     text = json.dumps(summary, indent=2)
     print(text, flush=True)
-    if args.json_out:
-        args.json_out.parent.mkdir(parents=True, exist_ok=True)
-        args.json_out.write_text(text + "\n")
-    return 1 if any("error" in run for run in summary["runs"]) else 0
+    if json_out:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(text + "\n")
 
 
 def run_match_command(args: argparse.Namespace) -> int:
@@ -264,10 +269,5 @@ def run_match_command(args: argparse.Namespace) -> int:
         nprobes=sweep,
         log=sys.stderr,
     )
-    print(table(summary), file=sys.stderr)
-    text = json.dumps(summary, indent=2)
-    print(text, flush=True)
-    if args.json_out:
-        args.json_out.parent.mkdir(parents=True, exist_ok=True)
-        args.json_out.write_text(text + "\n")
+    _report(table(summary), summary, args.json_out)
     return 0

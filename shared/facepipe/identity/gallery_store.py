@@ -29,7 +29,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Literal, Protocol
+from typing import Literal, Protocol, TypeVar
 
 import numpy as np
 from pydantic import BaseModel, ValidationError
@@ -66,6 +66,27 @@ class Manifest(BaseModel):
             sha256=hashlib.sha256(data).hexdigest(),
             updated_at=datetime.now(UTC).isoformat(timespec="seconds"),
         )
+
+
+ManifestModel = TypeVar("ManifestModel", bound=BaseModel)
+
+
+def read_manifest(objects: Objects, key: str, model: type[ManifestModel]) -> ManifestModel | None:
+    """The manifest at ``key`` (``None`` when there is none); one that does not parse is a
+    :class:`GalleryError` naming it."""
+    raw = objects.get(key)
+    if raw is None:
+        return None
+    try:
+        return model.model_validate_json(raw)
+    except ValidationError as exc:
+        raise GalleryError(f"{objects.uri(key)} is not a gallery manifest: {exc}") from exc
+
+
+def write_manifest(objects: Objects, key: str, manifest: BaseModel) -> None:
+    objects.put(
+        key, json.dumps(manifest.model_dump(), indent=2).encode() + b"\n", "application/json"
+    )
 
 
 def check_person_name(name: str) -> str:
@@ -150,15 +171,7 @@ class GalleryStore(PersonCrops):
         return f"{self.objects.tag(self.key)}|{self.objects.tag(self.manifest_key)}"
 
     def manifest(self) -> Manifest | None:
-        raw = self.objects.get(self.manifest_key)
-        if raw is None:
-            return None
-        try:
-            return Manifest.model_validate_json(raw)
-        except ValidationError as exc:
-            raise GalleryError(
-                f"{self.objects.uri(self.manifest_key)} is not a gallery manifest: {exc}"
-            ) from exc
+        return read_manifest(self.objects, self.manifest_key, Manifest)
 
     def load(self, *, attempts: int = 2) -> Gallery:
         """The stored gallery (empty when there is none), checked against its manifest.
@@ -235,11 +248,7 @@ class GalleryStore(PersonCrops):
         data = gallery.to_bytes(self.key)
         manifest = Manifest.describe(gallery, data)
         self.objects.put(self.key, data)
-        self.objects.put(
-            self.manifest_key,
-            json.dumps(manifest.model_dump(), indent=2).encode() + b"\n",
-            "application/json",
-        )
+        write_manifest(self.objects, self.manifest_key, manifest)
         return manifest
 
     def remove(self, name: str) -> Removal:

@@ -26,14 +26,13 @@ every older table version and, in a versioned bucket, every older object version
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
 from facepipe.errors import GalleryError
 from facepipe.identity.albums import AlbumEntry, AlbumHit, check_album_name
@@ -51,6 +50,8 @@ from facepipe.identity.gallery_store import (
     GalleryStatus,
     PersonCrops,
     Removal,
+    read_manifest,
+    write_manifest,
 )
 from facepipe.identity.objects import Objects
 
@@ -327,15 +328,7 @@ class LanceGalleryStore(PersonCrops):
         return f"{self.objects.tag(self.manifest_key)}"
 
     def manifest(self) -> VectorManifest | None:
-        raw = self.objects.get(self.manifest_key)
-        if raw is None:
-            return None
-        try:
-            return VectorManifest.model_validate_json(raw)
-        except ValidationError as exc:
-            raise GalleryError(
-                f"{self.objects.uri(self.manifest_key)} is not a vector gallery manifest: {exc}"
-            ) from exc
+        return read_manifest(self.objects, self.manifest_key, VectorManifest)
 
     def _table(self) -> Any | None:
         return self.database.open(GALLERY_TABLE)
@@ -453,11 +446,7 @@ class LanceGalleryStore(PersonCrops):
             count=table.count_rows(),
             updated_at=datetime.now(UTC).isoformat(timespec="seconds"),
         )
-        self.objects.put(
-            self.manifest_key,
-            json.dumps(manifest.model_dump(), indent=2).encode() + b"\n",
-            "application/json",
-        )
+        write_manifest(self.objects, self.manifest_key, manifest)
         return manifest
 
     def remove(self, name: str) -> Removal:
