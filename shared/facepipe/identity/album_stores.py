@@ -10,10 +10,15 @@ from typing import Protocol
 import numpy as np
 
 from facepipe.identity.albums import AlbumEntry, AlbumHit
+from facepipe.identity.objects import Objects
 
 
 class Albums(Protocol):
-    """Album indexing and search, as recognition, the CLI and erasure use it."""
+    """Album indexing and search, as recognition, the CLI and erasure use it; the albums are
+    at ``objects.uri(prefix)``."""
+
+    objects: Objects
+    prefix: str
 
     def albums(self) -> list[str]: ...
 

@@ -492,6 +492,7 @@ class LanceAlbumStore:
     def __init__(self, database: LanceDatabase, *, index_min_size: int = INDEX_MIN_SIZE) -> None:
         self.database = database
         self.objects = database.objects
+        self.prefix = database.prefix  # as AlbumStore's: objects.uri(prefix) says where
         self.index_min_size = index_min_size
 
     @staticmethod
