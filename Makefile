@@ -20,7 +20,7 @@ export SAM_CLI_TELEMETRY=0
 export CKV_SKIP_PACKAGE_UPDATE_CHECK=true BC_SKIP_MAPPING=TRUE
 
 .PHONY: help install demo eval test lint format typecheck events invoke-detection \
-        invoke-recognition invoke-ingest local bench gpu-wheels gpu-check bench-e2e bench-burst bench-memory bench-match bench-scale build deploy validate clean \
+        invoke-recognition invoke-ingest local bench gpu-wheels gpu-check bench-e2e bench-burst bench-memory bench-match bench-scale bench-vectors build deploy validate clean \
         images image-check docs format
 
 help: ## list targets
@@ -69,6 +69,9 @@ bench-scale: ## the data plane at scale: albums of 10k-1M faces written as the s
 
 bench-match: ## top-5 matching over a 1,000,000-row synthetic gallery: latency p50/p95, recall, memory, build (MATCH_ARGS=...)
 	$(BIN)/facepipe bench match -n 1000000 --json-out bench/results/match.json $(MATCH_ARGS)
+
+bench-vectors: ## vector stores for large galleries: faiss, LanceDB (folder, moto S3), pgvector at 100k and 1M rows (VECTORS_ARGS=...)
+	$(BIN)/facepipe bench vectors -n 100000 -n 1000000 --json-out bench/results/vectors.json $(VECTORS_ARGS)
 
 local: ## start the local stack (Ctrl-C stops it); LOCAL_ARGS=... for flags
 	$(BIN)/facepipe local up $(LOCAL_ARGS)

@@ -94,7 +94,12 @@ class Settings(BaseModel):
     )
     # --- matching -----------------------------------------------------------------------------
     gallery: str = Field(
-        "", description="Gallery of known people: a local path or `s3://bucket/key` (.pt or .npz)."
+        "",
+        description=(
+            "Gallery of known people: a local path or `s3://bucket/key` (.pt or .npz), or, for "
+            "one too large for a function's memory, a LanceDB database: "
+            "`lancedb+s3://bucket/prefix` or `lancedb:<folder>` (docs/vector-stores.md)."
+        ),
     )
     match_threshold: float | None = Field(
         None,
@@ -113,13 +118,16 @@ class Settings(BaseModel):
     index_min_size: int = Field(
         50_000,
         ge=1,
-        description="Gallery rows from which matching searches an IVF index (faiss), not all rows.",
+        description=(
+            "Gallery rows from which matching searches an IVF index (faiss; in LanceDB the "
+            "writer builds one), not all rows."
+        ),
     )
     index_nprobe: int = Field(
         0,
         ge=0,
-        description="IVF lists searched per query; 0: `1.5·sqrt(lists)` (more: slower, closer "
-        "to exact).",
+        description="IVF lists searched per query; 0: `1.5·sqrt(lists)` (LanceDB: its own "
+        "default); more: slower, closer to exact.",
     )
     album_compact_every: int = Field(
         32,
@@ -141,8 +149,10 @@ class Settings(BaseModel):
     albums: str = Field(
         "",
         description=(
-            "Where album indexes live: `s3://bucket` or a local folder; empty: beside the "
-            "gallery (its bucket or folder), else the data bucket, else `FACEPIPE_DATA_DIR`."
+            "Where album indexes live: `s3://bucket` or a local folder, or a LanceDB database "
+            "(`lancedb+s3://bucket/prefix`, `lancedb:<folder>`: a table per album); empty: beside "
+            "the gallery (its bucket, folder or database), else the data bucket, else "
+            "`FACEPIPE_DATA_DIR`."
         ),
     )
     data_dir: str = Field(

@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
+
+import pytest
 
 from tests.conftest import SAMPLES, run_facepipe
 
+LANCEDB = pytest.mark.skipif(
+    importlib.util.find_spec("lancedb") is None, reason="the vectors extra is not installed"
+)
 
+
+@pytest.mark.parametrize("kind", ["shards", pytest.param("lancedb", marks=LANCEDB)])
 def test_finding_in_an_album_that_does_not_exist_is_an_error_naming_the_known_ones(
-    tmp_path: Path,
+    tmp_path: Path, kind: str
 ) -> None:
-    albums = str(tmp_path / "albums")
+    albums = str(tmp_path / "albums") if kind == "shards" else f"lancedb:{tmp_path / 'albums'}"
     selfie = str(SAMPLES / "astronaut.jpg")
     flags = ("--albums", albums, "--embedder", "dlib")
     nothing = run_facepipe("album", "find", "trip", selfie, *flags)

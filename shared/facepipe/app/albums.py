@@ -11,7 +11,8 @@ import numpy as np
 
 from facepipe.app.pipeline import LocalPipeline
 from facepipe.errors import FacepipeError
-from facepipe.identity.albums import AlbumEntry, AlbumStore, check_album_name
+from facepipe.identity.album_stores import Albums
+from facepipe.identity.albums import AlbumEntry, check_album_name
 
 
 @dataclass
@@ -24,7 +25,7 @@ class IndexReport:
 
 def index_photos(
     pipeline: LocalPipeline,
-    store: AlbumStore,
+    store: Albums,
     album: str,
     photos: Iterable[tuple[str, bytes]],
     *,

@@ -21,7 +21,7 @@ from facepipe.vision.frames import decode_image
 
 if TYPE_CHECKING:
     from facepipe.identity.embedders import Embedder
-    from facepipe.identity.gallery import Gallery
+    from facepipe.identity.gallery import Matcher
 
 
 class LocalPipeline:
@@ -36,7 +36,7 @@ class LocalPipeline:
         settings: Settings,
         *,
         embedder: Embedder | None = None,
-        gallery: Gallery | None = None,
+        gallery: Matcher | None = None,
     ) -> None:
         """``embedder``/``gallery``: already loaded ones (else loaded from ``settings``)."""
         self.settings = settings

@@ -33,8 +33,8 @@ from facepipe.vision.detector import FaceCropper, FaceDetector, FacenetCropper
 
 if TYPE_CHECKING:
     from facepipe.identity.embedders import Embedder
-    from facepipe.identity.gallery import Gallery
-    from facepipe.identity.gallery_store import GalleryStore
+    from facepipe.identity.gallery import Matcher
+    from facepipe.identity.gallery_store import GalleryBackend
     from facepipe.stages.ingest import IngestService
     from facepipe.stages.recognize import RecognitionService
 
@@ -100,17 +100,18 @@ class ServedGallery:
         from facepipe.app.stores import open_gallery_store
 
         self.uri = settings.gallery
-        self.store: GalleryStore = open_gallery_store(settings.gallery, settings, s3)
+        self.store: GalleryBackend = open_gallery_store(settings.gallery, settings, s3)
 
     def tag(self) -> str:
         return self.store.tag()
 
-    def load(self, *, missing_ok: bool = True) -> Gallery:
+    def load(self, *, missing_ok: bool = True) -> Matcher:
         try:
-            if self.store.objects.tag(self.store.key) is None:
-                if not self.uri.startswith("s3://"):
+            status = self.store.status()
+            if status != "present":
+                if not self.uri.startswith(("s3://", "lancedb+s3://")):
                     raise GalleryError(f"cannot read gallery {self.uri}: no such file")
-                if not missing_ok or self.store.objects.tag(self.store.manifest_key) is not None:
+                if not missing_ok or status == "gone":
                     raise GalleryError(
                         f"gallery {self.uri} is gone (deleted?): restore its last version, or "
                         "write an empty gallery with `facepipe gallery remove` to clear it"
@@ -121,7 +122,7 @@ class ServedGallery:
             raise GalleryError(f"cannot read gallery {self.uri}: {exc}") from exc
 
 
-def load_gallery(settings: Settings, s3: object | None = None) -> Gallery:
+def load_gallery(settings: Settings, s3: object | None = None) -> Matcher:
     """The gallery ``FACEPIPE_GALLERY`` names, or an empty one when unset."""
     if not settings.gallery:
         from facepipe.identity.gallery import Gallery
@@ -228,7 +229,7 @@ def recognition_service(settings: Settings) -> RecognitionService:
         recognition,
         result_sink(settings, client("sqs", settings), payloads, make_ledger(settings)),
         payloads,
-        open_albums(location, s3 if location.startswith("s3://") else None, settings),
+        open_albums(location, s3 if "s3://" in location else None, settings),
     )
 
 

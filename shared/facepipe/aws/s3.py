@@ -166,14 +166,16 @@ class S3Objects:
 
     def versions(self, prefix: str) -> list[dict[str, Any]]:
         """Every version and delete marker under ``prefix``: ``Key``, ``VersionId``,
-        ``IsLatest`` (an unversioned bucket lists each object once, version ``null``)."""
+        ``IsLatest``, ``Marker`` (an unversioned bucket lists each object once, version
+        ``null``)."""
         pages = self.s3.get_paginator("list_object_versions").paginate(
             Bucket=self.bucket, Prefix=prefix
         )
         return [
-            {"Key": v["Key"], "VersionId": v["VersionId"], "IsLatest": v["IsLatest"]}
+            {"Key": v["Key"], "VersionId": v["VersionId"], "IsLatest": v["IsLatest"], "Marker": m}
             for page in pages
-            for v in page.get("Versions", []) + page.get("DeleteMarkers", [])
+            for m, kind in ((False, "Versions"), (True, "DeleteMarkers"))
+            for v in page.get(kind, [])
         ]
 
     def _delete_versions(self, versions: list[dict[str, Any]]) -> int:
@@ -198,6 +200,12 @@ class S3Objects:
     def drop_history(self, key: str) -> int:
         """Delete every version of ``key`` but the current one; the number deleted."""
         old = [v for v in self.versions(key) if v["Key"] == key and not v["IsLatest"]]
+        return self._delete_versions(old)
+
+    def drop_history_under(self, prefix: str) -> int:
+        """Delete every version under ``prefix`` but the current objects' (older versions,
+        deleted objects' versions and their delete markers); the number deleted."""
+        old = [v for v in self.versions(prefix) if v["Marker"] or not v["IsLatest"]]
         return self._delete_versions(old)
 
 

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from facepipe.bench.e2e import percentiles
-from facepipe.identity.gallery import DEFAULT_TOP_K, Gallery, IvfIndex
+from facepipe.identity.gallery import DEFAULT_TOP_K, Gallery, IvfIndex, Matcher
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
@@ -134,7 +134,7 @@ def _recall(got: list[list[Any]], want: list[list[Any]]) -> float:
 
 
 def measure(
-    gallery: Gallery,
+    gallery: Matcher,
     queries: np.ndarray,
     want: list[list[tuple[str, float]]],
     top_k: int,

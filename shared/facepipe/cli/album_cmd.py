@@ -131,7 +131,7 @@ def _store(args: argparse.Namespace, settings: Any) -> Any:
     from facepipe.aws.clients import client
 
     location = albums_location(settings)
-    s3 = client("s3", settings) if location.startswith("s3://") else None
+    s3 = client("s3", settings) if "s3://" in location else None
     return open_albums(location, s3, settings)
 
 

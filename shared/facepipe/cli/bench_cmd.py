@@ -1,6 +1,7 @@
 """``facepipe bench e2e -n 100`` (requests through a stack: latency, throughput, lost),
 ``facepipe bench match -n 1000000`` (top-k matching at scale: latency, recall, memory),
-``facepipe bench scale`` (albums, galleries and results at scale) and
+``facepipe bench scale`` (albums, galleries and results at scale),
+``facepipe bench vectors`` (vector stores for large galleries: faiss, LanceDB, pgvector) and
 ``facepipe bench perf`` (against plain facenet-pytorch: speed, parity, cold start, cost)."""
 
 from __future__ import annotations
@@ -111,6 +112,54 @@ def register(sub: Any) -> None:
     add_settings_flags(scale, "models", "client", "local")
     scale.add_argument("--chart", type=Path, help="draw album find against album size here (PNG)")
     scale.set_defaults(func=run_scale_command)
+    vectors = bsub.add_parser(
+        "vectors",
+        help="vector stores for large galleries: faiss in process, LanceDB (folder, S3), pgvector",
+        description="Writes the same synthetic gallery (as `bench match` makes it) into each "
+        "candidate, then opens it in a fresh process and times single top-k queries: ingest "
+        "rate, index build, latency p50/p95/p99 (warm), the querying process's peak memory and "
+        "recall against exact search. lancedb-s3 runs against a moto S3 server on 127.0.0.1; "
+        "pgvector against --pg-dsn, or a throwaway local cluster where the server and the "
+        "extension are installed (skipped, with the reason, otherwise).",
+    )
+    vectors.add_argument(
+        "-n",
+        dest="sizes",
+        type=int,
+        action="append",
+        help="gallery rows; repeat for several sizes (default: 100000 and 1000000)",
+    )
+    vectors.add_argument(
+        "--candidates",
+        default="faiss,lancedb,lancedb-s3,pgvector",
+        help="comma-separated, from faiss, lancedb, lancedb-s3, pgvector (default all)",
+    )
+    vectors.add_argument("--dim", type=int, default=512, help="embedding dimension (default 512)")
+    vectors.add_argument("--queries", type=int, default=300, help="single queries (default 300)")
+    vectors.add_argument("--top-k", type=int, default=5, help="people per face (default 5)")
+    vectors.add_argument(
+        "--index-min-size", type=int, default=50_000, help="rows from which an index is built"
+    )
+    vectors.add_argument(
+        "--s3-max-rows",
+        type=int,
+        default=100_000,
+        help="largest gallery written to the moto S3 server (default 100000: moto reads a whole "
+        "object for each ranged GET, so its latency is not S3's; the requests per query are)",
+    )
+    vectors.add_argument(
+        "--s3-queries", type=int, default=40, help="queries timed against moto (default 40)"
+    )
+    vectors.add_argument("--pg-dsn", default="", help="a PostgreSQL with pgvector to use")
+    vectors.add_argument(
+        "--pg-index",
+        choices=("auto", "hnsw", "ivfflat"),
+        default="auto",
+        help="pgvector index (auto: HNSW up to 300,000 rows, IVFFlat above)",
+    )
+    vectors.add_argument("--workdir", type=Path, help="where to write (default: a temporary one)")
+    vectors.add_argument("--json-out", type=Path, help="also write the summary JSON here")
+    vectors.set_defaults(func=run_vectors_command)
     perf = bsub.add_parser(
         "perf",
         help="this pipeline against plain facenet-pytorch: speed, parity, GFLOP/s, cold start, "
@@ -218,6 +267,37 @@ def run_perf_command(args: argparse.Namespace) -> int:
     return 0 if summary.get("e2e_lost") in (None, 0) else 1
 
 
+def run_vectors_command(args: argparse.Namespace) -> int:
+    from facepipe.bench.vectors import run_vectors_bench, table
+
+    summary = run_vectors_bench(
+        tuple(args.sizes or (100_000, 1_000_000)),
+        tuple(c.strip() for c in args.candidates.split(",") if c.strip()),
+        dim=args.dim,
+        queries=args.queries,
+        top_k=args.top_k,
+        index_min_size=args.index_min_size,
+        s3_max_rows=args.s3_max_rows,
+        s3_queries=args.s3_queries,
+        pg_dsn=args.pg_dsn,
+        pg_index=args.pg_index,
+        workdir=args.workdir,
+        log=sys.stderr,
+    )
+    _report(table(summary), summary, args.json_out)
+    return 1 if any("error" in run for run in summary["runs"]) else 0
+
+
+def _report(text_table: str, summary: dict[str, Any], json_out: Path | None) -> None:
+    """The table on stderr, the summary JSON on stdout and, with ``json_out``, in that file."""
+    print(text_table, file=sys.stderr)
+    text = json.dumps(summary, indent=2)
+    print(text, flush=True)
+    if json_out:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(text + "\n")
+
+
 def run_match_command(args: argparse.Namespace) -> int:
     from facepipe.bench.match import run_match_bench, table
 
@@ -236,12 +316,7 @@ def run_match_command(args: argparse.Namespace) -> int:
         nprobes=sweep,
         log=sys.stderr,
     )
-    print(table(summary), file=sys.stderr)
-    text = json.dumps(summary, indent=2)
-    print(text, flush=True)
-    if args.json_out:
-        args.json_out.parent.mkdir(parents=True, exist_ok=True)
-        args.json_out.write_text(text + "\n")
+    _report(table(summary), summary, args.json_out)
     return 0
 
 

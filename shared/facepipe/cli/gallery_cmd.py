@@ -123,21 +123,19 @@ def run_enroll(args: argparse.Namespace) -> int:
 
     settings = settings_from_args(args)
     store = _store(settings, args.out)
-    existing = store.load()
+    existing = store.embedder()
 
     def refuse_another_embedder(embedder: str) -> None:
-        if existing.embedder and existing.embedder != embedder:
+        if existing and existing != embedder:
             raise GalleryError(
-                f"{store.location} holds {existing.embedder} embeddings; this enrolment would "
-                f"add {embedder} ones: pass --embedder {existing.embedder}, or enrol into "
+                f"{store.location} holds {existing} embeddings; this enrolment would "
+                f"add {embedder} ones: pass --embedder {existing}, or enrol into "
                 "another gallery"
             )
 
     if "embedder" in settings.model_fields_set:  # before loading one that could not be used
         refuse_another_embedder(settings.embedder)
-    choice = choose_embedder(
-        settings, existing.embedder, recorded_by=f"the gallery at {store.location}"
-    )
+    choice = choose_embedder(settings, existing, recorded_by=f"the gallery at {store.location}")
     settings = choice.settings
     refuse_another_embedder(settings.embedder)
     pipeline = LocalPipeline(settings.model_copy(update={"gallery": ""}), embedder=choice.embedder)
@@ -169,7 +167,6 @@ def run_enroll(args: argparse.Namespace) -> int:
         report.gallery.embeddings[rows],
         report.gallery.embedder,
     )
-    gallery = existing.plus(added)
     for skip in skipped:
         print(f"skipped {skip.path}: {skip.reason}", file=sys.stderr)
     already = len(skipped) - len(report.skipped)  # photos whose crop is in the gallery
@@ -184,29 +181,26 @@ def run_enroll(args: argparse.Namespace) -> int:
             f"as {args.folder}/<person>/<photo>.jpg",
             code="nothing_enrolled",
         )
-    if len(added):
-        store.save(gallery, crops)
+    total = store.add(added, crops) if len(added) else len(store.load())
     people = sorted(set(added.names))
     print(
         f"enrolled {len(added)} photo(s) of {len(people)} people ({', '.join(people)}) "
-        f"into {store.location} ({len(gallery)} rows of {len(set(gallery.names))} people); "
-        f"skipped {len(skipped)}",
+        f"into {store.location} ({total} rows); skipped {len(skipped)}",
         file=sys.stderr,
     )
-    return 0 if len(gallery) else 1
+    return 0 if total else 1
 
 
 def run_list(args: argparse.Namespace) -> int:
     store = _store(settings_from_args(args))
-    gallery = store.load()
-    people = gallery.people()
+    people = store.people()
     width = max((len(name) for name in people), default=4)
     print(f"{'name':<{width}}  photos")
     for name, count in people.items():
         print(f"{name:<{width}}  {count}")
     print(
-        f"{len(people)} people, {len(gallery)} rows, embedder {gallery.embedder or '-'}: "
-        f"{store.location}",
+        f"{len(people)} people, {sum(people.values())} rows, embedder "
+        f"{store.embedder() or '-'}: {store.location}",
         file=sys.stderr,
     )
     return 0
@@ -217,21 +211,19 @@ def run_show(args: argparse.Namespace) -> int:
     from facepipe.identity.gallery_store import is_person_name
 
     store = _store(settings_from_args(args))
-    gallery = store.load()
-    rows = [i for i, name in enumerate(gallery.names) if name == args.name]
+    rows = len(store.rows_of(args.name))
     crops = store.crops_of(args.name) if is_person_name(args.name) else []
     if not rows and not crops:
         raise GalleryError(f"{args.name!r} is not in {store.location}", code="not_found")
-    manifest = store.manifest()
     print(
         json.dumps(
             {
                 "name": args.name,
                 "rows": rows,
                 "crops": [store.objects.uri(key) for key in crops],
-                "embedder": gallery.embedder,
+                "embedder": store.embedder(),
                 "gallery": store.location,
-                "updated_at": manifest.updated_at if manifest else None,
+                "updated_at": store.updated_at(),
             },
             indent=2,
         )
@@ -240,16 +232,15 @@ def run_show(args: argparse.Namespace) -> int:
 
 
 def run_remove(args: argparse.Namespace) -> int:
-    from facepipe.identity.albums import AlbumStore
+    from facepipe.app.stores import albums_beside
 
     settings = settings_from_args(args)
     store = _store(settings)
-    gallery = store.load()
-    rows = gallery.embeddings[[i for i, n in enumerate(gallery.names) if n == args.name]]
+    rows = store.rows_of(args.name)
     removal = store.remove(args.name)
     # Album faces carry no names: the person's faces are those within the match threshold of
-    # their enrolment rows, in every album beside the gallery (its bucket or folder).
-    forgotten = AlbumStore(store.objects).forget(rows, settings.effective_match_threshold)
+    # their enrolment rows, in every album beside the gallery (its bucket, folder or database).
+    forgotten = albums_beside(store).forget(rows, settings.effective_match_threshold)
     print(
         f"removed {removal.name}: {removal.rows} row(s), {removal.crops} crop object(s) "
         f"(every version), {removal.old_versions} older gallery/manifest version(s) "
@@ -266,16 +257,15 @@ def run_import(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     store = _store(settings)
     source = open_gallery_store(args.file, settings)
-    if source.objects.get(source.key) is None:
+    if source.status() != "present":
         raise GalleryError(f"cannot read {args.file}: no such file or object")
-    rows = source.load()
+    rows = source.export()
     if rows.embedder is None:
         rows.embedder = settings.embedder
-    gallery = store.load().plus(rows)
-    store.save(gallery)
+    total = store.add(rows)
     print(
         f"imported {len(rows)} row(s) of {len(set(rows.names))} people ({rows.embedder}) into "
-        f"{store.location}: {len(gallery)} rows of {len(set(gallery.names))} people",
+        f"{store.location}: {total} rows",
         file=sys.stderr,
     )
     return 0
@@ -283,10 +273,14 @@ def run_import(args: argparse.Namespace) -> int:
 
 def run_export(args: argparse.Namespace) -> int:
     from facepipe.app.stores import open_gallery_store
+    from facepipe.errors import ConfigError
+    from facepipe.identity.gallery_store import GalleryStore
 
     settings = settings_from_args(args)
-    gallery = _store(settings).load()
+    gallery = _store(settings).export()
     target = open_gallery_store(args.out, settings)
+    if not isinstance(target, GalleryStore):
+        raise ConfigError(f"{args.out}: export writes a .pt or .npz file (a path or s3://...)")
     target.objects.put(target.key, gallery.to_bytes(target.key))
     print(f"exported {len(gallery)} rows to {target.location}", file=sys.stderr)
     return 0

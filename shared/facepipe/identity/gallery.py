@@ -24,7 +24,7 @@ import io
 import math
 import zipfile
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -66,6 +66,82 @@ class Match:
 def _score(name: str, similarity: float) -> PersonScore:
     sim = float(np.clip(similarity, -1.0, 1.0))
     return PersonScore(name, sim, float(np.sqrt(max(0.0, 2.0 - 2.0 * sim))))
+
+
+class Matcher(Protocol):
+    """What recognition names faces with: a :class:`Gallery` in memory, or a gallery in a
+    vector engine (:class:`facepipe.identity.vector_store.LanceGallery`)."""
+
+    embedder: str | None
+    dimension: int
+
+    def __len__(self) -> int: ...
+
+    def top_people(self, queries: np.ndarray, k: int = ...) -> list[list[PersonScore]]: ...
+
+    def match(self, queries: np.ndarray, threshold: float, top_k: int = ...) -> list[Match]: ...
+
+
+# (M, D) queries and a row count → each query's best rows as (similarity, name), best first;
+# fewer than asked only when no more rows were searched.
+RowSearch = Callable[[np.ndarray, int], list[list[tuple[float, str]]]]
+
+
+def widening_top_people(
+    search: RowSearch, queries: np.ndarray, k: int, rows: int, most_rows: int = 8
+) -> list[list[PersonScore]]:
+    """Each query's ``k`` best people from its best rows (a person's score is their best
+    row's). The k-th distinct person is among the first k·r rows when nobody has over r rows;
+    people with more rows than that are rare, so this asks for ``k·min(most_rows, 8)`` rows and
+    four times as many for the queries still short of ``k`` people, until ``rows`` are asked."""
+    want = min(rows, k * min(most_rows, 8))
+    found: list[list[PersonScore]] = [[] for _ in range(len(queries))]
+    pending = np.arange(len(queries))
+    while len(pending):
+        short = []
+        for query, hits in zip(pending, search(queries[pending], want), strict=True):
+            found[query] = aggregate_people(hits, k)
+            exhausted = want >= rows or len(hits) < want
+            if len(found[query]) < k and not exhausted:
+                short.append(query)
+        pending = np.asarray(short, dtype=np.int64)
+        want = min(rows, want * 4)
+    return found
+
+
+def aggregate_people(hits: Iterable[tuple[float, str]], k: int) -> list[PersonScore]:
+    """The first ``k`` distinct names of ``hits`` (best first), each with its best score."""
+    people: list[PersonScore] = []
+    seen: set[str] = set()
+    for sim, name in hits:
+        if name in seen:
+            continue
+        seen.add(name)
+        people.append(_score(name, sim))
+        if len(people) == k:
+            break
+    return people
+
+
+def match_people(
+    gallery: Matcher, queries: np.ndarray, threshold: float, top_k: int = DEFAULT_TOP_K
+) -> list[Match]:
+    """:meth:`Gallery.match` for any :class:`Matcher`: the best person names the face when
+    within ``threshold``, else ``unknown``; an empty gallery names every face ``unknown``."""
+    queries = np.asarray(queries, dtype=np.float32)
+    if len(gallery) == 0:
+        return [Match(UNKNOWN, None, None) for _ in range(len(queries))]
+    if queries.shape[1:] != (gallery.dimension,):
+        raise GalleryError(
+            f"embedding dimension {queries.shape[-1]} does not match the gallery's "
+            f"{gallery.dimension}: was the gallery made with another embedder?"
+        )
+    out = []
+    for people in gallery.top_people(queries, max(1, top_k)):
+        best = people[0]
+        name = best.name if best.distance <= threshold else UNKNOWN
+        out.append(Match(name, best.distance, best.similarity, best.name, tuple(people[:top_k])))
+    return out
 
 
 class SearchIndex(Protocol):
@@ -353,37 +429,15 @@ class Gallery:
         index = self.search_index()
         if self._most_rows is None:
             self._most_rows = max(Counter(self.names).values())
-        # The k-th distinct person is among the first k·r rows when nobody has over r rows;
-        # people with more rows than that are rare, so start lower and widen when needed.
-        want = min(len(self), k * min(self._most_rows, 8))
-        found: list[list[PersonScore]] = [[] for _ in range(len(queries))]
-        pending = np.arange(len(queries))
-        while len(pending):
-            sims, ids = index.search(queries[pending], want)
-            short = []
-            for row, query in enumerate(pending):
-                found[query] = self._aggregate(sims[row], ids[row], k)
-                exhausted = want >= len(self) or ids[row, -1] < 0
-                if len(found[query]) < k and not exhausted:
-                    short.append(query)
-            pending = np.asarray(short, dtype=np.int64)
-            want = min(len(self), want * 4)
-        return found
 
-    def _aggregate(self, sims: np.ndarray, ids: np.ndarray, k: int) -> list[PersonScore]:
-        people: list[PersonScore] = []
-        seen: set[str] = set()
-        for sim, row in zip(sims.tolist(), ids.tolist(), strict=True):
-            if row < 0:
-                break
-            name = self.names[row]
-            if name in seen:
-                continue
-            seen.add(name)
-            people.append(_score(name, sim))
-            if len(people) == k:
-                break
-        return people
+        def search(batch: np.ndarray, want: int) -> list[list[tuple[float, str]]]:
+            sims, ids = index.search(batch, want)
+            return [
+                [(s, self.names[i]) for s, i in zip(srow, irow, strict=True) if i >= 0]
+                for srow, irow in zip(sims.tolist(), ids.tolist(), strict=True)
+            ]
+
+        return widening_top_people(search, queries, k, len(self), self._most_rows)
 
     def match(
         self, queries: np.ndarray, threshold: float, top_k: int = DEFAULT_TOP_K
@@ -395,22 +449,7 @@ class Gallery:
         >>> [m.name for m in g.match(np.array([[1, 0], [-0.6, -0.8]], np.float32), 1.1)]
         ['ann', 'unknown']
         """
-        queries = np.asarray(queries, dtype=np.float32)
-        if len(self) == 0:
-            return [Match(UNKNOWN, None, None) for _ in range(len(queries))]
-        if queries.shape[1:] != (self.dimension,):
-            raise GalleryError(
-                f"embedding dimension {queries.shape[-1]} does not match the gallery's "
-                f"{self.dimension}: was the gallery made with another embedder?"
-            )
-        out = []
-        for people in self.top_people(queries, max(1, top_k)):
-            best = people[0]
-            name = best.name if best.distance <= threshold else UNKNOWN
-            out.append(
-                Match(name, best.distance, best.similarity, best.name, tuple(people[:top_k]))
-            )
-        return out
+        return match_people(self, queries, threshold, top_k)
 
     # --- files --------------------------------------------------------------------------------
     @classmethod

@@ -29,12 +29,13 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Literal, Protocol, TypeVar
 
+import numpy as np
 from pydantic import BaseModel, ValidationError
 
 from facepipe.errors import GalleryError
-from facepipe.identity.gallery import INDEX_MIN_SIZE, Gallery
+from facepipe.identity.gallery import INDEX_MIN_SIZE, Gallery, Matcher
 from facepipe.identity.objects import Objects
 
 _log = logging.getLogger(__name__)
@@ -67,6 +68,27 @@ class Manifest(BaseModel):
         )
 
 
+ManifestModel = TypeVar("ManifestModel", bound=BaseModel)
+
+
+def read_manifest(objects: Objects, key: str, model: type[ManifestModel]) -> ManifestModel | None:
+    """The manifest at ``key`` (``None`` when there is none); one that does not parse is a
+    :class:`GalleryError` naming it."""
+    raw = objects.get(key)
+    if raw is None:
+        return None
+    try:
+        return model.model_validate_json(raw)
+    except ValidationError as exc:
+        raise GalleryError(f"{objects.uri(key)} is not a gallery manifest: {exc}") from exc
+
+
+def write_manifest(objects: Objects, key: str, manifest: BaseModel) -> None:
+    objects.put(
+        key, json.dumps(manifest.model_dump(), indent=2).encode() + b"\n", "application/json"
+    )
+
+
 def check_person_name(name: str) -> str:
     """A name that can be a folder and a key part: no slashes or control characters."""
     if not name or name in (".", "..") or len(name) > 200 or _BAD_NAME.search(name):
@@ -87,7 +109,34 @@ class Removal:
     old_versions: int
 
 
-class GalleryStore:
+class PersonCrops:
+    """Each enrolled face crop as it was embedded, under ``crops_prefix`` of ``objects``:
+    ``<crops_prefix><name>/<sha256>.png`` (what re-embedding with another model needs)."""
+
+    def __init__(self, objects: Objects, crops_prefix: str) -> None:
+        self.objects = objects
+        self.crops_prefix = crops_prefix
+
+    def crop_key(self, name: str, sha256: str) -> str:
+        return f"{self._person_prefix(name)}{sha256}.png"
+
+    def _person_prefix(self, name: str) -> str:
+        return f"{self.crops_prefix}{check_person_name(name)}/"
+
+    def crops_of(self, name: str) -> list[str]:
+        """Keys of ``name``'s stored enrolment crops."""
+        return self.objects.keys(self._person_prefix(name))
+
+    def put_crops(self, crops: Mapping[str, bytes] | None) -> None:
+        for key, png in (crops or {}).items():
+            self.objects.put(key, png, "image/png")
+
+    def erase_crops(self, name: str) -> int:
+        """Every version of ``name``'s crops (none for a name that cannot have any)."""
+        return self.objects.erase_prefix(self._person_prefix(name)) if is_person_name(name) else 0
+
+
+class GalleryStore(PersonCrops):
     """The gallery at ``key`` of ``objects``, its manifest and its crops.
 
     Args:
@@ -104,23 +153,16 @@ class GalleryStore:
         index_min_size: int = INDEX_MIN_SIZE,
         index_nprobe: int = 0,
     ) -> None:
-        self.objects = objects
+        folder = posixpath.dirname(key)
+        super().__init__(objects, f"{folder}/{CROPS_FOLDER}/" if folder else f"{CROPS_FOLDER}/")
         self.key = key
         self.manifest_key = key + MANIFEST_SUFFIX
-        folder = posixpath.dirname(key)
-        self.crops_prefix = f"{folder}/{CROPS_FOLDER}/" if folder else f"{CROPS_FOLDER}/"
         self.index_min_size = index_min_size
         self.index_nprobe = index_nprobe
 
     @property
     def location(self) -> str:
         return self.objects.uri(self.key)
-
-    def crop_key(self, name: str, sha256: str) -> str:
-        return f"{self._person_prefix(name)}{sha256}.png"
-
-    def _person_prefix(self, name: str) -> str:
-        return f"{self.crops_prefix}{check_person_name(name)}/"
 
     # --- reading ------------------------------------------------------------------------------
     def tag(self) -> str:
@@ -129,15 +171,7 @@ class GalleryStore:
         return f"{self.objects.tag(self.key)}|{self.objects.tag(self.manifest_key)}"
 
     def manifest(self) -> Manifest | None:
-        raw = self.objects.get(self.manifest_key)
-        if raw is None:
-            return None
-        try:
-            return Manifest.model_validate_json(raw)
-        except ValidationError as exc:
-            raise GalleryError(
-                f"{self.objects.uri(self.manifest_key)} is not a gallery manifest: {exc}"
-            ) from exc
+        return read_manifest(self.objects, self.manifest_key, Manifest)
 
     def load(self, *, attempts: int = 2) -> Gallery:
         """The stored gallery (empty when there is none), checked against its manifest.
@@ -182,23 +216,39 @@ class GalleryStore:
                 )
         return gallery
 
-    def crops_of(self, name: str) -> list[str]:
-        """Keys of ``name``'s stored enrolment crops."""
-        return self.objects.keys(self._person_prefix(name))
+    def status(self) -> GalleryStatus:
+        """``present``; ``missing`` (never written); ``gone`` (its manifest without it)."""
+        if self.objects.tag(self.key) is not None:
+            return "present"
+        return "gone" if self.objects.tag(self.manifest_key) is not None else "missing"
+
+    def embedder(self) -> str | None:
+        return self.load().embedder
+
+    def people(self) -> dict[str, int]:
+        return self.load().people()
+
+    def rows_of(self, name: str) -> np.ndarray:
+        """``name``'s unit rows (enrolment photos), (n, D)."""
+        gallery = self.load()
+        return gallery.embeddings[[i for i, n in enumerate(gallery.names) if n == name]]
+
+    def updated_at(self) -> str | None:
+        manifest = self.manifest()
+        return manifest.updated_at if manifest else None
+
+    def export(self) -> Gallery:
+        """Every row, in memory."""
+        return self.load()
 
     # --- writing ------------------------------------------------------------------------------
     def save(self, gallery: Gallery, crops: Mapping[str, bytes] | None = None) -> Manifest:
         """Write ``crops`` (key → PNG), then the gallery object, then its manifest."""
-        for key, png in (crops or {}).items():
-            self.objects.put(key, png, "image/png")
+        self.put_crops(crops)
         data = gallery.to_bytes(self.key)
         manifest = Manifest.describe(gallery, data)
         self.objects.put(self.key, data)
-        self.objects.put(
-            self.manifest_key,
-            json.dumps(manifest.model_dump(), indent=2).encode() + b"\n",
-            "application/json",
-        )
+        write_manifest(self.objects, self.manifest_key, manifest)
         return manifest
 
     def remove(self, name: str) -> Removal:
@@ -209,11 +259,56 @@ class GalleryStore:
         rows = gallery.names.count(name)
         if rows:
             self.save(gallery.without(name))
-        crops = self.objects.erase_prefix(self._person_prefix(name)) if is_person_name(name) else 0
+        crops = self.erase_crops(name)
         if not rows and not crops:
             raise GalleryError(f"{name!r} is not in {self.location}", code="not_found")
         old = self.objects.drop_history(self.key) + self.objects.drop_history(self.manifest_key)
         return Removal(name, rows, crops, old)
+
+    def add(self, rows: Gallery, crops: Mapping[str, bytes] | None = None) -> int:
+        """The stored gallery plus ``rows`` (and their ``crops``), written; its row count.
+        Refuses rows of another embedder or dimension."""
+        gallery = self.load().plus(rows)
+        self.save(gallery, crops)
+        return len(gallery)
+
+
+GalleryStatus = Literal["present", "missing", "gone"]
+
+
+class GalleryBackend(Protocol):
+    """Where the gallery lives, as enrolment, erasure and recognition use it: the one-object
+    :class:`GalleryStore`, or a vector engine's
+    (:class:`facepipe.identity.vector_store.LanceGalleryStore`)."""
+
+    objects: Objects  # the crops (and the albums beside the gallery, by default)
+
+    @property
+    def location(self) -> str: ...
+
+    def tag(self) -> str: ...
+
+    def status(self) -> GalleryStatus: ...
+
+    def load(self) -> Matcher: ...
+
+    def embedder(self) -> str | None: ...
+
+    def people(self) -> dict[str, int]: ...
+
+    def rows_of(self, name: str) -> np.ndarray: ...
+
+    def updated_at(self) -> str | None: ...
+
+    def export(self) -> Gallery: ...
+
+    def add(self, rows: Gallery, crops: Mapping[str, bytes] | None = None) -> int: ...
+
+    def remove(self, name: str) -> Removal: ...
+
+    def crop_key(self, name: str, sha256: str) -> str: ...
+
+    def crops_of(self, name: str) -> list[str]: ...
 
 
 def is_person_name(name: str) -> bool:

@@ -56,6 +56,8 @@ class Objects(Protocol):
 
     def drop_history(self, key: str) -> int: ...
 
+    def drop_history_under(self, prefix: str) -> int: ...
+
 
 class LocalObjects:
     """Files under ``root``; writes are atomic (a temporary file renamed into place). A folder
@@ -144,6 +146,9 @@ class LocalObjects:
     def drop_history(self, key: str) -> int:
         return 0
 
+    def drop_history_under(self, prefix: str) -> int:
+        return 0
+
 
 class CountedObjects:
     """``objects`` with a count of the requests made through it, by kind (``get``, ``list``,
@@ -195,3 +200,6 @@ class CountedObjects:
 
     def drop_history(self, key: str) -> int:
         return self.objects.drop_history(key)
+
+    def drop_history_under(self, prefix: str) -> int:
+        return self.objects.drop_history_under(prefix)

@@ -1,13 +1,13 @@
 """The function images' package set, reproduced in this environment by hiding everything else.
 
-Both images install the same things (``functions/*/Dockerfile``): CPU torch,
-facenet-pytorch without its dependencies, the ``facepipe`` package with its ``dlib`` extra,
-awslambdaric and aws-xray-sdk. A development environment has more (moto, aws-sam-cli and what
-they pull in, e.g. ``awscrt`` and ``pyOpenSSL``, which botocore imports whenever they are
-present). :func:`guard_source` is Python source that, run first in a fresh interpreter, makes every
-top-level module of the other installed distributions unimportable, so that a process imports
-what the image would: the benchmark's cold start measures the images' imports, and a test proves
-that a handler finds every module it needs in the image's dependencies.
+Both images install the same things (``functions/*/Dockerfile``): CPU torch, facenet-pytorch
+without its dependencies, the ``facepipe`` package with its ``dlib`` extra (and, in the recognition
+image, its ``vectors`` extra), awslambdaric and aws-xray-sdk. A development environment has more
+(moto, aws-sam-cli and what they pull in, e.g. ``awscrt`` and ``pyOpenSSL``, which botocore imports
+whenever they are present). :func:`guard_source` is Python source that, run first in a fresh
+interpreter, makes every top-level module of the other installed distributions unimportable, so
+that a process imports what the image would: the benchmark's cold start measures the images'
+imports, and a test proves that a handler finds every module it needs in the image's dependencies.
 
 Example:
     >>> "boto3" in image_distributions()
@@ -26,8 +26,14 @@ from pathlib import Path
 
 from packaging.requirements import Requirement
 
-# What the Dockerfiles pip-install (tests/unit/local/test_image_env.py checks them against this).
-IMAGE_INSTALLS = ("torch", "facenet-pytorch", "facepipe[dlib]", "awslambdaric", "aws-xray-sdk")
+# What each Dockerfile pip-installs (tests/unit/local/test_image_env.py checks them against
+# this): the recognition image adds the vectors extra (LanceDB galleries and albums).
+IMAGES = {
+    image: ("torch", "facenet-pytorch", f"facepipe[{extras}]", "awslambdaric", "aws-xray-sdk")
+    for image, extras in (("detection", "dlib"), ("recognition", "dlib,vectors"))
+}
+# Both images' packages: one interpreter runs both handlers (the tests, the cold-start bench).
+IMAGE_INSTALLS = tuple(sorted({spec for specs in IMAGES.values() for spec in specs}))
 NO_DEPS = frozenset({"facenet-pytorch"})  # installed with --no-deps
 
 

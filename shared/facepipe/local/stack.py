@@ -320,11 +320,11 @@ class LocalStack(Service):
         """The Docker of ``DOCKER_HOST``, else the private dockerd (stopped with the stack), and
         both images built; a gallery on this machine's disk is not in the containers."""
         gallery = self.settings.gallery
-        if gallery and not gallery.startswith("s3://"):
+        if gallery and not gallery.startswith(("s3://", "lancedb+s3://")):
             raise ConfigError(
                 f"--gallery {gallery}: the image runtime's functions run in containers and read "
                 "the gallery from the local bucket: enrol into it (`facepipe gallery enroll "
-                "--local-info ...`) or give an s3:// location"
+                "--local-info ...`) or give an s3:// (or lancedb+s3://) location"
             )
         from facepipe.local.images import require_images
 

@@ -22,9 +22,10 @@ from facepipe.errors import (
     GalleryError,
     InvalidMessage,
 )
-from facepipe.identity.albums import AlbumEntry, AlbumStore
+from facepipe.identity.album_stores import Albums
+from facepipe.identity.albums import AlbumEntry
 from facepipe.identity.embedders import EMBEDDERS, Embedder, embed_splitting
-from facepipe.identity.gallery import DEFAULT_TOP_K, Gallery
+from facepipe.identity.gallery import DEFAULT_TOP_K, Matcher
 from facepipe.messages import (
     AlbumMatch,
     AlbumOutcome,
@@ -65,7 +66,7 @@ class Recognition:
     def __init__(
         self,
         embedder: Embedder,
-        gallery: Gallery,
+        gallery: Matcher,
         threshold: float,
         *,
         top_k: int = DEFAULT_TOP_K,
@@ -148,7 +149,7 @@ class Recognition:
         _log.warning("out of memory embedding %d crops: embedding them in two halves", size)
 
 
-def check_gallery_embedder(gallery: Gallery, embedder: Embedder) -> None:
+def check_gallery_embedder(gallery: Matcher, embedder: Embedder) -> None:
     """Refuse to match a gallery whose rows another embedder made: its distances mean nothing."""
     made_with = gallery.embedder
     if made_with and made_with != embedder.name:
@@ -157,7 +158,7 @@ def check_gallery_embedder(gallery: Gallery, embedder: Embedder) -> None:
             f"with {embedder.name}: re-enrol it with FACEPIPE_EMBEDDER={embedder.name}, or set "
             f"FACEPIPE_EMBEDDER={made_with} on both functions"
         )
-    dimension = gallery.embeddings.shape[1]
+    dimension = gallery.dimension
     if len(gallery) and dimension != embedder.dim:
         raise GalleryError(
             f"the gallery holds {dimension}-d embeddings but the {embedder.name} embedder makes "
@@ -172,7 +173,7 @@ class GalleryLoader(Protocol):
 
     def tag(self) -> str: ...
 
-    def load(self, *, missing_ok: bool = True) -> Gallery: ...
+    def load(self, *, missing_ok: bool = True) -> Matcher: ...
 
 
 class GallerySource:
@@ -196,7 +197,7 @@ class GallerySource:
         loader: GalleryLoader,
         refresh_seconds: float = 60,
         *,
-        check: Callable[[Gallery], None] | None = None,
+        check: Callable[[Matcher], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.loader = loader
@@ -209,7 +210,7 @@ class GallerySource:
         self.reloads = 0
         self.stale: str | None = None  # why the gallery served is not the stored one, if so
 
-    def current(self) -> Gallery:
+    def current(self) -> Matcher:
         now = self.clock()
         if now - self._checked < self.refresh_seconds:
             return self._gallery
@@ -234,7 +235,7 @@ class GallerySource:
             _log.warning("gallery reload failed, keeping the loaded one: %r", exc)
             self.stale = f"reload failed: {exc!r}"
             return self._gallery
-        _log.info("gallery reloaded: %d rows of %d people", len(gallery), len(set(gallery.names)))
+        _log.info("gallery reloaded: %d rows", len(gallery))
         self._gallery, self._tag = gallery, tag
         self.reloads += 1
         self.stale = None
@@ -372,7 +373,7 @@ class RecognitionService:
         recognition: Recognition,
         sink: FinalResults,
         payloads: PayloadStore | None = None,
-        albums: AlbumStore | None = None,
+        albums: Albums | None = None,
     ) -> None:
         self.recognition = recognition
         self.sink = sink

@@ -84,8 +84,10 @@ def test_image_installs_cpu_torch_facenet_no_deps_and_the_library(name: str) -> 
     ]
     assert "--index-url ${TORCH_INDEX_URL}" in runs and "torch==${TORCH_VERSION}" in runs
     assert "--no-deps facenet-pytorch" in runs
-    # with the dlib extra, so that FACEPIPE_EMBEDDER=dlib (template parameter Embedder) works
-    assert 'pip install "/tmp/shared[dlib]" awslambdaric' in runs
+    # with the dlib extra, so that FACEPIPE_EMBEDDER=dlib (template parameter Embedder) works;
+    # recognition also with the vectors extra, so that a lancedb+s3:// gallery or album loads
+    extras = "dlib,vectors" if name == "recognition" else "dlib"
+    assert f'pip install "/tmp/shared[{extras}]" awslambdaric' in runs
 
 
 def test_recognition_image_bakes_weights_and_points_the_env_at_them() -> None:

@@ -13,7 +13,7 @@ import sys
 import pytest
 from packaging.requirements import Requirement
 
-from facepipe.local.image_env import IMAGE_INSTALLS, NO_DEPS, guard_source, image_distributions
+from facepipe.local.image_env import IMAGES, NO_DEPS, guard_source, image_distributions
 from tests.conftest import ROOT, SAMPLES
 from tests.unit.functions.test_dockerfiles import FUNCTIONS, _instructions
 from tests.unit.test_cold_start import ENV
@@ -53,7 +53,7 @@ def _pip_installs(name: str) -> tuple[set[str], set[str]]:
 @pytest.mark.parametrize("name", FUNCTIONS)
 def test_image_installs_are_the_dockerfiles(name: str) -> None:
     names, no_deps = _pip_installs(name)
-    assert names == set(IMAGE_INSTALLS)
+    assert names == set(IMAGES[name])
     assert no_deps == set(NO_DEPS)
 
 
