@@ -64,7 +64,7 @@ bench-burst: ## 1,000 requests through the local stack, each function in its own
 bench-memory: ## detection's peak memory per frame size and per request, and the checks of the limits it derives (bench/results/memory.json)
 	$(PY) -m facepipe.bench.memory --json-out bench/results/memory.json
 
-bench-scale: ## the data plane at scale: albums of 10k-1M faces written as the stack writes them, searched by selfie (bench/results/scale.json, docs/scale.png; SCALE_ARGS=...)
+bench-scale: ## the data plane at scale: albums of 10k-1M faces written as the stack writes them, a 1M-row LanceDB gallery, 8 clients x 100 frames (bench/results/scale.json, docs/scale.png; SCALE_ARGS=...)
 	$(BIN)/facepipe bench scale --json-out bench/results/scale.json --chart docs/scale.png $(SCALE_ARGS)
 
 bench-match: ## top-5 matching over a 1,000,000-row synthetic gallery: latency p50/p95, recall, memory, build (MATCH_ARGS=...)

@@ -132,14 +132,12 @@ class Settings(BaseModel):
     album_compact_every: int = Field(
         32,
         ge=0,
-        description="Album shards waiting after a write that make the writer merge them into "
-        "a segment (0: only `facepipe album compact`).",
+        description="Album shards waiting that make a writer compact (0: only `album compact`).",
     )
     album_merge_max_faces: int = Field(
         300_000,
         ge=1,
-        description="Largest segment merge a writer does (a recognition batch); bigger tiers "
-        "wait for `facepipe album compact`.",
+        description="Largest album merge a writer does; bigger: `album compact`.",
     )
     gallery_refresh_seconds: int = Field(
         60,

@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import run_facepipe
 
 
@@ -29,6 +31,22 @@ def test_bench_scale_album_part(tmp_path: Path) -> None:
     assert json.loads(done.stdout)["album_faces"] == 3000
     assert [g["faces"] for g in summary["album_growth"]] == [1000, 3000]
     assert (tmp_path / "scale.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_bench_scale_gallery_part(tmp_path: Path) -> None:
+    pytest.importorskip("lancedb", reason="the vectors extra (lancedb) is not installed")
+    out = tmp_path / "scale.json"
+    done = run_facepipe(
+        "bench", "scale", "--parts", "gallery", "--gallery-rows", "3000", "--dim", "64",
+        "--json-out", str(out),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(out.read_text())
+    assert summary["gallery_rows"] == 3000
+    for key in ("gallery", "gallery_faiss"):
+        assert summary[f"{key}_match_p95_ms"] >= summary[f"{key}_match_p50_ms"] > 0
+        assert summary[f"{key}_peak_rss_mb"] > 0
+        assert summary[f"{key}_recall_best_person"] >= 0.99
 
 
 def test_bench_scale_names_an_unknown_part() -> None:

@@ -203,6 +203,31 @@ def run_results_bench(
     return out
 
 
+def run_gallery_bench(
+    rows: int, *, dim: int = 512, queries: int = 300, log: Any = None
+) -> dict[str, Any]:
+    """A ``rows``-row synthetic gallery in LanceDB (a folder), queried top-5 from a fresh
+    process, against today's in-process faiss gallery as the reference in the same run
+    (:func:`facepipe.bench.vectors.run_vectors_bench`)."""
+    from facepipe.bench.vectors import run_vectors_bench
+
+    summary = run_vectors_bench((rows,), ("faiss", "lancedb"), dim=dim, queries=queries, log=log)
+    runs = {r["candidate"]: r for r in summary["runs"] if "latency_ms" in r}
+    out: dict[str, Any] = {"gallery_rows": rows, "gallery_store": "lancedb (folder)"}
+    for name, key in (("lancedb", "gallery"), ("faiss", "gallery_faiss")):
+        run = runs.get(name)
+        if run is None:
+            continue
+        out |= {
+            f"{key}_match_p50_ms": run["latency_ms"]["p50"],
+            f"{key}_match_p95_ms": run["latency_ms"]["p95"],
+            f"{key}_peak_rss_mb": round(run["rss_peak_bytes"] / 2**20, 1),
+            f"{key}_open_s": run["open_s"],
+            f"{key}_recall_best_person": run["recall_first"],
+        }
+    return out
+
+
 def write_results(path: Path, summary: dict[str, Any]) -> dict[str, Any]:
     """Merge ``summary`` into the JSON at ``path`` (each part of the bench keeps the others')."""
     merged: dict[str, Any] = {}

@@ -85,8 +85,11 @@ def register(sub: Any) -> None:
     )
     scale.add_argument(
         "--parts",
-        default="album,results",
-        help="comma-separated parts to run: album, results (default: both)",
+        default="album,gallery,results",
+        help="comma-separated parts to run: album, gallery, results (default: all)",
+    )
+    scale.add_argument(
+        "--gallery-rows", type=int, default=1_000_000, help="gallery rows (default 1000000)"
     )
     scale.add_argument(
         "--album-faces",
@@ -324,15 +327,17 @@ def run_scale_command(args: argparse.Namespace) -> int:
     from facepipe.bench.scale import (
         growth_chart,
         run_album_growth,
+        run_gallery_bench,
         run_results_bench,
         write_results,
     )
 
     parts = {p.strip() for p in args.parts.split(",") if p.strip()}
-    unknown = parts - {"album", "results"}
+    unknown = parts - {"album", "gallery", "results"}
     if unknown:
         print(
-            f"bench scale: no part {', '.join(sorted(unknown))} (album, results)", file=sys.stderr
+            f"bench scale: no part {', '.join(sorted(unknown))} (album, gallery, results)",
+            file=sys.stderr,
         )
         return 2
     say = lambda line: print(f"bench scale: {line}", file=sys.stderr, flush=True)  # noqa: E731
@@ -355,6 +360,10 @@ def run_scale_command(args: argparse.Namespace) -> int:
             shard_faces=args.shard_faces,
             queries=args.queries,
             say=say,
+        )
+    if "gallery" in parts:
+        summary |= run_gallery_bench(
+            args.gallery_rows, dim=args.dim, queries=max(300, args.queries), log=sys.stderr
         )
     print(json.dumps(summary, indent=2), file=out, flush=True)
     if args.json_out:
