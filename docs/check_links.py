@@ -25,7 +25,7 @@ from urllib.parse import unquote
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
 DOCS = ROOT / "docs"
-README_MAX_LINES = 160
+README_MAX_LINES = 180
 
 FENCE = re.compile(r"^\s*(`{3,}|~{3,})")
 CODE_SPAN = re.compile(r"(`+)(?:(?!\1).)+?\1", re.S)
