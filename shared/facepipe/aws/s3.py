@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 from facepipe.errors import PayloadMissing
-from facepipe.identity.objects import Fresh
+
+if TYPE_CHECKING:  # the detection function's cold start imports this module, not identity/
+    from facepipe.identity.objects import Fresh
 
 _log = logging.getLogger(__name__)
 
@@ -132,6 +134,8 @@ class S3Objects:
     def get_fresh(self, key: str, tag: str | None) -> Fresh:
         """One GET with ``If-None-Match``: 304 (unchanged) costs no transfer."""
         from botocore.exceptions import ClientError
+
+        from facepipe.identity.objects import Fresh
 
         extra = {"IfNoneMatch": tag} if tag else {}
         try:

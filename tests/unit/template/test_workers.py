@@ -245,7 +245,7 @@ def test_the_recognition_image_has_the_worker_command(cfn: dict[str, Any]) -> No
     scripts = tomllib.loads((ROOT / "shared" / "pyproject.toml").read_text())["project"]["scripts"]
     assert scripts["facepipe"] == "facepipe.cli.main:main"
     dockerfile = (ROOT / "functions" / "recognition" / "Dockerfile").read_text()
-    assert 'pip install "/tmp/shared[dlib]"' in dockerfile  # the library, so `facepipe`
+    assert 'pip install "/tmp/shared[dlib,vectors]"' in dockerfile  # the library, so `facepipe`
     (container,) = cfn["Resources"]["WorkerTaskDefinition"]["Properties"]["ContainerDefinitions"]
     assert container["EntryPoint"][0] == "facepipe"
     args = build_parser().parse_args([*container["EntryPoint"][1:], *container["Command"]])
