@@ -281,16 +281,18 @@ class AlbumStore:
         raise GalleryError(f"album {album!r} kept changing while it was read: try again")
 
     def embedder_of(self, album: str) -> str | None:
-        _, manifest = self._manifest(album)
-        if manifest.embedder is not None:
-            return manifest.embedder
-        shards = self.shards(album)
-        if not shards:
-            return None
-        try:
-            return self._part(shards[0]).embedder
-        except _Stale:
-            return self.embedder_of(album)
+        return self._embedder_in(self._view(album))
+
+    def _embedder_in(self, view: _View) -> str | None:
+        """The manifest's embedder, else the first shard's still there (none merged yet)."""
+        if view.manifest.embedder is not None:
+            return view.manifest.embedder
+        for key in view.shards + view.leftovers:
+            try:
+                return self._part(key).embedder
+            except _Stale:
+                continue
+        return None
 
     def load(self, album: str) -> AlbumIndex:
         """Every face of the album, a request's faces once."""
@@ -333,7 +335,8 @@ class AlbumStore:
         shard is written and a later write or ``album compact`` merges it)."""
         if not entries:
             return None
-        existing = self.embedder_of(album)
+        view = self._view(album)  # one listing and manifest read serve both checks
+        existing = self._embedder_in(view)
         if existing is not None and existing != embedder:
             raise GalleryError(
                 f"album {album!r} was indexed with the {existing} embedder, not {embedder}: "
@@ -344,13 +347,11 @@ class AlbumStore:
         self.objects.put(key, part.to_bytes())
         with self._lock:
             self._parts[key] = part
-        if self.compact_every:
-            waiting = self._view(album).shards
-            if len(waiting) >= self.compact_every:
-                try:
-                    self.compact(album, max_faces=self.merge_max_faces, tries=1)
-                except Exception as exc:  # the shard is safe; compaction can wait
-                    _log.warning("album %s: compaction after a write failed: %s", album, exc)
+        if self.compact_every and len(view.shards) + 1 >= self.compact_every:
+            try:
+                self.compact(album, max_faces=self.merge_max_faces, tries=1)
+            except Exception as exc:  # the shard is safe; compaction can wait
+                _log.warning("album %s: compaction after a write failed: %s", album, exc)
         return key
 
     def compact(
